@@ -1,0 +1,106 @@
+"""The differentiable approximation bridge (paper Sec. 4, Fig. 1).
+
+Forward returns the hard function's output. In training mode the bridge also runs its
+approximator on the same input and records the DAB loss ``gamma * loss(approx(x), hard(x))``.
+Backward sends the downstream gradient to ``x`` through the approximator's vector-Jacobian
+product; the approximator's own parameters learn only from the DAB loss, which also reaches the
+layers before the bridge (through ``x``).
+
+Implementation: the task path evaluates the approximator with *detached* parameters, so autograd
+computes only the input VJP on it, and :class:`_ForwardValue` swaps in the exact hard values.
+Everything stays in one autograd graph: no nested ``autograd.grad`` or ``retain_graph``, which
+keeps the step compilable and free of host syncs.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from dab.approximators import make_approximator
+from dab.errors import ConfigError
+from dab.hard_fns import HardFn, make_hard_fn
+from dab.losses import LossFn, get_dab_loss
+
+ESTIMATORS = ("dab", "ste")
+
+
+class _ForwardValue(torch.autograd.Function):
+    """Returns ``value`` exactly in the forward pass; the backward sends the gradient to ``surrogate``."""
+
+    @staticmethod
+    def forward(ctx, surrogate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class Bridge(nn.Module):
+    """Wraps a hard function; x: [B, *in_shape] -> hard(x): [B, *out_shape].
+
+    ``estimator='dab'`` routes gradients through ``approximator`` (required);
+    ``estimator='ste'`` copies them straight through (identity backward, same-shape ops only).
+    After a training-mode forward, ``self.dab_loss`` holds the (gamma-scaled) DAB loss,
+    accumulated over calls until :func:`pop_dab_loss` collects it.
+    """
+
+    def __init__(self, hard_fn: HardFn | Callable[[torch.Tensor], torch.Tensor],
+                 approximator: nn.Module | None, gamma: float = 10.0,
+                 loss: str | LossFn = "l2", estimator: str = "dab"):
+        super().__init__()
+        if estimator not in ESTIMATORS:
+            raise ConfigError(f"unknown estimator '{estimator}'; valid choices: {', '.join(ESTIMATORS)}")
+        if gamma is None or gamma < 0:
+            raise ConfigError(f"dab.gamma must be >= 0, got {gamma}")
+        if estimator == "dab" and approximator is None:
+            raise ConfigError("estimator 'dab' needs an approximator")
+        self.hard_fn = hard_fn
+        self.approximator = approximator if estimator == "dab" else None
+        self.gamma = float(gamma)
+        self.loss_fn = get_dab_loss(loss) if isinstance(loss, str) else loss
+        self.estimator = estimator
+        self.dab_loss: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            hard = self.hard_fn(x)
+        if not (self.training and torch.is_grad_enabled() and x.requires_grad):
+            return hard
+        if self.estimator == "ste":
+            if hard.shape != x.shape:
+                raise ConfigError(f"the straight-through estimator needs a same-shape hard function; "
+                                  f"got {tuple(x.shape)} -> {tuple(hard.shape)}. Use estimator=dab")
+            return _ForwardValue.apply(x, hard)
+        frozen = {name: p.detach() for name, p in self.approximator.named_parameters()}
+        soft_for_task = functional_call(self.approximator, frozen, (x,))
+        soft = self.approximator(x)
+        loss = self.gamma * self.loss_fn(soft, hard)
+        self.dab_loss = loss if self.dab_loss is None else self.dab_loss + loss
+        return _ForwardValue.apply(soft_for_task, hard)
+
+
+def pop_dab_loss(model: nn.Module) -> torch.Tensor | None:
+    """Sum and clear the DAB losses recorded by every bridge in ``model``; None if none ran."""
+    total = None
+    for module in model.modules():
+        if isinstance(module, Bridge) and module.dab_loss is not None:
+            total = module.dab_loss if total is None else total + module.dab_loss
+            module.dab_loss = None
+    return total
+
+
+def make_bridge(hard_fn: str, in_shape: tuple[int, ...], gamma: float = 10.0, estimator: str = "dab",
+                approximator: str = "dense", hidden: int = 256, depth: int = 2, loss: str = "l2",
+                eps: float = 0.5, k: int = 10, kmeans_iters: int = 10, seed: int = 0) -> Bridge:
+    """Build a bridge by names for per-sample input shape ``in_shape`` (batch dim excluded)."""
+    fn = make_hard_fn(hard_fn, eps=eps, k=k, kmeans_iters=kmeans_iters, seed=seed)
+    out_shape = fn.out_shape(tuple(in_shape))
+    if estimator == "ste" and tuple(out_shape) != tuple(in_shape):
+        raise ConfigError(f"estimator 'ste' cannot be used with hard_fn '{hard_fn}', which changes shape "
+                          f"{tuple(in_shape)} -> {tuple(out_shape)}; use estimator=dab")
+    approx = make_approximator(approximator, in_shape, out_shape, hidden, depth) if estimator == "dab" else None
+    return Bridge(fn, approx, gamma=gamma, loss=loss, estimator=estimator)

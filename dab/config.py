@@ -1,0 +1,142 @@
+"""Typed config schema (one dataclass per config group) and its validation.
+
+The dataclasses double as Hydra structured-config schemas (:func:`register_configs`), so a
+typo'd key in a preset fails at composition; :func:`validate` checks values and names and raises
+:class:`ConfigError` naming the valid choices. Nothing here needs Hydra except the registration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from dab.approximators import APPROXIMATOR_NAMES
+from dab.bridge import ESTIMATORS
+from dab.errors import ConfigError
+from dab.hard_fns import HARD_FN_NAMES
+from dab.losses import DAB_LOSSES
+from dab.models.sorting import ACTIVATIONS
+
+DATASETS = ("sort",)
+MODELS = ("dense", "lstm")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "sort"
+    length: int = 10  # T, the sequence length
+    batch_size: int = 1024
+    test_size: int = 10000
+    test_seed: int = 1234  # fixed: every run is scored on the same test sequences
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dense"
+    hidden: int = 256
+    activation: str = "tanh"
+    layers_before: int = 2  # dense only: layers up to and including the bridge
+    layers_after: int = 1
+    ponder_steps: int = 0  # lstm only
+
+
+@dataclass
+class HardFnConfig:
+    name: str = "signum"
+    eps: float = 0.5  # signum margin (Eq. 11)
+    k: int = 10  # top-k's k and k-means' k
+    kmeans_iters: int = 10
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: Optional[float] = None  # max global grad norm; None = off
+
+
+@dataclass
+class DabConfig:
+    gamma: float = 10.0
+    estimator: str = "dab"
+    approximator: str = "dense"
+    hidden: int = 256
+    depth: int = 2
+    loss: str = "l2"
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 100_000
+    max_minutes: Optional[float] = None  # wall-clock training budget; None = steps only
+    eval_every: int = 1000
+    log_every: int = 100
+    ckpt_every: int = 1000
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    resume: bool = False  # continue the newest matching checkpoint under runs_root
+    resume_from: Optional[str] = None  # or this run dir's checkpoint
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hard_fn: HardFnConfig = field(default_factory=HardFnConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    dab: DabConfig = field(default_factory=DabConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+    experiment: str = "default"
+    runs_root: str = "runs"
+
+
+def _choice(value: str, choices, key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {key} '{value}'; valid choices: {', '.join(choices)}")
+
+
+def _at_least(value, low, key: str) -> None:
+    if value is None or value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")
+
+
+def validate(cfg: Any) -> None:
+    """Check a composed config (dataclass, DictConfig or namespace); raise ConfigError if bad."""
+    _choice(cfg.dataset.name, DATASETS, "dataset")
+    _choice(cfg.model.name, MODELS, "model")
+    _choice(cfg.model.activation, tuple(ACTIVATIONS), "model.activation")
+    _choice(cfg.hard_fn.name, HARD_FN_NAMES, "hard_fn")
+    _choice(cfg.optimizer.name, OPTIMIZERS, "optimizer")
+    _choice(cfg.dab.estimator, ESTIMATORS, "dab.estimator")
+    _choice(cfg.dab.approximator, APPROXIMATOR_NAMES, "dab.approximator")
+    _choice(cfg.dab.loss, tuple(DAB_LOSSES), "dab.loss")
+    _choice(cfg.trainer.device, DEVICES, "trainer.device")
+    _choice(cfg.trainer.precision, PRECISIONS, "trainer.precision")
+    _at_least(cfg.dataset.length, 2, "dataset.length (T)")
+    for key in ("batch_size", "test_size"):
+        _at_least(getattr(cfg.dataset, key), 1, f"dataset.{key}")
+    _at_least(cfg.dab.gamma, 0, "dab.gamma")
+    _at_least(cfg.model.hidden, 1, "model.hidden")
+    _at_least(cfg.model.ponder_steps, 0, "model.ponder_steps")
+    if cfg.model.name != "lstm" and cfg.model.ponder_steps != 0:
+        raise ConfigError("model.ponder_steps applies to model=lstm only; valid choices for model: lstm")
+    _at_least(cfg.optimizer.lr, 0, "optimizer.lr")
+    if cfg.optimizer.grad_clip is not None:
+        _at_least(cfg.optimizer.grad_clip, 0, "optimizer.grad_clip")
+    for key in ("max_steps", "eval_every", "log_every", "ckpt_every"):
+        _at_least(getattr(cfg.trainer, key), 1, f"trainer.{key}")
+    if cfg.trainer.max_minutes is not None and cfg.trainer.max_minutes <= 0:
+        raise ConfigError(f"trainer.max_minutes must be > 0 or null, got {cfg.trainer.max_minutes}")
+
+
+def register_configs() -> None:
+    """Register :class:`Config` as Hydra's ``base_config`` schema (imports Hydra lazily)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="base_config", node=Config)

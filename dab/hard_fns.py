@@ -1,0 +1,194 @@
+"""Non-differentiable ("hard") functions, as pure batched torch functions.
+
+Every function takes a batch ``x: [B, *in_shape]`` and returns ``[B, *out_shape]``; the first
+dimension is always the batch and no function mixes samples. ``HARD_FNS`` maps a config name to a
+:class:`HardFn` that also knows the per-sample output shape, so a bridge can size its approximator
+(and refuse the straight-through estimator on shape-changing ops) before seeing data.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from dab.errors import ConfigError
+
+Shape = tuple[int, ...]
+
+
+def signum_with_margin(x: torch.Tensor, eps: float = 0.5) -> torch.Tensor:
+    """Paper Eq. 11: -1 where x < -eps, 0 where |x| <= eps, +1 where x > eps. Same shape as x."""
+    return (x > eps).to(x.dtype) - (x < -eps).to(x.dtype)
+
+
+def binary_above_mean(x: torch.Tensor) -> torch.Tensor:
+    """1 where x >= the mean of its own sample (all non-batch dims), else 0. Same shape as x."""
+    mean = x.flatten(1).mean(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    return (x >= mean).to(x.dtype)
+
+
+def bernoulli_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z ~ Bernoulli(sigmoid(logits)), sampled without reparameterization. Same shape as logits."""
+    return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+
+
+def sort_1d(x: torch.Tensor) -> torch.Tensor:
+    """Flatten each sample, sort ascending, and restore the input shape: [B, *s] -> [B, *s]."""
+    return torch.sort(x.flatten(1), dim=1).values.view_as(x)
+
+
+def sort_rows_cols(x: torch.Tensor) -> torch.Tensor:
+    """Rows sorted along W, concatenated on the channel dim with columns sorted along H.
+
+    x: [B, C, H, W] -> [B, 2C, H, W] (both halves ascending).
+    """
+    _require_feature_map(x, "sort_rows_cols")
+    return torch.cat([torch.sort(x, dim=-1).values, torch.sort(x, dim=-2).values], dim=1)
+
+
+def topk_rows_cols(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest values of every row and of every column, per channel, descending.
+
+    x: [B, C, H, W] -> [B, C, (H + W) * k]: for each channel, H rows' top-k then W columns' top-k.
+    """
+    _require_feature_map(x, "topk_rows_cols")
+    rows = torch.topk(x, k, dim=-1).values.flatten(2)  # [B, C, H*k]
+    cols = torch.topk(x, k, dim=-2).values.transpose(-1, -2).flatten(2)  # [B, C, W*k]
+    return torch.cat([rows, cols], dim=-1)
+
+
+def kmeans_assign(points: torch.Tensor, k: int, iters: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched Lloyd's k-means, one independent clustering per sample.
+
+    points: [B, N, D] -> (assignment [B, N] int64 in 0..k-1, centroids [B, k, D]).
+    Initial centroids are k distinct points per sample, drawn with a generator seeded by
+    ``seed`` on the points' device, so the result is a deterministic function of the input.
+    An empty cluster keeps its previous centroid.
+    """
+    b, n, d = points.shape
+    if n < k:
+        raise ValueError(f"k-means with k={k} needs at least k points per sample, got {n}")
+    gen = torch.Generator(device=points.device).manual_seed(seed)
+    init = torch.rand(b, n, generator=gen, device=points.device).argsort(dim=1)[:, :k]
+    centroids = torch.gather(points, 1, init.unsqueeze(-1).expand(b, k, d))
+    ones = torch.ones(b, n, 1, dtype=points.dtype, device=points.device)
+    for _ in range(iters):
+        assign = torch.cdist(points, centroids).argmin(dim=-1)  # [B, N]
+        idx = assign.unsqueeze(-1)
+        sums = torch.zeros_like(centroids).scatter_add_(1, idx.expand(b, n, d), points)
+        counts = torch.zeros(b, k, 1, dtype=points.dtype, device=points.device).scatter_add_(1, idx, ones)
+        centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+    return torch.cdist(points, centroids).argmin(dim=-1), centroids
+
+
+def kmeans_quantize(x: torch.Tensor, k: int = 10, iters: int = 10, seed: int = 0) -> torch.Tensor:
+    """Replace every point of a sample by the centroid of its k-means cluster (k=10 by default).
+
+    Points are the spatial positions of a feature map, x: [B, C, H, W] -> H*W points in R^C,
+    or the scalar features of a vector, x: [B, F] -> F points in R^1. Returns a tensor of x's
+    shape whose values are the assigned centroids (vector quantization); the cluster indices
+    themselves come from :func:`kmeans_assign`.
+    """
+    if x.dim() == 4:
+        b, c, h, w = x.shape
+        points = x.flatten(2).transpose(1, 2)  # [B, H*W, C]
+    elif x.dim() == 2:
+        points = x.unsqueeze(-1)  # [B, F, 1]
+    else:
+        raise ValueError(f"kmeans expects [B, C, H, W] or [B, F], got shape {tuple(x.shape)}")
+    assign, centroids = kmeans_assign(points.detach(), k, iters, seed)
+    quant = torch.gather(centroids, 1, assign.unsqueeze(-1).expand(-1, -1, centroids.shape[-1]))
+    if x.dim() == 4:
+        return quant.transpose(1, 2).reshape(b, c, h, w)
+    return quant.squeeze(-1)
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The baseline: returns x unchanged (a bridge around it trains like a plain network)."""
+    return x
+
+
+def _require_feature_map(x: torch.Tensor, name: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{name} expects a feature map [B, C, H, W], got shape {tuple(x.shape)}")
+
+
+@dataclass(frozen=True)
+class HardFn:
+    """A named hard function bound to its arguments, with its per-sample output shape."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    out_shape: Callable[[Shape], Shape]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.fn(x)
+
+    def preserves_shape(self, in_shape: Shape) -> bool:
+        return tuple(self.out_shape(tuple(in_shape))) == tuple(in_shape)
+
+
+def _same(shape: Shape) -> Shape:
+    return shape
+
+
+def _rows_cols_shape(shape: Shape) -> Shape:
+    if len(shape) != 3:
+        raise ConfigError(f"sort_rows_cols needs per-sample input [C, H, W], got {shape}")
+    c, h, w = shape
+    return (2 * c, h, w)
+
+
+def _topk_shape(k: int) -> Callable[[Shape], Shape]:
+    def shape_fn(shape: Shape) -> Shape:
+        if len(shape) != 3:
+            raise ConfigError(f"topk needs per-sample input [C, H, W], got {shape}")
+        c, h, w = shape
+        if not 1 <= k <= min(h, w):
+            raise ConfigError(f"topk k={k} must be in 1..min(H, W)={min(h, w)}")
+        return (c, (h + w) * k)
+
+    return shape_fn
+
+
+def _kmeans_shape(k: int) -> Callable[[Shape], Shape]:
+    def shape_fn(shape: Shape) -> Shape:
+        points = math.prod(shape[1:]) if len(shape) == 3 else (shape[0] if len(shape) == 1 else -1)
+        if points < 0:
+            raise ConfigError(f"kmeans needs per-sample input [C, H, W] or [F], got {shape}")
+        if points < k:
+            raise ConfigError(f"kmeans k={k} needs at least k points per sample, input {shape} has {points}")
+        return shape
+
+    return shape_fn
+
+
+HARD_FN_NAMES: Sequence[str] = (
+    "signum", "binary", "bernoulli", "sort1d", "sort_rows_cols", "topk", "kmeans", "identity",
+)
+
+
+def make_hard_fn(name: str, eps: float = 0.5, k: int = 10, kmeans_iters: int = 10, seed: int = 0) -> HardFn:
+    """Build a hard function by config name; ``eps`` is signum's margin, ``k`` top-k's/k-means' k."""
+    if name == "signum":
+        if eps < 0:
+            raise ConfigError(f"signum margin eps must be >= 0, got {eps}")
+        return HardFn(name, lambda x: signum_with_margin(x, eps), _same)
+    if name == "binary":
+        return HardFn(name, binary_above_mean, _same)
+    if name == "bernoulli":
+        return HardFn(name, bernoulli_sample, _same)
+    if name == "sort1d":
+        return HardFn(name, sort_1d, _same)
+    if name == "sort_rows_cols":
+        return HardFn(name, sort_rows_cols, _rows_cols_shape)
+    if name == "topk":
+        return HardFn(name, lambda x: topk_rows_cols(x, k), _topk_shape(k))
+    if name == "kmeans":
+        return HardFn(name, lambda x: kmeans_quantize(x, k, kmeans_iters, seed), _kmeans_shape(k))
+    if name == "identity":
+        return HardFn(name, identity, _same)
+    raise ConfigError(f"unknown hard_fn '{name}'; valid choices: {', '.join(HARD_FN_NAMES)}")

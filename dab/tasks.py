@@ -1,0 +1,73 @@
+"""Tasks: what the trainer trains on. A task draws training batches on the device, scores a
+model's output, and evaluates a model on its fixed test set. Later experiment families (VAE,
+classification) add a task class and a branch in :func:`make_task`."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dab.bridge import make_bridge
+from dab.errors import ConfigError
+from dab.metrics import all_or_none_accuracy, per_element_accuracy
+from dab.models.sorting import DenseSorter, LSTMSorter
+from dab.sorting_data import sort_batch, step_generator
+
+
+class SortingTask:
+    """Sequence sorting: x ~ U(0,1)^T, predict argsort(x); cross-entropy per output position."""
+
+    objective = "test/all_or_none"
+
+    def __init__(self, length: int, batch_size: int, test_size: int, test_seed: int, seed: int,
+                 device: torch.device):
+        self.length, self.batch_size, self.seed, self.device = length, batch_size, seed, device
+        gen = torch.Generator(device=device).manual_seed(test_seed)
+        self.test_x, self.test_y = sort_batch(test_size, length, gen, device)
+
+    def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return sort_batch(self.batch_size, self.length, step_generator(self.seed, step, self.device), self.device)
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """Returns the task loss and on-device tensors to log (no host sync here)."""
+        x, y = batch
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, self.length).float(), y.reshape(-1))
+        return loss, {"train/all_or_none": all_or_none_accuracy(logits.detach(), y)}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, chunk: int = 4096) -> dict[str, float]:
+        hits_all = hits_elem = 0.0
+        for i in range(0, self.test_x.shape[0], chunk):
+            x, y = self.test_x[i:i + chunk], self.test_y[i:i + chunk]
+            logits = model(x)
+            hits_all += all_or_none_accuracy(logits, y) * x.shape[0]
+            hits_elem += per_element_accuracy(logits, y) * x.shape[0]
+        n = self.test_x.shape[0]
+        return {"test/all_or_none": float(hits_all / n), "test/per_element": float(hits_elem / n)}
+
+
+def make_sorting_model(cfg: Any) -> nn.Module:
+    """Build the sorting model; hard_fn=identity means no bridge (the plain baseline)."""
+    m, h = cfg.model, cfg.hard_fn
+    bridge = None
+    if h.name != "identity":
+        bridge = make_bridge(h.name, (m.hidden,), gamma=cfg.dab.gamma, estimator=cfg.dab.estimator,
+                             approximator=cfg.dab.approximator, hidden=cfg.dab.hidden, depth=cfg.dab.depth,
+                             loss=cfg.dab.loss, eps=h.eps, k=h.k, kmeans_iters=h.kmeans_iters, seed=cfg.seed)
+    T = cfg.dataset.length
+    if m.name == "dense":
+        return DenseSorter(T, m.hidden, m.activation, m.layers_before, m.layers_after, bridge)
+    if m.name == "lstm":
+        return LSTMSorter(T, m.hidden, m.activation, m.ponder_steps, m.layers_after, bridge)
+    raise ConfigError(f"unknown model '{m.name}' for dataset sort; valid choices: dense, lstm")
+
+
+def make_task(cfg: Any, device: torch.device) -> tuple[SortingTask, nn.Module]:
+    """Build (task, model) for a validated config."""
+    d = cfg.dataset
+    if d.name == "sort":
+        task = SortingTask(d.length, d.batch_size, d.test_size, d.test_seed, cfg.seed, device)
+        return task, make_sorting_model(cfg)
+    raise ConfigError(f"unknown dataset '{d.name}'; valid choices: sort")

@@ -1,0 +1,134 @@
+"""The training loop shared by every task: device-side batches, DAB losses, step/time budgets,
+periodic evaluation, TensorBoard scalars, a tqdm bar with ETA and resumable checkpoints."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dab.bridge import pop_dab_loss
+from dab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from dab.errors import ConfigError
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)  # [{"step", "seconds", **eval metrics}]
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9)
+    raise ConfigError(f"unknown optimizer '{name}'; valid choices: adam, rmsprop, sgd")
+
+
+def train_step(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, batch: Any,
+               grad_clip: float | None, autocast: Callable[[], Any]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One optimizer step; returns detached (task loss, DAB loss, logs) still on the device."""
+    with autocast():
+        task_loss, logs = task.loss(model, batch)
+        dab_loss = pop_dab_loss(model)
+    loss = task_loss if dab_loss is None else task_loss + dab_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    dab_value = torch.zeros((), device=task_loss.device) if dab_loss is None else dab_loss.detach()
+    return task_loss.detach(), dab_value, logs
+
+
+def make_autocast(device: torch.device, precision: str) -> Callable[[], Any]:
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def evaluate(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> dict[str, float]:
+    model.eval()
+    with autocast():
+        metrics = task.evaluate(model)
+    model.train()
+    return metrics
+
+
+def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer_cfg: Any, grad_clip: float | None,
+          device: torch.device, out_dir: Path, config: dict, resume_path: Path | None = None,
+          writer: Any = None) -> TrainState:
+    """Train until ``trainer_cfg.max_steps`` or ``max_minutes``; checkpoint to ``out_dir``.
+
+    A KeyboardInterrupt between steps saves a checkpoint before it propagates (inside a step the
+    last periodic one stands), so ``trainer.resume=true`` continues where the run stopped.
+    """
+    state = TrainState()
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path, model, optimizer)
+        state = TrainState(ckpt["step"], ckpt["train_seconds"], list(ckpt["history"]))
+    autocast = make_autocast(device, trainer_cfg.precision)
+    step_model = torch.compile(model) if trainer_cfg.compile else model
+    budget_s = None if trainer_cfg.max_minutes is None else 60.0 * trainer_cfg.max_minutes
+    ckpt_path = out_dir / CHECKPOINT
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, model, optimizer, state.step, state.train_seconds, state.history, config)
+
+    def log_eval() -> dict:
+        metrics = evaluate(model, task, autocast)
+        state.history.append({"step": state.step, "seconds": round(state.train_seconds, 3), **metrics})
+        if writer is not None:
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, state.step)
+        return metrics
+
+    bar = tqdm(total=trainer_cfg.max_steps, initial=state.step, disable=not trainer_cfg.progress,
+               dynamic_ncols=True, desc=str(config.get("experiment", "train")))
+    sums = None
+    in_step = False  # a kill inside a step may leave params half-updated: keep the last checkpoint
+    model.train()
+    t0 = time.perf_counter() - state.train_seconds
+    try:
+        while state.step < trainer_cfg.max_steps and (budget_s is None or state.train_seconds < budget_s):
+            in_step = True
+            batch = task.train_batch(state.step)
+            task_loss, dab_loss, logs = train_step(step_model, task, optimizer, batch, grad_clip, autocast)
+            values = {"train/task_loss": task_loss, "train/dab_loss": dab_loss, **logs}
+            sums = values if sums is None else {k: sums[k] + v for k, v in values.items()}
+            state.step += 1
+            in_step = False
+            state.train_seconds = time.perf_counter() - t0
+            bar.update(1)
+            if state.step % trainer_cfg.log_every == 0:
+                means = {k: float(v) / trainer_cfg.log_every for k, v in sums.items()}  # the one host sync
+                sums = None
+                if writer is not None:
+                    for k, v in means.items():
+                        writer.add_scalar(k, v, state.step)
+                bar.set_postfix(loss=f"{means['train/task_loss']:.3f}", dab=f"{means['train/dab_loss']:.3f}")
+            if state.step % trainer_cfg.eval_every == 0:
+                m = log_eval()
+                bar.write(f"step {state.step:>7d} | {state.train_seconds / 60:6.2f} min | "
+                          + " | ".join(f"{k} {v:.4f}" for k, v in m.items()))
+            if state.step % trainer_cfg.ckpt_every == 0:
+                checkpoint()
+    except KeyboardInterrupt:
+        bar.close()
+        if not in_step:
+            checkpoint()
+        raise
+    bar.close()
+    if not state.history or state.history[-1]["step"] != state.step:
+        log_eval()
+    checkpoint()
+    return state
