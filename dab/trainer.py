@@ -25,26 +25,38 @@ class TrainState:
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam and RMSprop use the fused (single-kernel) update; the maths is the standard one."""
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, foreach=True)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9)
     raise ConfigError(f"unknown optimizer '{name}'; valid choices: adam, rmsprop, sgd")
 
 
-def train_step(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, batch: Any,
-               grad_clip: float | None, autocast: Callable[[], Any]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def make_forward_loss(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> Callable:
+    """batch -> (task loss, DAB loss or None, logs): model, task loss and the bridges' DAB losses
+    in one function, so ``torch.compile`` can fuse all of it."""
+
+    def forward_loss(batch: Any):
+        with autocast():
+            task_loss, logs = task.loss(model, batch)
+            dab_loss = pop_dab_loss(model)
+        return task_loss, dab_loss, logs
+
+    return forward_loss
+
+
+def train_step(forward_loss: Callable, params: list, optimizer: torch.optim.Optimizer, batch: Any,
+               grad_clip: float | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """One optimizer step; returns detached (task loss, DAB loss, logs) still on the device."""
-    with autocast():
-        task_loss, logs = task.loss(model, batch)
-        dab_loss = pop_dab_loss(model)
+    task_loss, dab_loss, logs = forward_loss(batch)
     loss = task_loss if dab_loss is None else task_loss + dab_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     dab_value = torch.zeros((), device=task_loss.device) if dab_loss is None else dab_loss.detach()
     return task_loss.detach(), dab_value, logs
@@ -77,7 +89,10 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
         ckpt = load_checkpoint(resume_path, model, optimizer)
         state = TrainState(ckpt["step"], ckpt["train_seconds"], list(ckpt["history"]))
     autocast = make_autocast(device, trainer_cfg.precision)
-    step_model = torch.compile(model) if trainer_cfg.compile else model
+    forward_loss = make_forward_loss(model, task, autocast)
+    if trainer_cfg.compile:
+        forward_loss = torch.compile(forward_loss)
+    params = list(model.parameters())
     budget_s = None if trainer_cfg.max_minutes is None else 60.0 * trainer_cfg.max_minutes
     ckpt_path = out_dir / CHECKPOINT
 
@@ -102,7 +117,7 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
         while state.step < trainer_cfg.max_steps and (budget_s is None or state.train_seconds < budget_s):
             in_step = True
             batch = task.train_batch(state.step)
-            task_loss, dab_loss, logs = train_step(step_model, task, optimizer, batch, grad_clip, autocast)
+            task_loss, dab_loss, logs = train_step(forward_loss, params, optimizer, batch, grad_clip)
             values = {"train/task_loss": task_loss, "train/dab_loss": dab_loss, **logs}
             sums = values if sums is None else {k: sums[k] + v for k, v in values.items()}
             state.step += 1
