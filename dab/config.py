@@ -6,7 +6,7 @@ typo'd key in a preset fails at composition; :func:`validate` checks values and 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from dab.approximators import APPROXIMATOR_NAMES
@@ -92,7 +92,7 @@ class Config:
     dab: DabConfig = field(default_factory=DabConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    experiment: str = "default"
+    run_name: str = "default"  # groups run dirs: runs_root/run_name/<timestamp>
     runs_root: str = "runs"
 
 
@@ -106,8 +106,22 @@ def _at_least(value, low, key: str) -> None:
         raise ConfigError(f"{key} must be >= {low}, got {value}")
 
 
+def _check_keys(node: Any, schema: type, prefix: str) -> None:
+    """Reject keys the schema does not know (e.g. a CLI `+model.hiden=3` that Hydra lets through)."""
+    if is_dataclass(node):
+        return
+    known = {f.name: f for f in fields(schema)}
+    for key in node.keys():
+        if key not in known:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys: {', '.join(known)}")
+        factory = known[key].default_factory
+        if factory is not MISSING and is_dataclass(factory):
+            _check_keys(node[key], factory, f"{prefix}{key}.")
+
+
 def validate(cfg: Any) -> None:
     """Check a composed config (dataclass, DictConfig or namespace); raise ConfigError if bad."""
+    _check_keys(cfg, Config, "")
     _choice(cfg.dataset.name, DATASETS, "dataset")
     _choice(cfg.model.name, MODELS, "model")
     _choice(cfg.model.activation, tuple(ACTIVATIONS), "model.activation")

@@ -87,7 +87,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike) -> dict:
         "wall_seconds": round(state.train_seconds, 3),
         "device": hardware_name(device),
         "seed": cfg.seed,
-        "experiment": cfg.experiment,
+        "experiment": cfg.run_name,
         "torch": torch.__version__,
         "resumed_from": None if resume_path is None else str(resume_path),
         "history": state.history,

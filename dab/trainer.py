@@ -108,7 +108,7 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
         return metrics
 
     bar = tqdm(total=trainer_cfg.max_steps, initial=state.step, disable=not trainer_cfg.progress,
-               dynamic_ncols=True, desc=str(config.get("experiment", "train")))
+               dynamic_ncols=True, desc=str(config.get("run_name", "train")))
     sums = None
     in_step = False  # a kill inside a step may leave params half-updated: keep the last checkpoint
     model.train()
