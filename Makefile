@@ -23,3 +23,23 @@ test-slow: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) scripts/bench.py --out results/bench
+
+# Paper artifacts (experiments/<name>.yaml): run the sweep at its default budget, then the CSVs,
+# tables and figures. run_artifact.py options go in ARTIFACT_ARGS, e.g. a CPU subset:
+#   make table1 ARTIFACT_ARGS="--only sort_t5 --seeds 0,1 --set trainer.max_minutes=2"
+# `make figures` only re-aggregates finished runs and re-renders (no training).
+.PHONY: table1 figure3 aggregate figures
+RUNS ?= runs
+RESULTS ?= results
+ARTIFACT_ARGS ?=
+
+table1 figure3: $(VENV_STAMP)
+	$(PY) scripts/run_artifact.py experiments/$@.yaml --runs-root $(RUNS) $(ARTIFACT_ARGS)
+	$(PY) scripts/aggregate.py --runs-root $(RUNS) --results $(RESULTS)
+	$(PY) scripts/make_figures.py --results $(RESULTS)
+
+aggregate: $(VENV_STAMP)
+	$(PY) scripts/aggregate.py --runs-root $(RUNS) --results $(RESULTS)
+
+figures: aggregate
+	$(PY) scripts/make_figures.py --results $(RESULTS)

@@ -8,8 +8,8 @@ counted. A run dir is any folder holding ``config.yaml``; it counts once it also
 
 Two more rules keep the numbers honest:
   * a run that was resumed (``resumed_from``) supersedes the run whose checkpoint it continued;
-  * the same (experiment, T, ponder steps, seed) run twice counts once: the newest is kept
-    (``--keep-duplicates`` keeps all).
+  * the same (experiment, T, ponder steps, seed) run twice counts once: the newest is kept, by the
+    launch timestamp in its path, then metrics.json's mtime (``--keep-duplicates`` keeps all).
 
 Accuracies stay fractions in 0..1, as in metrics.json; scripts/make_figures.py converts to %.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ import yaml
 COLUMNS = ["artifact", "experiment", "model", "T", "seed", "ponder_steps", "all_or_none", "all_or_none_best",
            "per_element", "steps", "samples", "wall_seconds", "device", "torch", "precision", "compile",
            "max_steps", "max_minutes", "eval_every", "resumed_from", "run_dir"]
+
+
+STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:-\d+)?")  # Hydra's run dir timestamp
 
 
 def model_label(config: dict) -> str:
@@ -41,13 +45,19 @@ def model_label(config: dict) -> str:
     return f"{hard}-{model}({activation})"
 
 
+def launch_order(run_dir: Path) -> tuple[str, float]:
+    """Sort key, oldest first: Hydra's launch timestamp in the path (survives copying), then mtime."""
+    stamps = STAMP.findall(run_dir.as_posix())
+    return (stamps[-1] if stamps else "", (run_dir / "metrics.json").stat().st_mtime)
+
+
 def read_run(run_dir: Path, artifact: str, root: Path) -> dict:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     trainer = config["trainer"]
     return {
         "artifact": artifact,
-        "experiment": metrics.get("experiment", config.get("experiment")),
+        "experiment": metrics.get("experiment", config.get("run_name", config.get("experiment"))),
         "model": model_label(config),
         "T": config["dataset"]["length"],
         "seed": metrics.get("seed", config.get("seed")),
@@ -67,7 +77,7 @@ def read_run(run_dir: Path, artifact: str, root: Path) -> dict:
         "eval_every": trainer.get("eval_every"),
         "resumed_from": metrics.get("resumed_from"),
         "run_dir": run_dir.relative_to(root).as_posix(),
-        "_mtime": (run_dir / "metrics.json").stat().st_mtime,
+        "_age": launch_order(run_dir),
         "_path": run_dir.resolve(),
     }
 
@@ -101,7 +111,7 @@ def collect(root: Path, artifact: str, presets: list[str], keep_duplicates: bool
     skipped["superseded by a resumed run"] = len(rows) - len(kept)
     if not keep_duplicates:
         newest: dict[tuple, dict] = {}
-        for r in sorted(kept, key=lambda r: r["_mtime"]):
+        for r in sorted(kept, key=lambda r: r["_age"]):
             newest[(r["experiment"], r["T"], r["ponder_steps"], r["seed"])] = r
         skipped["duplicate (older rerun)"] = len(kept) - len(newest)
         kept = list(newest.values())
@@ -128,7 +138,8 @@ def main() -> None:
         out = args.results / f"{artifact}_runs.csv"
         if not rows:
             stale = f"; {out} left as it was (stale?)" if out.exists() else ""
-            print(f"{artifact}: no finished runs under {args.runs_root / artifact}/" + (f" (skipped: {notes})" if notes else "") + stale)
+            print(f"{artifact}: no finished runs under {args.runs_root / artifact}/"
+                  + (f" (skipped: {notes})" if notes else "") + stale)
             continue
         args.results.mkdir(parents=True, exist_ok=True)
         with open(out, "w", newline="") as f:

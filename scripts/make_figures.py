@@ -68,14 +68,21 @@ def span(values: list, fmt: str = "{}") -> str:
     return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}–{fmt.format(hi)}"
 
 
+def show(value) -> str:
+    return "null" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def distinct(rows: list[dict], key: str) -> str:
-    return ", ".join(str(v) for v in sorted({r[key] for r in rows}, key=str))
+    """The values of `key` over rows: one value as is, several as {a, b}."""
+    values = sorted({show(r[key]) for r in rows}, key=lambda v: (len(v), v))
+    return ", ".join(values) if len(values) < 2 else "{" + ", ".join(values) + "}"
 
 
-def describe(rows: list[dict], spec: dict) -> list[str]:
+def describe(rows: list[dict], csv_path: Path) -> list[str]:
     """Markdown bullets: hardware, budget, seeds, software; warns when budgets are mixed."""
     devices = Counter(r["device"] for r in rows)
-    budgets = {(r["max_steps"], r["max_minutes"], r["eval_every"], r["precision"], r["compile"]) for r in rows}
+    keys = ("max_steps", "max_minutes", "eval_every", "precision", "compile")
+    budgets = {" ".join(f"{k}={show(r[k])}" for k in keys) for r in rows}
     lines = [
         "- Hardware: " + "; ".join(f"{d} ({n} runs)" for d, n in devices.most_common()),
         f"- Budget set: trainer.max_steps={distinct(rows, 'max_steps')}, "
@@ -85,16 +92,18 @@ def describe(rows: list[dict], spec: dict) -> list[str]:
         f"- Seeds: {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}",
         f"- Software: torch {distinct(rows, 'torch')}, precision {distinct(rows, 'precision')}, "
         f"compile {distinct(rows, 'compile')}",
-        f"- Runs: {len(rows)} (results/{spec['artifact']}_runs.csv)",
+        f"- Runs: {len(rows)} (from {csv_path.name})",
     ]
+    ponder = sorted({r["ponder_steps"] for r in rows if r["model"] == "Signum-RNN"})
+    if ponder:
+        lines.append(f"- Signum-RNN ponder steps: {', '.join(map(str, ponder))}")
     if len(budgets) > 1:
-        lines.append("- **Warning: runs with different budgets are mixed here** "
-                     "(max_steps, max_minutes, eval_every, precision, compile): "
-                     + "; ".join(str(b) for b in sorted(budgets, key=str)))
+        lines.append("- **Warning: runs with different budgets are mixed here:** "
+                     + "; ".join(f"`{b}`" for b in sorted(budgets)))
     return lines
 
 
-def render_table1(spec: dict, rows: list[dict], out_dir: Path) -> None:
+def render_table1(spec: dict, rows: list[dict], csv_path: Path) -> None:
     paper = spec["paper"]
     metric = spec["metric"]
     cells = {(c["T"], c["model"]): c for c in paper["rows"]}
@@ -112,7 +121,7 @@ def render_table1(spec: dict, rows: list[dict], out_dir: Path) -> None:
              f"(`{metric}`) in %, mean ± sample std over n seeds; **paper** = the paper's number in %, "
              f"{paper['note']}. Cells we did not run say \"not run\"; "
              f"{' and '.join(not_run.values())} are prior work quoted from the paper, not re-run here.", ""]
-    lines += describe(rows, spec) + ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += describe(rows, csv_path) + ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for T in lengths:
         line = [f"T={T}"]
         for model in paper["columns"]:
@@ -125,7 +134,7 @@ def render_table1(spec: dict, rows: list[dict], out_dir: Path) -> None:
     for T in lengths:
         steps = [span([r["steps"] for r in rows if r["T"] == T and r["model"] == m]) for m in ours]
         lines.append(f"| T={T} | " + " | ".join("not run" if s == "?" else s for s in steps) + " |")
-    out = out_dir / "table1.md"
+    out = csv_path.parent / "table1.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"table1: {len(rows)} run(s) -> {out}")
 
@@ -141,7 +150,7 @@ def preset_length(preset: str, rows: list[dict]) -> int | None:
     return None
 
 
-def render_figure3(spec: dict, rows: list[dict], out_dir: Path) -> None:
+def render_figure3(spec: dict, rows: list[dict], csv_path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,41 +165,53 @@ def render_figure3(spec: dict, rows: list[dict], out_dir: Path) -> None:
     for ax, preset in zip(axes[0], presets):
         T = preset_length(preset, rows)
         mine = [r for r in rows if r["experiment"] == preset]
+        xs = sorted({r["ponder_steps"] for r in mine})
+        ticks = sorted(set(xs) | set(swept))
+        stats = {x: summary([r[metric] for r in mine if r["ponder_steps"] == x]) for x in xs}
+        for x in ticks:
+            if x not in stats:
+                table.append(f"| {T} | {x} | not run | 0 | — |")
+                continue
+            m, s, n = stats[x]
+            steps = span([r["steps"] for r in mine if r["ponder_steps"] == x])
+            table.append(f"| {T} | {x} | {m:.2f}" + (f" ± {s:.2f}" if s is not None else "") + f" | {n} | {steps} |")
+
         ax.set_title(f"T={T} ({preset})" if T is not None else preset)
         ax.set_xlabel("ponder steps")
         ax.set_ylabel("max test all-or-none accuracy (%)")
         ax.grid(alpha=0.3)
-        xs = sorted({r["ponder_steps"] for r in mine})
-        ax.set_xticks(sorted(set(xs) | set(swept)))
+        if ticks:
+            ax.set_xticks(ticks)
+            ax.set_xlim(min(ticks) - 0.5, max(ticks) + 0.5)
         if not xs:
             ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center", fontsize=14, color="gray")
             ax.set_ylim(0, 100)
             continue
-        stats = [summary([r[metric] for r in mine if r["ponder_steps"] == x]) for x in xs]
-        means = [s[0] for s in stats]
-        stds = [s[1] or 0.0 for s in stats]
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=4, label="ours: mean ± std over seeds")
-        for x, (m, _, n) in zip(xs, stats):
-            ax.annotate(f"n={n}", (x, m), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=7)
+        means = [stats[x][0] for x in xs]
+        stds = [stats[x][1] or 0.0 for x in xs]
+        ns = {stats[x][2] for x in xs}
+        label = f"ours: mean ± std over {ns.pop()} seeds" if len(ns) == 1 else "ours: mean ± std over n seeds"
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=4, label=label)
+        if len({stats[x][2] for x in xs}) > 1:
+            for x, m in zip(xs, means):
+                ax.annotate(f"n={stats[x][2]}", (x, m), textcoords="offset points", xytext=(7, 3), fontsize=7)
         lo = min(m - s for m, s in zip(means, stds))
         hi = max(m + s for m, s in zip(means, stds))
         pad = max(2.0, 0.15 * (hi - lo))
-        ax.set_ylim(max(-1.0, lo - pad), min(101.0, hi + pad))
-        ax.legend(loc="lower right", fontsize=8)
-        for x, (m, s, n) in zip(xs, stats):
-            steps = span([r["steps"] for r in mine if r["ponder_steps"] == x])
-            table.append(f"| {T} | {x} | {m:.2f} ± {s:.2f} | {n} | {steps} |" if s is not None
-                         else f"| {T} | {x} | {m:.2f} | {n} | {steps} |")
+        top = min(101.0, hi + pad)
+        ax.set_ylim(max(lo - pad, -0.04 * top), top)  # accuracy >= 0: only a sliver below 0 for the markers
+        ax.legend(loc="best", fontsize=8)
     hardware = "; ".join(sorted({r["device"] for r in rows})) or "none"
     footnote = (f"Ours: {METRIC_NAMES.get(metric, metric)}, mean ± sample std over seeds (n per point). "
                 f"Hardware: {hardware}. Budget: trainer.max_steps={distinct(rows, 'max_steps') or '-'}, "
-                f"max_minutes={distinct(rows, 'max_minutes') or '-'}; steps reached {span([r['steps'] for r in rows])}; "
+                f"max_minutes={distinct(rows, 'max_minutes') or '-'}; "
+                f"steps reached {span([r['steps'] for r in rows])}; "
                 f"precision {distinct(rows, 'precision') or '-'}.\n"
                 f"Paper: Figure 3 is published as a plot only (no numbers to compare). Its claim: {paper['claim']}")
     fig.suptitle(spec["title"], fontsize=11)
     fig.text(0.01, 0.01, footnote, fontsize=7, ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
-    png = out_dir / "figure3.png"
+    png = csv_path.parent / "figure3.png"
     fig.savefig(png, dpi=150)
     plt.close(fig)
 
@@ -198,13 +219,10 @@ def render_figure3(spec: dict, rows: list[dict], out_dir: Path) -> None:
              f"Reproduction of {spec['source']}. **ours** = {METRIC_NAMES.get(metric, metric)} (`{metric}`) "
              "in %, mean ± sample std over n seeds. **paper**: Figure 3 is published as a plot only; the text "
              f"gives no numbers, so there is nothing numeric to compare. The paper's claim: {paper['claim']}", ""]
-    lines += describe(rows, spec) + ["", "![figure3](figure3.png)", "",
+    lines += describe(rows, csv_path) + ["", "![figure3](figure3.png)", "",
                                      "| T | ponder steps | ours: max all-or-none % (mean ± std) | n | steps reached |",
                                      "|---|---|---|---|---|"] + table
-    for preset in presets:
-        if not any(r["experiment"] == preset for r in rows):
-            lines.append(f"| {preset_length(preset, rows)} | — | not run | 0 | — |")
-    md = out_dir / "figure3.md"
+    md = csv_path.parent / "figure3.md"
     md.write_text("\n".join(lines) + "\n")
     print(f"figure3: {len(rows)} run(s) -> {png}, {md}")
 
@@ -226,7 +244,7 @@ def main() -> None:
         elif not csv_path.exists():
             print(f"{artifact}: no {csv_path} (run scripts/aggregate.py first?), skipped")
         else:
-            RENDERERS[artifact](spec, load_rows(csv_path), args.results)
+            RENDERERS[artifact](spec, load_rows(csv_path), csv_path)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 One Hydra multirun per preset:
     python train.py -m +experiment=<preset> seed=<seeds> <swept overrides> <budget> runs_root=<root>/<artifact>
-so every run of the artifact lands under ``<runs-root>/<artifact>/<experiment>/multirun_<ts>/<job>/``,
-which is where scripts/aggregate.py looks for it.
+so every run of the artifact lands under ``<runs-root>/<artifact>/<preset>/multirun_<ts>/<job>/``
+(Hydra names the dir after the preset's run_name, which is its file name): where aggregate.py looks.
 
     scripts/run_artifact.py experiments/table1.yaml --dry-run
     scripts/run_artifact.py experiments/table1.yaml --only sort_t5,sort_lstm_t5 --seeds 0,1 \\
         --set trainer.max_minutes=2
     scripts/run_artifact.py experiments/figure3.yaml --sweep model.ponder_steps=1,5 --jobs 2
+    scripts/run_artifact.py experiments/table1.yaml --fast        # + the spec's `speed` overrides
 
 Exits non-zero if any multirun fails or leaves fewer finished runs (metrics.json) than it launched.
 """
@@ -69,6 +70,8 @@ def plan(spec: dict, args: argparse.Namespace) -> tuple[list[str], list[str], di
             sys.exit(f"error: --sweep {key}: not swept by this artifact; valid choices: {', '.join(swept) or 'none'}")
         swept[key] = csv_list(value)
     budget = {k: hydra_value(v) for k, v in (spec.get("budget") or {}).items()}
+    if args.fast:
+        budget.update({k: hydra_value(v) for k, v in (spec.get("speed") or {}).items()})
     for key, value in parse_assignments(args.set, "--set").items():
         if key in swept or key == "seed":
             sys.exit(f"error: --set {key}: this key is swept; use --sweep {key}=... or --seeds instead")
@@ -106,6 +109,8 @@ def main() -> None:
     parser.add_argument("--seeds", metavar="S1,S2", help="run these seeds instead of the artifact's")
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                         help="restrict a swept key to these values, e.g. model.ponder_steps=1,5")
+    parser.add_argument("--fast", action="store_true",
+                        help="add the spec's `speed` overrides (bf16 + torch.compile; meant for a GPU)")
     parser.add_argument("--jobs", type=int, default=1, help="presets run concurrently (default 1: sequential)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for train.py (default: this one)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
