@@ -111,12 +111,13 @@ def _check_keys(node: Any, schema: type, prefix: str) -> None:
     if is_dataclass(node):
         return
     known = {f.name: f for f in fields(schema)}
-    for key in node.keys():
+    keys = node.keys() if hasattr(node, "keys") else vars(node).keys()
+    for key in keys:
         if key not in known:
             raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys: {', '.join(known)}")
         factory = known[key].default_factory
         if factory is not MISSING and is_dataclass(factory):
-            _check_keys(node[key], factory, f"{prefix}{key}.")
+            _check_keys(getattr(node, key), factory, f"{prefix}{key}.")
 
 
 def validate(cfg: Any) -> None:

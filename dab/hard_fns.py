@@ -63,16 +63,23 @@ def kmeans_assign(points: torch.Tensor, k: int, iters: int, seed: int) -> tuple[
     """Batched Lloyd's k-means, one independent clustering per sample.
 
     points: [B, N, D] -> (assignment [B, N] int64 in 0..k-1, centroids [B, k, D]).
-    Initial centroids are k distinct points per sample, drawn with a generator seeded by
-    ``seed`` on the points' device, so the result is a deterministic function of the input.
+    Initialization is farthest-point: the first centroid is point ``i0`` (one index drawn from
+    ``seed``, the same for every sample), each next one the point farthest from those chosen.
+    So a sample's result depends only on its own points and ``seed``, never on the batch.
     An empty cluster keeps its previous centroid.
     """
     b, n, d = points.shape
-    if n < k:
-        raise ValueError(f"k-means with k={k} needs at least k points per sample, got {n}")
-    gen = torch.Generator(device=points.device).manual_seed(seed)
-    init = torch.rand(b, n, generator=gen, device=points.device).argsort(dim=1)[:, :k]
-    centroids = torch.gather(points, 1, init.unsqueeze(-1).expand(b, k, d))
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= points per sample, got k={k}, {n} points")
+    gen = torch.Generator().manual_seed(seed)
+    first = int(torch.randint(n, (1,), generator=gen))
+    centroids = points.new_empty(b, k, d)
+    centroids[:, 0] = points[:, first]
+    dist = (points - centroids[:, :1]).pow(2).sum(-1)  # [B, N] squared distance to nearest centroid
+    for j in range(1, k):
+        far = dist.argmax(dim=1)
+        centroids[:, j] = points[torch.arange(b, device=points.device), far]
+        dist = torch.minimum(dist, (points - centroids[:, j:j + 1]).pow(2).sum(-1))
     ones = torch.ones(b, n, 1, dtype=points.dtype, device=points.device)
     for _ in range(iters):
         assign = torch.cdist(points, centroids).argmin(dim=-1)  # [B, N]
@@ -89,7 +96,7 @@ def kmeans_quantize(x: torch.Tensor, k: int = 10, iters: int = 10, seed: int = 0
     Points are the spatial positions of a feature map, x: [B, C, H, W] -> H*W points in R^C,
     or the scalar features of a vector, x: [B, F] -> F points in R^1. Returns a tensor of x's
     shape whose values are the assigned centroids (vector quantization); the cluster indices
-    themselves come from :func:`kmeans_assign`.
+    themselves come from :func:`kmeans_assign`. Deterministic given ``seed``.
     """
     if x.dim() == 4:
         b, c, h, w = x.shape
@@ -159,6 +166,8 @@ def _kmeans_shape(k: int) -> Callable[[Shape], Shape]:
         points = math.prod(shape[1:]) if len(shape) == 3 else (shape[0] if len(shape) == 1 else -1)
         if points < 0:
             raise ConfigError(f"kmeans needs per-sample input [C, H, W] or [F], got {shape}")
+        if k < 1:
+            raise ConfigError(f"kmeans k={k} must be >= 1")
         if points < k:
             raise ConfigError(f"kmeans k={k} needs at least k points per sample, input {shape} has {points}")
         return shape

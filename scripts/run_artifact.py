@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                         help="restrict a swept key to these values, e.g. model.ponder_steps=1,5")
     parser.add_argument("--fast", action="store_true",
-                        help="add the spec's `speed` overrides (bf16 + torch.compile; meant for a GPU)")
+                        help="add the spec's `speed` overrides (torch.compile of the training step)")
     parser.add_argument("--jobs", type=int, default=1, help="presets run concurrently (default 1: sequential)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for train.py (default: this one)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")

@@ -1,8 +1,8 @@
 """Shared fixtures: compose the real Hydra configs, small run overrides, and CLI runners."""
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -21,11 +21,12 @@ PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 torch.set_num_threads(1)
 
 
-def small_overrides(runs_root: Path | str, steps: int = 3, ckpt_every: int | None = None) -> list[str]:
+def small_overrides(runs_root: Path | str, steps: int = 3, ckpt_every: int | None = None,
+                    eval_every: int | None = None) -> list[str]:
     """Overrides that make any preset train a few steps on the CPU in about a second."""
     return [
         f"trainer.max_steps={steps}",
-        f"trainer.eval_every={steps}",
+        f"trainer.eval_every={steps if eval_every is None else eval_every}",
         "trainer.log_every=1",
         f"trainer.ckpt_every={steps if ckpt_every is None else ckpt_every}",
         "trainer.progress=false",
@@ -49,16 +50,6 @@ def compose_config(overrides: list[str], config_dir: Path | str = CONF_DIR):
         return compose(config_name="config", overrides=list(overrides))
 
 
-@pytest.fixture
-def compose():
-    return compose_config
-
-
-@pytest.fixture
-def small():
-    return small_overrides
-
-
 def _child_env() -> dict:
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)  # we assert on Hydra's short error report
@@ -79,23 +70,20 @@ def run_cli():
 
 @pytest.fixture
 def main_inprocess(monkeypatch, capsys):
-    """Call train.py's real ``@hydra.main`` entry point in this process with ``sys.argv`` set:
-    the same code path as the CLI, without paying for a new interpreter per case.
-    Returns ``(exit_code, stdout, stderr)``."""
+    """Run train.py as ``__main__`` in this process with ``sys.argv`` set: the same code path as
+    the CLI (its ``@hydra.main``, error reporting and exit codes), without paying for a new
+    interpreter per case. Returns ``(exit_code, stdout, stderr)``."""
     from hydra.core.global_hydra import GlobalHydra
 
-    spec = importlib.util.spec_from_file_location("dab_train_entry", REPO / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.chdir(REPO)
-    old_sigterm = signal.getsignal(signal.SIGTERM)
+    old_sigterm = signal.getsignal(signal.SIGTERM)  # train.py installs its own handler
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["train.py", *args])
         code = 0
         try:
-            module.main()
+            runpy.run_path(str(REPO / "train.py"), run_name="__main__")
         except SystemExit as exc:
             code = 1 if exc.code is None else exc.code
         finally:
@@ -105,5 +93,3 @@ def main_inprocess(monkeypatch, capsys):
         return code, out, err
 
     yield run
-    GlobalHydra.instance().clear()
-    signal.signal(signal.SIGTERM, old_sigterm)

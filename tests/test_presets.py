@@ -23,17 +23,17 @@ def test_preset_header_names_its_paper_table_or_figure(preset):
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_sets_its_own_experiment_name(preset):
-    """Runs are grouped under runs_root/<experiment>: a preset that forgot to set it would
+def test_preset_sets_its_own_run_name(preset):
+    """Runs are grouped under runs_root/<run_name>: a preset that forgot to set it would
     file its runs under another experiment's name."""
     body = yaml.safe_load((PRESET_DIR / f"{preset}.yaml").read_text())
-    assert body.get("experiment") == preset
+    assert body.get("run_name") == preset
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_trains_a_few_steps_on_cpu(preset, tmp_path):
     cfg = compose_config([f"+experiment={preset}", *small_overrides(tmp_path / "runs")])
-    assert cfg.experiment == preset
+    assert cfg.run_name == preset
     assert cfg.trainer.max_steps == 3 and cfg.model.hidden == 32
     out = tmp_path / "run"
     returned = run_experiment(cfg, out)
@@ -53,7 +53,7 @@ def test_preset_trains_a_few_steps_on_cpu(preset, tmp_path):
     assert metrics["history"][-1]["step"] == 3
     # the rest of a run's outputs: resolved config, resumable checkpoint, TensorBoard events
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["experiment"] == preset and saved["dataset"]["length"] == cfg.dataset.length
+    assert saved["run_name"] == preset and saved["dataset"]["length"] == cfg.dataset.length
     assert (out / "checkpoint.pt").is_file()
     assert any((out / "tb").iterdir())
 

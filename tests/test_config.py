@@ -1,0 +1,203 @@
+"""Config schema and validation, in-process: bad values and typos fail with a clear ConfigError
+(or a Hydra composition error) before anything is written."""
+import dataclasses
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+
+from dab.config import Config, validate
+from dab.errors import ConfigError
+from dab.experiment import resolve_device, run_experiment
+from dab.hard_fns import HARD_FN_NAMES, make_hard_fn
+
+from conftest import CONF_DIR, compose_config, small_overrides
+
+# override(s) -> words the ConfigError message must contain (the key and the valid choices)
+BAD_VALUES = [
+    (["hard_fn.name=sgnum"], ["hard_fn", "sgnum", *HARD_FN_NAMES]),
+    (["model.name=transformer"], ["model", "transformer", "dense", "lstm"]),
+    (["dataset.name=mnist"], ["dataset", "mnist", "sort"]),
+    (["model.activation=gelu"], ["model.activation", "tanh", "elu", "relu"]),
+    (["optimizer.name=adamw"], ["optimizer", "adam", "rmsprop", "sgd"]),
+    (["dab.estimator=reinforce"], ["dab.estimator", "dab", "ste"]),
+    (["dab.approximator=conv"], ["dab.approximator", "dense", "elementwise"]),
+    (["dab.loss=l3"], ["dab.loss", "l2", "huber", "l1", "cosine"]),
+    (["trainer.device=tpu"], ["trainer.device", "auto", "cpu", "cuda"]),
+    (["trainer.precision=fp16"], ["trainer.precision", "fp32", "bf16"]),
+    (["dataset.length=1"], ["dataset.length", ">= 2"]),
+    (["dataset.batch_size=0"], ["dataset.batch_size", ">= 1"]),
+    (["dataset.test_size=0"], ["dataset.test_size", ">= 1"]),
+    (["dab.gamma=-1"], ["dab.gamma", ">= 0"]),
+    (["model.hidden=0"], ["model.hidden", ">= 1"]),
+    (["model.ponder_steps=3"], ["ponder_steps", "lstm"]),
+    (["optimizer.lr=-0.1"], ["optimizer.lr", ">= 0"]),
+    (["optimizer.grad_clip=-1"], ["optimizer.grad_clip", ">= 0"]),
+    (["trainer.max_steps=0"], ["trainer.max_steps", ">= 1"]),
+    (["trainer.eval_every=0"], ["trainer.eval_every", ">= 1"]),
+    (["trainer.max_minutes=0"], ["trainer.max_minutes", "> 0"]),
+    (["+model.hiden=3"], ["model.hiden", "hidden"]),
+    (["+datset.length=5"], ["datset", "dataset"]),
+]
+
+
+@pytest.mark.parametrize("overrides,words", BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_bad_value_is_a_config_error_naming_the_choices(overrides, words, tmp_path):
+    cfg = compose_config([*small_overrides(tmp_path / "runs"), *overrides])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError):
+        run_experiment(cfg, out)
+    assert not out.exists()  # nothing written
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["hard_fn=sort_rows_cols"], ["sort_rows_cols", "[C, H, W]"]),
+    (["hard_fn=topk"], ["topk", "[C, H, W]"]),
+    (["dab.estimator=ste", "hard_fn=sort_rows_cols"], ["sort_rows_cols"]),
+    (["hard_fn=kmeans", "hard_fn.k=40"], ["kmeans", "k=40"]),
+    (["dab.depth=0"], ["depth"]),
+    (["dab.approximator=elementwise", "dab.hidden=0"], ["hidden"]),
+    (["model.layers_before=0"], ["layers_before"]),
+    (["hard_fn.eps=-0.5"], ["eps"]),
+])
+def test_bad_model_build_is_a_config_error_before_anything_is_written(overrides, words, tmp_path):
+    """These pass the value checks but cannot build (the sorting model bridges a [hidden] vector)."""
+    cfg = compose_config([*small_overrides(tmp_path / "runs"), *overrides])
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as err:
+        run_experiment(cfg, out)
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("k", [0, -1])
+def test_kmeans_k_below_one_is_a_config_error(k, tmp_path):
+    """k-means with k < 1 must be refused up front like top-k's k; today it passes every check
+    and crashes inside the first training step with an IndexError/RuntimeError traceback."""
+    with pytest.raises(ConfigError, match="k"):
+        make_hard_fn("kmeans", k=k).out_shape((32,))
+    cfg = compose_config([*small_overrides(tmp_path / "runs"), "hard_fn=kmeans", f"hard_fn.k={k}"])
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError):
+        run_experiment(cfg, out)
+    assert not (out / "metrics.json").exists()
+
+
+def test_legitimate_zeros_are_accepted(tmp_path):
+    """No truthiness checks: seed=0, gamma=0, lr=0 are values, not 'unset'."""
+    cfg = compose_config([*small_overrides(tmp_path / "runs", steps=2), "seed=0", "dab.gamma=0.0",
+                          "optimizer.lr=0.0"])
+    validate(cfg)
+    out = tmp_path / "out"
+    metrics = run_experiment(cfg, out)
+    assert metrics["seed"] == 0 and metrics["train/steps"] == 2
+
+
+@pytest.mark.parametrize("overrides", [
+    ["hard_fn=binary"], ["hard_fn=bernoulli"], ["hard_fn=sort1d"], ["hard_fn=kmeans"], ["hard_fn=identity"],
+    ["dab=ste"], ["dab.approximator=elementwise"], ["dab.loss=huber"], ["dab.loss=cosine"],
+    ["model=lstm", "model.ponder_steps=2"], ["optimizer=sgd"], ["optimizer=rmsprop", "optimizer.grad_clip=1.0"],
+    ["trainer.precision=bf16"], ["model=lstm", "trainer.precision=bf16"],
+])
+def test_config_group_options_train_a_few_steps(overrides, tmp_path):
+    cfg = compose_config([*small_overrides(tmp_path / "runs", steps=2), *overrides])
+    metrics = run_experiment(cfg, tmp_path / "out")
+    assert metrics["train/steps"] == 2
+    assert 0.0 <= metrics["test/all_or_none"] <= metrics["test/per_element"] <= 1.0
+    assert metrics["history"][-1]["step"] == 2
+
+
+def test_dab_ste_group_selects_the_straight_through_estimator():
+    cfg = compose_config(["dab=ste"])
+    assert cfg.dab.estimator == "ste" and cfg.dab.gamma == 0.0
+    validate(cfg)
+
+
+# ---- without Hydra ---------------------------------------------------------------------------
+
+def small_dataclass_config(tmp_path) -> Config:
+    cfg = Config()
+    cfg.dataset.length, cfg.dataset.batch_size, cfg.dataset.test_size = 4, 16, 32
+    cfg.model.hidden = cfg.dab.hidden = 16
+    t = cfg.trainer
+    t.max_steps = t.eval_every = t.log_every = t.ckpt_every = 2
+    t.progress, t.device = False, "cpu"
+    cfg.runs_root = str(tmp_path / "runs")
+    return cfg
+
+
+def test_run_experiment_takes_a_plain_dataclass_config(tmp_path):
+    cfg = small_dataclass_config(tmp_path)
+    validate(cfg)
+    metrics = run_experiment(cfg, tmp_path / "out")
+    assert metrics["train/steps"] == 2 and (tmp_path / "out" / "metrics.json").is_file()
+
+
+def _namespace(d: dict) -> SimpleNamespace:
+    return SimpleNamespace(**{k: _namespace(v) if isinstance(v, dict) else v for k, v in d.items()})
+
+
+def test_validate_accepts_a_namespace_as_documented(tmp_path):
+    """validate()'s docstring: 'dataclass, DictConfig or namespace'."""
+    ns = _namespace(dataclasses.asdict(small_dataclass_config(tmp_path)))
+    validate(ns)
+    ns.dab.gamma = -1.0
+    with pytest.raises(ConfigError, match="gamma"):
+        validate(ns)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="auto, cpu, cuda"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_config_error():
+    with pytest.raises(ConfigError) as err:
+        resolve_device("cuda")
+    assert "CUDA is not available" in str(err.value) and "auto, cpu" in str(err.value)
+
+
+# ---- typos in config files -------------------------------------------------------------------
+
+@pytest.fixture
+def conf_copy(tmp_path):
+    dst = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, dst)
+    return dst
+
+
+@pytest.mark.parametrize("body,typo", [
+    ("model:\n  hiden: 3\n", "hiden"),
+    ("datset:\n  length: 5\n", "datset"),
+    ("dab:\n  gama: 1.0\n", "gama"),
+    ("trainer:\n  max_step: 5\n", "max_step"),
+])
+def test_typo_in_a_preset_fails_at_composition(conf_copy, body, typo):
+    (conf_copy / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\n# Table 1 (a broken copy)\ndefaults:\n  - override /model: dense\n\nrun_name: typo\n" + body)
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["+experiment=typo"], config_dir=conf_copy)
+    assert typo in str(err.value) and "experiment/typo" in str(err.value)
+
+
+def test_typo_in_a_group_file_fails_at_composition(conf_copy):
+    path = conf_copy / "hard_fn" / "signum.yaml"
+    path.write_text(path.read_text() + "epsilon: 0.3\n")
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config([], config_dir=conf_copy)
+    assert "epsilon" in str(err.value) and "HardFnConfig" in str(err.value)
+
+
+def test_the_untouched_copy_composes(conf_copy):
+    """Control for the two tests above: the copy itself is fine."""
+    assert compose_config(["+experiment=sort_t5"], config_dir=conf_copy).dataset.length == 5
