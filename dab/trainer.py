@@ -17,6 +17,18 @@ from dab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from dab.errors import ConfigError
 
 
+class StopRequest:
+    """Set from a signal handler: the loop stops at the next step boundary, checkpointing first."""
+
+    requested = False
+
+    @classmethod
+    def request(cls, *_args) -> None:
+        if cls.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        cls.requested = True
+
+
 @dataclass
 class TrainState:
     step: int = 0
@@ -85,6 +97,7 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     last periodic one stands), so ``trainer.resume=true`` continues where the run stopped.
     """
     state = TrainState()
+    StopRequest.requested = False
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path, model, optimizer)
         state = TrainState(ckpt["step"], ckpt["train_seconds"], list(ckpt["history"]))
@@ -122,6 +135,8 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
             sums = values if sums is None else {k: sums[k] + v for k, v in values.items()}
             state.step += 1
             in_step = False
+            if StopRequest.requested:
+                raise KeyboardInterrupt
             state.train_seconds = time.perf_counter() - t0
             bar.update(1)
             if state.step % trainer_cfg.log_every == 0:

@@ -77,7 +77,7 @@ def main_inprocess(monkeypatch, capsys):
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.chdir(REPO)
-    old_sigterm = signal.getsignal(signal.SIGTERM)  # train.py installs its own handler
+    old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}  # train.py sets its own
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["train.py", *args])
@@ -88,7 +88,8 @@ def main_inprocess(monkeypatch, capsys):
             code = 1 if exc.code is None else exc.code
         finally:
             GlobalHydra.instance().clear()
-            signal.signal(signal.SIGTERM, old_sigterm)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         out, err = capsys.readouterr()
         return code, out, err
 

@@ -252,11 +252,12 @@ def test_cli_sigterm_checkpoints_and_resume_finishes(tmp_path):
             time.sleep(0.2)
         assert list(root.rglob(CHECKPOINT)), "no checkpoint within 120 s"
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 130, err[-2000:]
+    assert "trainer.resume=true" in err
     assert not list(root.rglob("metrics.json"))
     (ckpt,) = list(root.rglob(CHECKPOINT))
     step = load(ckpt.parent)["step"]
@@ -269,3 +270,26 @@ def test_cli_sigterm_checkpoints_and_resume_finishes(tmp_path):
     metrics = json.loads(metrics_file.read_text())
     assert metrics["train/steps"] == step + 3 and metrics["resumed_from"] == str(ckpt)
     assert metrics_file.parent != ckpt.parent
+
+
+def test_stop_request_finishes_the_step_then_checkpoints(monkeypatch, tmp_path, reference):
+    """A signal (StopRequest, as train.py installs for SIGTERM/SIGINT) arriving inside step 6
+    lets that step finish, checkpoints step 7, and resuming still matches the uninterrupted run."""
+    from dab.trainer import StopRequest
+
+    original = SortingTask.train_batch
+
+    def train_batch(self, s):
+        if s == 6:
+            StopRequest.request()
+        return original(self, s)
+
+    monkeypatch.setattr(SortingTask, "train_batch", train_batch)
+    first = tmp_path / "runs" / "first"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(make_cfg(tmp_path / "runs"), first)
+    monkeypatch.undo()
+    assert load(first)["step"] == 7 and not (first / "metrics.json").exists()
+    second = tmp_path / "runs" / "second"
+    metrics = run_experiment(make_cfg(tmp_path / "runs", "trainer.resume=true"), second)
+    check_resumed(first, second, metrics, reference)
