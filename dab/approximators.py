@@ -13,6 +13,16 @@ Shape = tuple[int, ...]
 APPROXIMATOR_NAMES = ("dense", "elementwise")
 
 
+def tanh_mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers through ``sizes`` with Tanh between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
 class DenseApproximator(nn.Module):
     """Tanh MLP on the flattened sample, reshaped to the hard output's shape.
 
@@ -24,13 +34,7 @@ class DenseApproximator(nn.Module):
         if depth < 1 or hidden < 1:
             raise ConfigError(f"dense approximator needs depth >= 1 and hidden >= 1, got {depth}, {hidden}")
         self.out_shape = tuple(out_shape)
-        sizes = [math.prod(in_shape)] + [hidden] * (depth - 1) + [math.prod(out_shape)]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(a, b))
-            if i < depth - 1:
-                layers.append(nn.Tanh())
-        self.net = nn.Sequential(*layers)
+        self.net = tanh_mlp([math.prod(in_shape)] + [hidden] * (depth - 1) + [math.prod(out_shape)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1)).view(x.shape[0], *self.out_shape)
@@ -46,13 +50,7 @@ class ElementwiseApproximator(nn.Module):
         super().__init__()
         if depth < 1 or hidden < 1:
             raise ConfigError(f"elementwise approximator needs depth >= 1 and hidden >= 1, got {depth}, {hidden}")
-        sizes = [1] + [hidden] * (depth - 1) + [1]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(a, b))
-            if i < depth - 1:
-                layers.append(nn.Tanh())
-        self.net = nn.Sequential(*layers)
+        self.net = tanh_mlp([1] + [hidden] * (depth - 1) + [1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.unsqueeze(-1)).squeeze(-1)
