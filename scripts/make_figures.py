@@ -129,6 +129,11 @@ def render_table1(spec: dict, rows: list[dict], csv_path: Path) -> None:
                 line.append(fmt_ours([r[metric] for r in rows if r["T"] == T and r["model"] == model]))
             line.append(fmt_paper(cells.get((T, model))))
         lines.append("| " + " | ".join(line) + " |")
+    lines += ["", "Final test per-element accuracy (ours only; the paper reports none), % (chance: 100/T):", "",
+              "| T | " + " | ".join(ours) + " |", "|" + "---|" * (len(ours) + 1)]
+    for T in lengths:
+        cells_pe = [fmt_ours([r["per_element"] for r in rows if r["T"] == T and r["model"] == m]) for m in ours]
+        lines.append(f"| T={T} | " + " | ".join(cells_pe) + " |")
     lines += ["", "Training steps reached per cell (min–max over seeds), ours:", "",
               "| T | " + " | ".join(ours) + " |", "|" + "---|" * (len(ours) + 1)]
     for T in lengths:
