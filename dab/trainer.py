@@ -123,6 +123,7 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     bar = tqdm(total=trainer_cfg.max_steps, initial=state.step, disable=not trainer_cfg.progress,
                dynamic_ncols=True, desc=str(config.get("run_name", "train")))
     sums = None
+    last_log_s = state.train_seconds
     in_step = False  # a kill inside a step may leave params half-updated: keep the last checkpoint
     model.train()
     t0 = time.perf_counter() - state.train_seconds
@@ -146,6 +147,10 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
                     for k, v in means.items():
                         writer.add_scalar(k, v, state.step)
                 bar.set_postfix(loss=f"{means['train/task_loss']:.3f}", dab=f"{means['train/dab_loss']:.3f}")
+                if budget_s is not None:  # the minute budget may end the run first: size the bar (and ETA) by it
+                    rate = trainer_cfg.log_every / max(state.train_seconds - last_log_s, 1e-9)
+                    bar.total = min(trainer_cfg.max_steps, state.step + int(rate * max(budget_s - state.train_seconds, 0)))
+                last_log_s = state.train_seconds
             if state.step % trainer_cfg.eval_every == 0:
                 m = log_eval()
                 bar.write(f"step {state.step:>7d} | {state.train_seconds / 60:6.2f} min | "
