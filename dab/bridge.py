@@ -3,8 +3,15 @@
 Forward returns the hard function's output. In training mode the bridge also runs its
 approximator on the same input and records the DAB loss ``gamma * loss(approx(x), hard(x))``.
 Backward sends the downstream gradient to ``x`` through the approximator's vector-Jacobian
-product; the approximator's own parameters learn only from the DAB loss, which also reaches the
-layers before the bridge (through ``x``).
+product; the approximator's own parameters learn only from the DAB loss.
+
+What the DAB loss may train (``loss_to_input``): in the authors' reference code (apple/ml-dab,
+``models/dab.py``) the DAB loss is taken against the *output of the custom autograd function*,
+whose backward is the approximator's VJP. Its two paths into ``x`` (through the approximator, and
+through the hard function's backward) cancel exactly, so **the DAB loss trains only the
+approximator** and the layers before the bridge learn from the task gradient alone. That is the
+default here (``loss_to_input=False``: the DAB loss sees ``x.detach()``). ``loss_to_input=True``
+also sends ``gamma * dL_DAB/dx`` into the earlier layers; it is kept for the estimator ablation.
 
 Implementation: the task path evaluates the approximator with *detached* parameters, so autograd
 computes only the input VJP on it, and :class:`_ForwardValue` swaps in the exact hard values.
@@ -45,12 +52,13 @@ class Bridge(nn.Module):
     ``estimator='dab'`` routes gradients through ``approximator`` (required);
     ``estimator='ste'`` copies them straight through (identity backward, same-shape ops only).
     After a training-mode forward, ``self.dab_loss`` holds the (gamma-scaled) DAB loss,
-    accumulated over calls until :func:`pop_dab_loss` collects it.
+    accumulated over calls until :func:`pop_dab_loss` collects it. ``loss_to_input=False`` (the
+    reference semantics) keeps that loss away from the layers before the bridge.
     """
 
     def __init__(self, hard_fn: HardFn | Callable[[torch.Tensor], torch.Tensor],
                  approximator: nn.Module | None, gamma: float = 10.0,
-                 loss: str | LossFn = "l2", estimator: str = "dab"):
+                 loss: str | LossFn = "l2", estimator: str = "dab", loss_to_input: bool = False):
         super().__init__()
         if estimator not in ESTIMATORS:
             raise ConfigError(f"unknown estimator '{estimator}'; valid choices: {', '.join(ESTIMATORS)}")
@@ -63,6 +71,7 @@ class Bridge(nn.Module):
         self.gamma = float(gamma)
         self.loss_fn = get_dab_loss(loss) if isinstance(loss, str) else loss
         self.estimator = estimator
+        self.loss_to_input = bool(loss_to_input)
         self.dab_loss: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +86,7 @@ class Bridge(nn.Module):
             return _ForwardValue.apply(x, hard)
         frozen = {name: p.detach() for name, p in self.approximator.named_parameters()}
         soft_for_task = functional_call(self.approximator, frozen, (x,))
-        soft = self.approximator(x)
+        soft = self.approximator(x if self.loss_to_input else x.detach())
         loss = self.gamma * self.loss_fn(soft, hard)
         self.dab_loss = loss if self.dab_loss is None else self.dab_loss + loss
         return _ForwardValue.apply(soft_for_task, hard)
@@ -95,12 +104,14 @@ def pop_dab_loss(model: nn.Module) -> torch.Tensor | None:
 
 def make_bridge(hard_fn: str, in_shape: tuple[int, ...], gamma: float = 10.0, estimator: str = "dab",
                 approximator: str = "dense", hidden: int = 256, depth: int = 2, loss: str = "l2",
-                eps: float = 0.5, k: int = 10, kmeans_iters: int = 10, seed: int = 0) -> Bridge:
-    """Build a bridge by names for per-sample input shape ``in_shape`` (batch dim excluded)."""
+                eps: float = 0.5, k: int = 10, kmeans_iters: int = 10, seed: int = 0,
+                loss_to_input: bool = False) -> Bridge:
+    """Build a bridge by names for per-sample input shape ``in_shape`` (batch dim excluded).
+    ``loss_to_input`` picks what the DAB loss trains (see the module docstring)."""
     fn = make_hard_fn(hard_fn, eps=eps, k=k, kmeans_iters=kmeans_iters, seed=seed)
     out_shape = fn.out_shape(tuple(in_shape))
     if estimator == "ste" and tuple(out_shape) != tuple(in_shape):
         raise ConfigError(f"estimator 'ste' cannot be used with hard_fn '{hard_fn}', which changes shape "
                           f"{tuple(in_shape)} -> {tuple(out_shape)}; use estimator=dab")
     approx = make_approximator(approximator, in_shape, out_shape, hidden, depth) if estimator == "dab" else None
-    return Bridge(fn, approx, gamma=gamma, loss=loss, estimator=estimator)
+    return Bridge(fn, approx, gamma=gamma, loss=loss, estimator=estimator, loss_to_input=loss_to_input)

@@ -7,14 +7,16 @@ typo'd key in a preset fails at composition; :func:`validate` checks values and 
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from dab.approximators import APPROXIMATOR_NAMES
 from dab.bridge import ESTIMATORS
 from dab.errors import ConfigError
 from dab.hard_fns import HARD_FN_NAMES
+from dab.families import FAMILIES
 from dab.losses import DAB_LOSSES
 from dab.models.sorting import ACTIVATIONS
+from dab.schedules import SCHEDULES
 
 DATASETS = ("sort",)
 MODELS = ("dense", "lstm")
@@ -35,11 +37,11 @@ class DatasetConfig:
 @dataclass
 class ModelConfig:
     name: str = "dense"
-    hidden: int = 256
+    widths: List[int] = field(default_factory=lambda: [128, 128, 256])  # sorting: dense layers before the bridge
+    hidden: int = 256  # sorting lstm: the LSTM's size
     activation: str = "tanh"
-    layers_before: int = 2  # dense only: layers up to and including the bridge
-    layers_after: int = 1
     ponder_steps: int = 0  # lstm only
+    layer_norm: bool = True  # lstm only: keeps the bridge input alive at initialisation
 
 
 @dataclass
@@ -56,6 +58,9 @@ class OptimizerConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # max global grad norm; None = off
+    schedule: str = "constant"  # learning-rate schedule over trainer.max_steps (dab/schedules.py)
+    warmup_steps: int = 0  # linear warm-up from 0 (cosine, constant)
+    final_lr_ratio: float = 0.0  # cosine: the last step's lr as a fraction of lr
 
 
 @dataclass
@@ -66,6 +71,7 @@ class DabConfig:
     hidden: int = 256
     depth: int = 2
     loss: str = "l2"
+    loss_to_input: bool = False  # False: the DAB loss trains only the approximator (the reference)
 
 
 @dataclass
@@ -85,6 +91,7 @@ class TrainerConfig:
 
 @dataclass
 class Config:
+    task: str = "sort"  # the experiment family (dab/families)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     hard_fn: HardFnConfig = field(default_factory=HardFnConfig)
@@ -123,6 +130,11 @@ def _check_keys(node: Any, schema: type, prefix: str) -> None:
 def validate(cfg: Any) -> None:
     """Check a composed config (dataclass, DictConfig or namespace); raise ConfigError if bad."""
     _check_keys(cfg, Config, "")
+    _choice(cfg.task, tuple(FAMILIES), "task")
+    _choice(cfg.optimizer.schedule, tuple(SCHEDULES), "optimizer.schedule")
+    _at_least(cfg.optimizer.warmup_steps, 0, "optimizer.warmup_steps")
+    if not 0 <= cfg.optimizer.final_lr_ratio <= 1:
+        raise ConfigError(f"optimizer.final_lr_ratio must be in [0, 1], got {cfg.optimizer.final_lr_ratio}")
     _choice(cfg.dataset.name, DATASETS, "dataset")
     _choice(cfg.model.name, MODELS, "model")
     _choice(cfg.model.activation, tuple(ACTIVATIONS), "model.activation")
@@ -138,6 +150,8 @@ def validate(cfg: Any) -> None:
         _at_least(getattr(cfg.dataset, key), 1, f"dataset.{key}")
     _at_least(cfg.dab.gamma, 0, "dab.gamma")
     _at_least(cfg.model.hidden, 1, "model.hidden")
+    if len(cfg.model.widths) < 1 or min(cfg.model.widths) < 1:
+        raise ConfigError(f"model.widths needs at least one width >= 1, got {list(cfg.model.widths)}")
     _at_least(cfg.model.ponder_steps, 0, "model.ponder_steps")
     if cfg.model.name != "lstm" and cfg.model.ponder_steps != 0:
         raise ConfigError("model.ponder_steps applies to model=lstm only; valid choices for model: lstm")

@@ -15,7 +15,8 @@ import yaml
 from dab.checkpoint import CONFIG, resolve_resume
 from dab.config import validate
 from dab.errors import ConfigError
-from dab.tasks import make_task
+from dab.families import build_task
+from dab.schedules import lr_factor
 from dab.trainer import make_optimizer, train
 
 METRICS = "metrics.json"
@@ -52,6 +53,14 @@ def config_to_dict(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def make_lr_factor(cfg: Any):
+    """step -> lr multiplier for ``cfg.optimizer``'s schedule over ``cfg.trainer.max_steps``."""
+    o = cfg.optimizer
+    if o.schedule == "constant" and o.warmup_steps == 0:
+        return None
+    return lambda step: lr_factor(o.schedule, step, cfg.trainer.max_steps, o.warmup_steps, o.final_lr_ratio)
+
+
 def run_experiment(cfg: Any, out_dir: str | os.PathLike) -> dict:
     """Train one configuration into ``out_dir`` and return its final metrics.
 
@@ -63,7 +72,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike) -> dict:
     device = resolve_device(cfg.trainer.device)
     config = config_to_dict(cfg)
     torch.manual_seed(cfg.seed)
-    task, model = make_task(cfg, device)
+    task, model = build_task(cfg, device)
     model.to(device)
     optimizer = make_optimizer(cfg.optimizer.name, model.parameters(), cfg.optimizer.lr, cfg.optimizer.weight_decay)
     resume_path = resolve_resume(cfg.trainer, Path(cfg.runs_root), config, out_dir)
@@ -76,7 +85,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike) -> dict:
         if resume_path is not None:
             print(f"resuming from {resume_path}")
         state = train(model, task, optimizer, cfg.trainer, cfg.optimizer.grad_clip, device, out_dir, config,
-                      resume_path=resume_path, writer=writer)
+                      resume_path=resume_path, writer=writer, lr_factor=make_lr_factor(cfg))
     final = state.history[-1]
     best = max(h[task.objective] for h in state.history)
     metrics = {

@@ -90,8 +90,11 @@ def evaluate(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> dict[s
 
 def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer_cfg: Any, grad_clip: float | None,
           device: torch.device, out_dir: Path, config: dict, resume_path: Path | None = None,
-          writer: Any = None) -> TrainState:
+          writer: Any = None, lr_factor: Callable[[int], float] | None = None) -> TrainState:
     """Train until ``trainer_cfg.max_steps`` or ``max_minutes``; checkpoint to ``out_dir``.
+
+    ``lr_factor(step)`` scales every param group's initial lr at each step (a schedule that is a
+    pure function of the step, so resuming needs no scheduler state).
 
     A KeyboardInterrupt between steps saves a checkpoint before it propagates (inside a step the
     last periodic one stands), so ``trainer.resume=true`` continues where the run stopped.
@@ -106,6 +109,9 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     if trainer_cfg.compile:
         forward_loss = torch.compile(forward_loss)
     params = list(model.parameters())
+    base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+    for g, lr in zip(optimizer.param_groups, base_lrs):
+        g["initial_lr"] = lr
     budget_s = None if trainer_cfg.max_minutes is None else 60.0 * trainer_cfg.max_minutes
     ckpt_path = out_dir / CHECKPOINT
 
@@ -131,6 +137,10 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
         while state.step < trainer_cfg.max_steps and (budget_s is None or state.train_seconds < budget_s):
             in_step = True
             batch = task.train_batch(state.step)
+            if lr_factor is not None:
+                factor = lr_factor(state.step)
+                for g, lr in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = lr * factor
             task_loss, dab_loss, logs = train_step(forward_loss, params, optimizer, batch, grad_clip)
             values = {"train/task_loss": task_loss, "train/dab_loss": dab_loss, **logs}
             sums = values if sums is None else {k: sums[k] + v for k, v in values.items()}

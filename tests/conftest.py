@@ -34,6 +34,7 @@ def small_overrides(runs_root: Path | str, steps: int = 3, ckpt_every: int | Non
         "dataset.batch_size=32",
         "dataset.test_size=64",
         "model.hidden=32",
+        "model.widths=[16,32]",
         "dab.hidden=32",
         f"runs_root={runs_root}",
     ]

@@ -69,9 +69,10 @@ def test_task_gradient_is_the_approximators_vjp(name, in_shape, kwargs, approxim
     assert head.weight.grad is not None and head.weight.grad.any()
 
 
+@pytest.mark.parametrize("loss_to_input", [False, True], ids=["reference", "loss_to_input"])
 @pytest.mark.parametrize("name,in_shape,kwargs,approximator", CASES, ids=IDS)
-def test_dab_loss_value_and_its_gradients(name, in_shape, kwargs, approximator):
-    bridge = build(name, in_shape, kwargs, approximator)
+def test_dab_loss_value_and_its_gradients(name, in_shape, kwargs, approximator, loss_to_input):
+    bridge = build(name, in_shape, kwargs, approximator, loss_to_input=loss_to_input)
     x0 = rand_input(in_shape).detach()
     w = torch.full(in_shape, 1.1, dtype=torch.float64, requires_grad=True)  # a layer before the bridge
     h = x0 * w
@@ -88,29 +89,78 @@ def test_dab_loss_value_and_its_gradients(name, in_shape, kwargs, approximator):
     params = list(bridge.approximator.parameters())
     assert all(p.grad is not None for p in params)
     assert sum(p.grad.abs().sum() for p in params) > 0
-    assert w.grad is not None and w.grad.abs().sum() > 0  # reaches layers before the bridge
 
-    # ... and equals d/d(theta, phi) of gamma * sum_features (approx(h) - hard(h))^2, batch mean
+    # the approximator's gradient is d/dphi of gamma * sum_features (approx(h) - hard(h))^2, batch mean
     h2 = x0 * w
     ref = GAMMA * (bridge.approximator(h2) - hard).pow(2).flatten(1).sum(1).mean()
     ref_grads = torch.autograd.grad(ref, [w, *params])
-    torch.testing.assert_close(w.grad, ref_grads[0], rtol=1e-9, atol=1e-12)
     for p, g in zip(params, ref_grads[1:]):
         torch.testing.assert_close(p.grad, g, rtol=1e-9, atol=1e-12)
+    if loss_to_input:  # the switch: the DAB loss also reaches the layers before the bridge
+        assert w.grad is not None and w.grad.abs().sum() > 0
+        torch.testing.assert_close(w.grad, ref_grads[0], rtol=1e-9, atol=1e-12)
+    else:  # reference semantics: exactly no gradient before the bridge
+        assert w.grad is None or not w.grad.any()
 
 
-def test_task_and_dab_gradients_add_up_at_the_input():
-    bridge = build("signum", (6,), {}, "dense")
+@pytest.mark.parametrize("loss_to_input", [False, True], ids=["reference", "loss_to_input"])
+def test_task_and_dab_gradients_at_the_input(loss_to_input):
+    bridge = build("signum", (6,), {}, "dense", loss_to_input=loss_to_input)
     x = rand_input((6,))
     y = bridge(x)
     grad_out = torch.randn_like(y)
     total = (y * grad_out).sum() + pop_dab_loss(bridge)
     total.backward()
     _, vjp = torch.autograd.functional.vjp(bridge.approximator, x.detach(), grad_out)
+    if not loss_to_input:  # only the approximator's VJP of the downstream gradient reaches x
+        torch.testing.assert_close(x.grad, vjp, rtol=1e-10, atol=1e-12)
+        return
     xd = x.detach().requires_grad_()
     dab_ref = GAMMA * (bridge.approximator(xd) - bridge.hard_fn(xd)).pow(2).sum(1).mean()
     (dab_grad,) = torch.autograd.grad(dab_ref, xd)
     torch.testing.assert_close(x.grad, vjp + dab_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_reference_semantics_match_the_authors_autograd_construction():
+    """The reference's construction (a custom Function whose backward is the approximator's VJP,
+    with the DAB loss on its non-detached output) gives the same gradients as our default."""
+
+    class HardWithApproxBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, soft):
+            ctx.save_for_backward(x, soft)
+            return bridge.hard_fn(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, soft = ctx.saved_tensors
+            with torch.enable_grad():
+                (gx,) = torch.autograd.grad(soft, x, grad, retain_graph=True)
+            return gx, None
+
+    bridge = build("signum", (6,), {}, "dense")
+    x0 = rand_input((6,)).detach()
+    head = nn.Linear(6, 3).double()
+    grad_out = torch.randn(x0.shape[0], 3, dtype=torch.float64)
+
+    def grads(use_reference: bool):
+        w = torch.full((6,), 1.1, dtype=torch.float64, requires_grad=True)
+        x = x0 * w
+        if use_reference:
+            soft = bridge.approximator(x)
+            hard = HardWithApproxBackward.apply(x, soft)
+            dab = GAMMA * (soft - hard).pow(2).sum(1).mean()
+        else:
+            hard = bridge(x)
+            dab = pop_dab_loss(bridge)
+        ((head(hard) * grad_out).sum() + dab).backward()
+        out = [w.grad.clone()] + [p.grad.clone() for p in bridge.approximator.parameters()]
+        bridge.zero_grad(set_to_none=True)
+        head.zero_grad(set_to_none=True)
+        return out
+
+    for a, b in zip(grads(True), grads(False)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 def count_calls(module: nn.Module) -> list:

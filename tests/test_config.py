@@ -63,7 +63,7 @@ def test_bad_value_is_a_config_error_naming_the_choices(overrides, words, tmp_pa
     (["hard_fn=kmeans", "hard_fn.k=40"], ["kmeans", "k=40"]),
     (["dab.depth=0"], ["depth"]),
     (["dab.approximator=elementwise", "dab.hidden=0"], ["hidden"]),
-    (["model.layers_before=0"], ["layers_before"]),
+    (["model.widths=[]"], ["model.widths"]),
     (["hard_fn.eps=-0.5"], ["eps"]),
 ])
 def test_bad_model_build_is_a_config_error_before_anything_is_written(overrides, words, tmp_path):
@@ -126,6 +126,7 @@ def small_dataclass_config(tmp_path) -> Config:
     cfg = Config()
     cfg.dataset.length, cfg.dataset.batch_size, cfg.dataset.test_size = 4, 16, 32
     cfg.model.hidden = cfg.dab.hidden = 16
+    cfg.model.widths = [16, 16]
     t = cfg.trainer
     t.max_steps = t.eval_every = t.log_every = t.ckpt_every = 2
     t.progress, t.device = False, "cpu"

@@ -14,7 +14,7 @@ import yaml
 from dab.checkpoint import CHECKPOINT, CONFIG, find_resumable, resolve_resume
 from dab.errors import ConfigError
 from dab.experiment import run_experiment
-from dab.tasks import SortingTask
+from dab.families.sorting import SortingTask
 
 from conftest import REPO, compose_config, small_overrides
 

@@ -1,7 +1,10 @@
-"""Sorting models (paper Fig. 2): x [B, T] -> logits [B, T, T], logits[b, t] scores which input
-index holds the t-th smallest value. A bridge (or nothing, for the ELU-dense baseline) replaces
-the activation of the last layer before the output head."""
+"""Sorting models (paper Fig. 2), built as the authors' reference builds them (apple/ml-dab,
+``main.py``): x [B, T] -> logits [B, T, T], logits[b, t] scores which input index holds the
+t-th smallest value. The bridge (or nothing, for the ELU-Dense baseline) sits between the last
+hidden activation and the output head."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -17,26 +20,27 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-class DenseSorter(nn.Module):
-    """Fig. 2 left. Linear(T, H) act, (layers_before - 1) x [Linear(H, H) act], where the last
-    activation is replaced by ``bridge`` when one is given, then layers_after x [Linear(H, H) act]
-    and a Linear(H, T*T) head."""
+def _hidden_stack(in_features: int, widths: Sequence[int], activation: str) -> list[nn.Module]:
+    if len(widths) < 1 or min(widths) < 1:
+        raise ConfigError(f"model.widths needs at least one width >= 1, got {list(widths)}")
+    layers: list[nn.Module] = []
+    for a, b in zip([in_features, *widths[:-1]], widths):
+        layers += [nn.Linear(a, b), make_activation(activation)]
+    return layers
 
-    def __init__(self, length: int, hidden: int, activation: str, layers_before: int, layers_after: int,
-                 bridge: nn.Module | None):
+
+class DenseSorter(nn.Module):
+    """Fig. 2 left: [Linear act] for each width (reference: 128, 128, 256 with Tanh), then the
+    bridge (signum of a Tanh output, so the hard function sees a bounded input), then
+    Linear(widths[-1], T*T). Without a bridge (ELU-Dense) the last activation feeds the head."""
+
+    def __init__(self, length: int, widths: Sequence[int], activation: str, bridge: nn.Module | None):
         super().__init__()
-        if layers_before < 1 or layers_after < 0:
-            raise ConfigError(f"model.layers_before must be >= 1 and layers_after >= 0, "
-                              f"got {layers_before}, {layers_after}")
         self.length = length
-        layers: list[nn.Module] = []
-        for i in range(layers_before):
-            layers.append(nn.Linear(length if i == 0 else hidden, hidden))
-            last = i == layers_before - 1
-            layers.append(bridge if (last and bridge is not None) else make_activation(activation))
-        for _ in range(layers_after):
-            layers += [nn.Linear(hidden, hidden), make_activation(activation)]
-        layers.append(nn.Linear(hidden, length * length))
+        layers = _hidden_stack(length, widths, activation)
+        if bridge is not None:
+            layers.append(bridge)
+        layers.append(nn.Linear(widths[-1], length * length))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,26 +48,39 @@ class DenseSorter(nn.Module):
 
 
 class LSTMSorter(nn.Module):
-    """Fig. 2 right. An LSTM reads x_1..x_T, then runs ``ponder_steps`` more steps on zero input;
-    its final hidden state goes through Linear(H, H) and ``bridge`` (or the activation when there
-    is none), then layers_after x [Linear(H, H) act] and a Linear(H, T*T) head."""
+    """Fig. 2 right (paper 7.2: "LSTM (gradclip 5) + Dense(256)"). An LSTM(hidden) reads
+    x_1..x_T, then ``ponder_steps`` more steps on zero input; its final hidden state goes through
+    [Linear act] per width, the bridge, and Linear(widths[-1], T*T).
 
-    def __init__(self, length: int, hidden: int, activation: str, ponder_steps: int, layers_after: int,
-                 bridge: nn.Module | None):
+    ``layer_norm`` (our addition, default on) normalizes each Linear's output before its
+    activation. Without it the LSTM's small hidden state (std ~0.04 at initialisation) keeps every
+    Tanh output inside signum's margin: the hard function outputs all zeros and the head sees a
+    constant, so nothing learns. The LSTM runs in fp32 even under a bf16 autocast on the CPU,
+    where some CPUs have no bf16 LSTM kernel.
+    """
+
+    def __init__(self, length: int, hidden: int, widths: Sequence[int], activation: str, ponder_steps: int,
+                 bridge: nn.Module | None, layer_norm: bool = True):
         super().__init__()
         if ponder_steps < 0:
             raise ConfigError(f"model.ponder_steps must be >= 0, got {ponder_steps}")
         self.length = length
         self.ponder_steps = ponder_steps
         self.lstm = nn.LSTM(1, hidden, batch_first=True)
-        layers: list[nn.Module] = [nn.Linear(hidden, hidden),
-                                   bridge if bridge is not None else make_activation(activation)]
-        for _ in range(layers_after):
-            layers += [nn.Linear(hidden, hidden), make_activation(activation)]
-        layers.append(nn.Linear(hidden, length * length))
+        layers = _hidden_stack(hidden, widths, activation)
+        if layer_norm:
+            layers = [m for layer in layers
+                      for m in ((layer, nn.LayerNorm(layer.out_features)) if isinstance(layer, nn.Linear) else (layer,))]
+        if bridge is not None:
+            layers.append(bridge)
+        layers.append(nn.Linear(widths[-1], length * length))
         self.head = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seq = nn.functional.pad(x, (0, self.ponder_steps)).unsqueeze(-1)  # [B, T + ponder, 1]
-        _, (h, _) = self.lstm(seq)
+        if seq.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                _, (h, _) = self.lstm(seq.float())
+        else:
+            _, (h, _) = self.lstm(seq)
         return self.head(h[-1]).view(-1, self.length, self.length)

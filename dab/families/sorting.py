@@ -1,6 +1,4 @@
-"""Tasks: what the trainer trains on. A task draws training batches on the device, scores a
-model's output, and evaluates a model on its fixed test set. Later experiment families (VAE,
-classification) add a task class and a branch in :func:`make_task`."""
+"""Sequence sorting (paper Sec. 5.1, Table 1, Figure 3): data, models, loss and evaluation."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,15 +14,19 @@ from dab.sorting_data import sort_batch, step_generator
 
 
 class SortingTask:
-    """Sequence sorting: x ~ U(0,1)^T, predict argsort(x); cross-entropy per output position."""
+    """x ~ U(0,1)^T, predict argsort(x). Loss per sample: cross-entropy *summed* over the T output
+    positions (as the reference ``main.py`` does; the DAB loss is likewise summed over features),
+    then the batch mean."""
 
     objective = "test/all_or_none"
 
     def __init__(self, length: int, batch_size: int, test_size: int, test_seed: int, seed: int,
                  device: torch.device):
         self.length, self.batch_size, self.seed, self.device = length, batch_size, seed, device
-        gen = torch.Generator(device=device).manual_seed(test_seed)
-        self.test_x, self.test_y = sort_batch(test_size, length, gen, device)
+        # drawn on the CPU, then moved: CPU and GPU runs score the very same sequences
+        gen = torch.Generator().manual_seed(test_seed)
+        test_x, test_y = sort_batch(test_size, length, gen, "cpu")
+        self.test_x, self.test_y = test_x.to(device), test_y.to(device)
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return sort_batch(self.batch_size, self.length, step_generator(self.seed, step, self.device), self.device)
@@ -33,7 +35,8 @@ class SortingTask:
         """Returns the task loss and on-device tensors to log (no host sync here)."""
         x, y = batch
         logits = model(x)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, self.length).float(), y.reshape(-1))
+        ce = nn.functional.cross_entropy(logits.reshape(-1, self.length).float(), y.reshape(-1), reduction="none")
+        loss = ce.view(-1, self.length).sum(1).mean()
         return loss, {"train/all_or_none": all_or_none_accuracy(logits.detach(), y)}
 
     @torch.no_grad()
@@ -51,23 +54,24 @@ class SortingTask:
 def make_sorting_model(cfg: Any) -> nn.Module:
     """Build the sorting model; hard_fn=identity means no bridge (the plain baseline)."""
     m, h = cfg.model, cfg.hard_fn
+    widths = list(m.widths)
     bridge = None
     if h.name != "identity":
-        bridge = make_bridge(h.name, (m.hidden,), gamma=cfg.dab.gamma, estimator=cfg.dab.estimator,
+        bridge = make_bridge(h.name, (widths[-1],), gamma=cfg.dab.gamma, estimator=cfg.dab.estimator,
                              approximator=cfg.dab.approximator, hidden=cfg.dab.hidden, depth=cfg.dab.depth,
-                             loss=cfg.dab.loss, eps=h.eps, k=h.k, kmeans_iters=h.kmeans_iters, seed=cfg.seed)
+                             loss=cfg.dab.loss, eps=h.eps, k=h.k, kmeans_iters=h.kmeans_iters, seed=cfg.seed,
+                             loss_to_input=cfg.dab.loss_to_input)
     T = cfg.dataset.length
     if m.name == "dense":
-        return DenseSorter(T, m.hidden, m.activation, m.layers_before, m.layers_after, bridge)
+        return DenseSorter(T, widths, m.activation, bridge)
     if m.name == "lstm":
-        return LSTMSorter(T, m.hidden, m.activation, m.ponder_steps, m.layers_after, bridge)
-    raise ConfigError(f"unknown model '{m.name}' for dataset sort; valid choices: dense, lstm")
+        return LSTMSorter(T, m.hidden, widths, m.activation, m.ponder_steps, bridge, m.layer_norm)
+    raise ConfigError(f"unknown model '{m.name}' for task sort; valid choices: dense, lstm")
 
 
-def make_task(cfg: Any, device: torch.device) -> tuple[SortingTask, nn.Module]:
-    """Build (task, model) for a validated config."""
+def build(cfg: Any, device: torch.device) -> tuple[SortingTask, nn.Module]:
     d = cfg.dataset
-    if d.name == "sort":
-        task = SortingTask(d.length, d.batch_size, d.test_size, d.test_seed, cfg.seed, device)
-        return task, make_sorting_model(cfg)
-    raise ConfigError(f"unknown dataset '{d.name}'; valid choices: sort")
+    if d.name != "sort":
+        raise ConfigError(f"task sort needs dataset=sort, got '{d.name}'")
+    task = SortingTask(d.length, d.batch_size, d.test_size, d.test_seed, cfg.seed, device)
+    return task, make_sorting_model(cfg)
