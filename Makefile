@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup run test test-slow bench
+.PHONY: setup run test test-slow bench data
 
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -11,6 +11,13 @@ $(VENV_STAMP): pyproject.toml
 	touch $(VENV_STAMP)
 
 setup: $(VENV_STAMP)
+
+# Fashion-MNIST without a download where a local copy exists (Debian/Ubuntu: apt-get install -y
+# dataset-fashion-mnist); elsewhere torchvision downloads it on first use.
+FMNIST_LOCAL ?= /usr/share/datasets/fashion-mnist
+data:
+	@if [ -d "$(FMNIST_LOCAL)" ]; then mkdir -p data/FashionMNIST/raw && cp -u $(FMNIST_LOCAL)/*.gz data/FashionMNIST/raw/ && echo "Fashion-MNIST: local copy -> data/FashionMNIST/raw"; \
+	else echo "Fashion-MNIST: no local copy at $(FMNIST_LOCAL); torchvision will download it on first use"; fi
 
 run: $(VENV_STAMP)  ## the main job: Table 1's Signum-Dense T=10 cell
 	$(PY) train.py +experiment=sort_t10

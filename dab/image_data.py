@@ -1,0 +1,165 @@
+"""Image data sets as device tensors: Fashion-MNIST, Fashion-MNIST-32 (the CIFAR-shaped stand-in),
+CIFAR-10 (torchvision) and ImageNet (an ImageFolder path). Shared by the autoencoder and the
+classification families.
+
+Small data sets load once into one uint8 tensor ``[N, C, H, W]`` on the training device;
+batches are indexed and converted there (no per-sample PIL transforms in the training loop).
+The data root is ``DAB_DATA_ROOT`` if set, else the config's ``dataset.root`` (default ``./data``).
+A data set that is neither on disk nor downloadable stops with one message saying how to get it.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dab.errors import ConfigError
+
+IMAGE_DATASETS = ("fmnist", "fmnist32", "cifar10", "imagenet")
+_FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+class DataMissingError(ConfigError):
+    """A data set is not on disk and could not be downloaded; the message says how to get it."""
+
+
+@dataclass
+class ImageSplit:
+    """images: uint8 [N, C, H, W] on the device; labels: int64 [N] on the device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def data_root(configured: str | os.PathLike | None = None) -> Path:
+    """``$DAB_DATA_ROOT`` if set, else ``configured``, else ``./data``."""
+    env = os.environ.get("DAB_DATA_ROOT")
+    return Path(env or configured or "data")
+
+
+def _extract_local_gz(raw: Path) -> None:
+    """torchvision reads the extracted IDX files; unpack any ``.gz`` that lacks its twin."""
+    for name in _FMNIST_FILES:
+        gz, plain = raw / f"{name}.gz", raw / name
+        if gz.exists() and not plain.exists():
+            tmp = plain.with_suffix(".part")
+            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, plain)
+
+
+def _missing(name: str, root: Path, how: str, err: Exception | None = None) -> DataMissingError:
+    why = f" ({type(err).__name__}: {err})" if err is not None else ""
+    return DataMissingError(f"data set '{name}' not found under {root} and could not be downloaded{why}. {how}")
+
+
+def load_fashion_mnist(root: Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, 1, 28, 28] and int64 [N] on the CPU, from ``root/FashionMNIST/raw`` (IDX files,
+    gzipped or not) or torchvision's download."""
+    from torchvision.datasets import FashionMNIST
+
+    raw = root / "FashionMNIST" / "raw"
+    if raw.is_dir():
+        _extract_local_gz(raw)
+    how = ("Get it with `apt-get install -y dataset-fashion-mnist` and copy "
+           "/usr/share/datasets/fashion-mnist/*.gz into <root>/FashionMNIST/raw/ (`make data` does this), "
+           "or allow torchvision to download it; <root> is $DAB_DATA_ROOT or dataset.root.")
+    try:
+        ds = FashionMNIST(str(root), train=train, download=False)
+    except RuntimeError:
+        if not download:
+            raise _missing("fmnist", root, how) from None
+        try:
+            ds = FashionMNIST(str(root), train=train, download=True)
+        except Exception as err:  # offline, proxy, disk: one message, not a traceback
+            raise _missing("fmnist", root, how, err) from None
+    return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+
+
+def load_cifar10(root: Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, 3, 32, 32] and int64 [N] on the CPU via torchvision's CIFAR10."""
+    from torchvision.datasets import CIFAR10
+
+    how = ("Allow torchvision to download it (internet access), or place the extracted "
+           "cifar-10-batches-py/ folder under <root>; <root> is $DAB_DATA_ROOT or dataset.root.")
+    try:
+        ds = CIFAR10(str(root), train=train, download=False)
+    except RuntimeError:
+        if not download:
+            raise _missing("cifar10", root, how) from None
+        try:
+            ds = CIFAR10(str(root), train=train, download=True)
+        except Exception as err:
+            raise _missing("cifar10", root, how, err) from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(ds.targets, dtype=torch.long)
+
+
+def pad_to_32_rgb(images: torch.Tensor) -> torch.Tensor:
+    """Fashion-MNIST-32 stand-in: uint8 [N, 1, 28, 28] -> [N, 3, 32, 32] (zero pad 2, 3 channels)."""
+    return torch.nn.functional.pad(images, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
+
+
+def load_image_split(name: str, root: str | os.PathLike | None, train: bool, device: torch.device | str,
+                     download: bool = True) -> ImageSplit:
+    """A whole small-image split as device tensors. ``name`` in fmnist, fmnist32, cifar10."""
+    root = data_root(root)
+    if name == "fmnist":
+        images, labels = load_fashion_mnist(root, train, download)
+    elif name == "fmnist32":
+        images, labels = load_fashion_mnist(root, train, download)
+        images = pad_to_32_rgb(images)
+    elif name == "cifar10":
+        images, labels = load_cifar10(root, train, download)
+    elif name == "imagenet":
+        raise ConfigError("imagenet is too large for device tensors; use imagenet_loader()")
+    else:
+        raise ConfigError(f"unknown image data set '{name}'; valid choices: {', '.join(IMAGE_DATASETS)}")
+    return ImageSplit(images.to(device), labels.to(device))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float32 in [0, 1], on the same device."""
+    return images.float().div_(255.0)
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """CIFAR-style augmentation on the device, per sample: zero-pad by ``pad``, crop back to the
+    input size at a random offset, and mirror horizontally with probability 1/2. x: [B, C, H, W]."""
+    b, c, h, w = x.shape
+    if pad > 0:
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=x.device)
+        rows = (dy.view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
+        x = padded.gather(2, rows)
+        cols = (dx.view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w).expand(b, c, h, w)
+        x = x.gather(3, cols)
+    if flip:
+        mirror = torch.rand(b, generator=generator, device=x.device) < 0.5
+        x = torch.where(mirror.view(b, 1, 1, 1), x.flip(-1), x)
+    return x
+
+
+def imagenet_loader(path: str | os.PathLike, size: int, batch_size: int, train: bool, workers: int = 8):
+    """A torchvision ImageFolder DataLoader over ``path/{train,val}`` resized to ``size`` (the
+    paper used 512x512). ImageNet is too large for device tensors, so it keeps a DataLoader."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    split = Path(path) / ("train" if train else "val")
+    if not split.is_dir():
+        raise DataMissingError(f"data set 'imagenet' not found: no folder {split}. ImageNet cannot be "
+                               "downloaded automatically; get it from image-net.org and give its root "
+                               "(holding train/ and val/ class folders) as dataset.root.")
+    tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()])
+    return DataLoader(datasets.ImageFolder(str(split), tf), batch_size=batch_size, shuffle=train,
+                      num_workers=workers, drop_last=train, pin_memory=True, persistent_workers=workers > 0)
