@@ -124,6 +124,10 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
         if writer is not None:
             for k, v in metrics.items():
                 writer.add_scalar(k, v, state.step)
+            if hasattr(task, "log_media"):  # e.g. reconstructions beside the originals
+                model.eval()
+                task.log_media(model, writer, state.step)
+                model.train()
         return metrics
 
     bar = tqdm(total=trainer_cfg.max_steps, initial=state.step, disable=not trainer_cfg.progress,
