@@ -41,7 +41,7 @@ class ModelConfig:
     hidden: int = 256  # sorting lstm: the LSTM's size
     activation: str = "tanh"
     ponder_steps: int = 0  # lstm only
-    layer_norm: bool = True  # lstm only: keeps the bridge input alive at initialisation
+    norm: str = "batchnorm"  # lstm only: batchnorm | layernorm | none (keeps the bridge input alive)
 
 
 @dataclass

@@ -65,7 +65,7 @@ def make_sorting_model(cfg: Any) -> nn.Module:
     if m.name == "dense":
         return DenseSorter(T, widths, m.activation, bridge)
     if m.name == "lstm":
-        return LSTMSorter(T, m.hidden, widths, m.activation, m.ponder_steps, bridge, m.layer_norm)
+        return LSTMSorter(T, m.hidden, widths, m.activation, m.ponder_steps, bridge, m.norm)
     raise ConfigError(f"unknown model '{m.name}' for task sort; valid choices: dense, lstm")
 
 
