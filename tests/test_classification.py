@@ -1,5 +1,7 @@
 """Classification family (paper Sec. 5.3): ResNet18 shapes per function x placement, the bridge's
 gradient semantics inside the network, STE/DAB, EMD logging, presets and CIFAR path on synthetic data."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -66,6 +68,8 @@ def test_preset_trains_and_beats_chance_on_synthetic_data(preset, synthetic_data
     cfg = compose_config([f"+experiment={preset}", "dataset=fmnist32", "optimizer.lr=1e-3",
                           *classify_overrides(tmp_path, steps=30)])
     metrics = run_experiment(cfg, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "out" / "checkpoint.pt").is_file() and metrics["experiment"] == preset
     assert metrics["objective"] == "test/accuracy" and metrics["train/steps"] == 30
     assert metrics["test/accuracy"] > 0.25, metrics["test/accuracy"]
     assert metrics["test/accuracy_best"] >= metrics["test/accuracy"]
