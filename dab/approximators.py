@@ -10,7 +10,7 @@ from dab.errors import ConfigError
 
 Shape = tuple[int, ...]
 
-APPROXIMATOR_NAMES = ("dense", "elementwise")
+APPROXIMATOR_NAMES = ("dense", "elementwise", "conv")
 
 
 def tanh_mlp(sizes: list[int]) -> nn.Sequential:
@@ -56,6 +56,60 @@ class ElementwiseApproximator(nn.Module):
         return self.net(x.unsqueeze(-1)).squeeze(-1)
 
 
+class ConvApproximator(nn.Module):
+    """Convolutional stand-in for hard functions of a feature map x: [B, C, H, W].
+
+    A dense MLP over a 512x4x4 map needs ~4M weights per layer and squeezes an 8192-dim function
+    through a narrow bottleneck; at stage 1 (64x32x32) it is out of reach. The hard functions used
+    on feature maps treat every position alike (signum elementwise, k-means per spatial point,
+    sorting every row and every column the same way), so shared convolutions fit them with a
+    weight count independent of H and W and a cost comparable to one residual block.
+
+    Trunk: ``depth - 1`` 3x3 convolutions (``hidden`` channels, ELU; no BatchNorm, so the two
+    forward passes the bridge makes per step see identical functions). Head, by output shape:
+    - ``[C', H, W]`` (signum, kmeans, sort1d: C' = C; sort-rows+cols: C' = 2C): a 1x1 convolution;
+    - ``[C', (H + W) k]`` (topk's layout): each row's trunk features ``[hidden * W]`` go through one
+      Linear shared by all rows to ``C' * k`` values, likewise each column's ``[hidden * H]``, laid
+      out as :func:`dab.hard_fns.topk_rows_cols` lays out rows then columns.
+    """
+
+    def __init__(self, in_shape: Shape, out_shape: Shape, hidden: int = 128, depth: int = 3):
+        super().__init__()
+        if len(in_shape) != 3:
+            raise ConfigError(f"the conv approximator needs a feature map [C, H, W], got {tuple(in_shape)}; "
+                              "use approximator=dense for vectors")
+        if depth < 2 or hidden < 1:
+            raise ConfigError(f"conv approximator needs depth >= 2 and hidden >= 1, got {depth}, {hidden}")
+        c, h, w = in_shape
+        self.in_hw, self.out_shape = (h, w), tuple(out_shape)
+        layers: list[nn.Module] = []
+        for i in range(depth - 1):
+            layers += [nn.Conv2d(c if i == 0 else hidden, hidden, 3, padding=1), nn.ELU()]
+        self.trunk = nn.Sequential(*layers)
+        if len(out_shape) == 3 and tuple(out_shape[1:]) == (h, w):
+            self.head = nn.Conv2d(hidden, out_shape[0], 1)
+            self.k = None
+        elif len(out_shape) == 2 and out_shape[1] % (h + w) == 0:
+            self.k = out_shape[1] // (h + w)
+            self.rows = nn.Linear(hidden * w, out_shape[0] * self.k)
+            self.cols = nn.Linear(hidden * h, out_shape[0] * self.k)
+        else:
+            raise ConfigError(f"the conv approximator maps [C, H, W] to [C', H, W] or [C', (H + W) k]; "
+                              f"cannot produce {tuple(out_shape)} from {tuple(in_shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.trunk(x)  # [B, F, H, W]
+        if self.k is None:
+            return self.head(f)
+        b, _, h, w = f.shape
+        c = self.out_shape[0]
+        rows = self.rows(f.permute(0, 2, 1, 3).reshape(b, h, -1))  # [B, H, C' k]
+        cols = self.cols(f.permute(0, 3, 1, 2).reshape(b, w, -1))  # [B, W, C' k]
+        rows = rows.view(b, h, c, self.k).transpose(1, 2).reshape(b, c, h * self.k)
+        cols = cols.view(b, w, c, self.k).transpose(1, 2).reshape(b, c, w * self.k)
+        return torch.cat([rows, cols], dim=-1)
+
+
 def make_approximator(name: str, in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
     """Build an approximator by config name for per-sample shapes ``in_shape -> out_shape``."""
     if name == "dense":
@@ -66,4 +120,6 @@ def make_approximator(name: str, in_shape: Shape, out_shape: Shape, hidden: int,
                 f"the elementwise approximator cannot map shape {tuple(in_shape)} to {tuple(out_shape)}; "
                 "use approximator=dense for shape-changing hard functions")
         return ElementwiseApproximator(hidden, depth)
+    if name == "conv":
+        return ConvApproximator(in_shape, out_shape, hidden, depth)
     raise ConfigError(f"unknown approximator '{name}'; valid choices: {', '.join(APPROXIMATOR_NAMES)}")

@@ -115,3 +115,14 @@ def make_bridge(hard_fn: str, in_shape: tuple[int, ...], gamma: float = 10.0, es
                           f"{tuple(in_shape)} -> {tuple(out_shape)}; use estimator=dab")
     approx = make_approximator(approximator, in_shape, out_shape, hidden, depth) if estimator == "dab" else None
     return Bridge(fn, approx, gamma=gamma, loss=loss, estimator=estimator, loss_to_input=loss_to_input)
+
+
+def bridge_from_config(cfg, in_shape: tuple[int, ...]) -> Bridge | None:
+    """The bridge a composed config asks for (``cfg.hard_fn``, ``cfg.dab``, ``cfg.seed``) on inputs of
+    per-sample shape ``in_shape``; None for ``hard_fn=identity``, the plain-network baseline."""
+    h, d = cfg.hard_fn, cfg.dab
+    if h.name == "identity":
+        return None
+    return make_bridge(h.name, tuple(in_shape), gamma=d.gamma, estimator=d.estimator, approximator=d.approximator,
+                       hidden=d.hidden, depth=d.depth, loss=d.loss, eps=h.eps, k=h.k, kmeans_iters=h.kmeans_iters,
+                       seed=cfg.seed, loss_to_input=d.loss_to_input)

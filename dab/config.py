@@ -18,8 +18,9 @@ from dab.losses import DAB_LOSSES
 from dab.models.sorting import ACTIVATIONS
 from dab.schedules import SCHEDULES
 
-DATASETS = ("sort",)
-MODELS = ("dense", "lstm")
+DATASETS = ("sort", "cifar10", "fmnist32")
+MODELS = ("dense", "lstm", "resnet18")
+CLASSIFY_DATASETS = ("cifar10", "fmnist32")  # task classify: 32x32 RGB images, 10 classes
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -32,6 +33,10 @@ class DatasetConfig:
     batch_size: int = 1024
     test_size: int = 10000
     test_seed: int = 1234  # fixed: every run is scored on the same test sequences
+    root: str = "data"  # image data sets: folder holding them ($DAB_DATA_ROOT wins when set)
+    crop_pad: int = 4  # classify: on-device random crop after zero-padding by this much; 0 = off
+    flip: bool = True  # classify: on-device random horizontal flip
+    emd_batch: int = 0  # classify: test images on which test/emd is measured at each evaluation; 0 = off
 
 
 @dataclass
@@ -42,6 +47,9 @@ class ModelConfig:
     activation: str = "tanh"
     ponder_steps: int = 0  # lstm only
     norm: str = "batchnorm"  # lstm only: batchnorm | layernorm | none (keeps the bridge input alive)
+    width: int = 64  # resnet18: channels of the first stage (stages: w, 2w, 4w, 8w); 64 = standard
+    hard_fn_after: int = 4  # resnet18: residual stage (1..4) whose output goes through the bridge
+    channels_last: bool = False  # resnet18: NHWC memory layout (faster convolutions on CUDA)
 
 
 @dataclass
@@ -137,6 +145,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"optimizer.final_lr_ratio must be in [0, 1], got {cfg.optimizer.final_lr_ratio}")
     _choice(cfg.dataset.name, DATASETS, "dataset")
     _choice(cfg.model.name, MODELS, "model")
+    if cfg.task == "classify":
+        _validate_classify(cfg)
     _choice(cfg.model.activation, tuple(ACTIVATIONS), "model.activation")
     _choice(cfg.hard_fn.name, HARD_FN_NAMES, "hard_fn")
     _choice(cfg.optimizer.name, OPTIMIZERS, "optimizer")
@@ -162,6 +172,18 @@ def validate(cfg: Any) -> None:
         _at_least(getattr(cfg.trainer, key), 1, f"trainer.{key}")
     if cfg.trainer.max_minutes is not None and cfg.trainer.max_minutes <= 0:
         raise ConfigError(f"trainer.max_minutes must be > 0 or null, got {cfg.trainer.max_minutes}")
+
+
+def _validate_classify(cfg: Any) -> None:
+    """Checks only task=classify reads (image data set, ResNet shape, augmentation, EMD probe)."""
+    _choice(cfg.dataset.name, CLASSIFY_DATASETS, "dataset for task classify")
+    _choice(cfg.model.name, ("resnet18",), "model for task classify")
+    _at_least(cfg.model.width, 1, "model.width")
+    if cfg.model.hard_fn_after not in (1, 2, 3, 4):
+        raise ConfigError(f"model.hard_fn_after must be a residual stage; valid choices: 1, 2, 3, 4 "
+                          f"(got {cfg.model.hard_fn_after})")
+    _at_least(cfg.dataset.crop_pad, 0, "dataset.crop_pad")
+    _at_least(cfg.dataset.emd_batch, 0, "dataset.emd_batch")
 
 
 def register_configs() -> None:

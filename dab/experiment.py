@@ -17,7 +17,7 @@ from dab.config import validate
 from dab.errors import ConfigError
 from dab.families import build_task
 from dab.schedules import lr_factor
-from dab.trainer import make_optimizer, train
+from dab.trainer import make_autocast, make_optimizer, train
 
 METRICS = "metrics.json"
 
@@ -70,6 +70,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike) -> dict:
     validate(cfg)
     out_dir = Path(out_dir)
     device = resolve_device(cfg.trainer.device)
+    make_autocast(device, cfg.trainer.precision)  # refuses bf16 where the device lacks it
     config = config_to_dict(cfg)
     torch.manual_seed(cfg.seed)
     task, model = build_task(cfg, device)
@@ -91,6 +92,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike) -> dict:
     metrics = {
         **{k: v for k, v in final.items() if k.startswith("test/")},
         f"{task.objective}_best": best,
+        "objective": task.objective,
         "train/steps": state.step,
         "train/samples": state.step * cfg.dataset.batch_size,
         "wall_seconds": round(state.train_seconds, 3),

@@ -91,8 +91,16 @@ def train_step(forward_loss: Callable, params: list, optimizer: torch.optim.Opti
     return task_loss.detach().clone(), dab_value, {k: v.detach().clone() for k, v in logs.items()}
 
 
+def cpu_supports_bf16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def make_autocast(device: torch.device, precision: str) -> Callable[[], Any]:
+    """A context-manager factory for ``precision``; bf16 on a CPU without bf16 support is refused."""
     if precision == "bf16":
+        if device.type == "cpu" and not cpu_supports_bf16():
+            raise ConfigError("trainer.precision=bf16 needs a CPU with bf16 support (AVX512-BF16/AMX) or "
+                              "CUDA; this CPU has none. Valid choices here: fp32")
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dab.bridge import make_bridge
+from dab.bridge import bridge_from_config
 from dab.errors import ConfigError
 from dab.metrics import all_or_none_accuracy, per_element_accuracy
 from dab.models.sorting import DenseSorter, LSTMSorter
@@ -53,14 +53,9 @@ class SortingTask:
 
 def make_sorting_model(cfg: Any) -> nn.Module:
     """Build the sorting model; hard_fn=identity means no bridge (the plain baseline)."""
-    m, h = cfg.model, cfg.hard_fn
+    m = cfg.model
     widths = list(m.widths)
-    bridge = None
-    if h.name != "identity":
-        bridge = make_bridge(h.name, (widths[-1],), gamma=cfg.dab.gamma, estimator=cfg.dab.estimator,
-                             approximator=cfg.dab.approximator, hidden=cfg.dab.hidden, depth=cfg.dab.depth,
-                             loss=cfg.dab.loss, eps=h.eps, k=h.k, kmeans_iters=h.kmeans_iters, seed=cfg.seed,
-                             loss_to_input=cfg.dab.loss_to_input)
+    bridge = bridge_from_config(cfg, (widths[-1],))
     T = cfg.dataset.length
     if m.name == "dense":
         return DenseSorter(T, widths, m.activation, bridge)

@@ -1,0 +1,160 @@
+"""Image classification with a hard function inside a ResNet18 (paper Sec. 5.3, Table 2, Figure 6):
+data as device tensors, the model, cross-entropy and the test metrics (accuracy, EMD)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import wasserstein_distance
+from torch import nn
+
+from dab import image_data
+from dab.bridge import Bridge, bridge_from_config
+from dab.errors import ConfigError
+from dab.models.resnet import ResNet18Classifier, stage_output_shape
+from dab.models.sorting import ACTIVATIONS
+from dab.sorting_data import step_generator
+
+CLASSES = 10
+EVAL_CHUNK = 1000
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std in [0, 1] units of uint8 images [N, C, H, W] -> ([C], [C])."""
+    total = images.new_zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for i in range(0, images.shape[0], chunk):
+        x = images[i:i + chunk].double().div_(255.0)
+        total += x.sum((0, 2, 3))
+        total_sq += x.pow(2).sum((0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    return mean.float(), (total_sq / n - mean.pow(2)).clamp_min(1e-12).sqrt().float()
+
+
+def positional_emd(z_in: torch.Tensor, z_out: torch.Tensor) -> float:
+    """Mean over samples of the 1-D earth mover's distance between two activation vectors read as
+    mass over positions 0..N-1 (so the unit is "positions moved"; both shifted by their joint minimum so the
+    mass is non-negative). z_in, z_out: [B, N], aligned position by position.
+
+    Why positions rather than values: the value distributions of x and sort(x) are identical, so
+    their EMD is 0 whatever the network does; as mass over positions it measures how far the
+    values must move to become sorted, which shrinks as the layer before learns to emit
+    already-ordered maps (the paper's Figure 6 middle).
+    """
+    a, b = z_in.double().cpu().numpy(), z_out.double().cpu().numpy()
+    low = np.minimum(a.min(1, keepdims=True), b.min(1, keepdims=True))
+    a, b = a - low + 1e-12, b - low + 1e-12
+    pos = np.arange(a.shape[1], dtype=np.float64)
+    return float(np.mean([wasserstein_distance(pos, pos, u, v) for u, v in zip(a, b)]))
+
+
+def value_emd(z_in: torch.Tensor, z_out: torch.Tensor) -> float:
+    """EMD between the pooled value distributions of input and output (0 for any permutation)."""
+    return float(wasserstein_distance(z_in.double().flatten().cpu().numpy(), z_out.double().flatten().cpu().numpy()))
+
+
+def align_for_emd(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The bridge input laid out like its output: as is for same-shape functions, repeated along
+    channels for sort-rows+cols ([C, H, W] -> [2C, H, W]). x: [B, *in] -> [B, N_out]."""
+    if out.shape == x.shape:
+        return x.flatten(1)
+    if out.dim() == 4 and out.shape[1] % x.shape[1] == 0 and out.shape[2:] == x.shape[2:]:
+        return x.repeat(1, out.shape[1] // x.shape[1], 1, 1).flatten(1)
+    raise ConfigError(f"test/emd compares the hard function's input and output position by position; "
+                      f"a {tuple(x.shape[1:])} -> {tuple(out.shape[1:])} function has no such alignment "
+                      "(valid for signum, kmeans, sort1d, sort_rows_cols); set dataset.emd_batch=0")
+
+
+class ClassificationTask:
+    """Batches drawn from device tensors (an epoch = one permutation, a function of (seed, epoch);
+    crop+flip from (seed, step)), cross-entropy on 10 classes, test accuracy as a fraction."""
+
+    objective = "test/accuracy"
+
+    def __init__(self, train: image_data.ImageSplit, test: image_data.ImageSplit, batch_size: int, seed: int,
+                 crop_pad: int, flip: bool, channels_last: bool, emd_batch: int = 0):
+        if len(train) < batch_size:
+            raise ConfigError(f"dataset.batch_size={batch_size} exceeds the {len(train)} training images")
+        self.train, self.test, self.batch_size, self.seed = train, test, batch_size, seed
+        self.crop_pad, self.flip = crop_pad, flip
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.mean, self.std = (t.view(1, -1, 1, 1).to(train.images.device) for t in channel_stats(train.images))
+        self.steps_per_epoch = len(train) // batch_size  # the last partial batch is dropped
+        self._epoch, self._perm = None, None
+        self.emd_x = None if emd_batch == 0 else self.prepare(test.images[:emd_batch])
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, H, W] -> normalized float [B, C, H, W] in the model's memory format."""
+        x = (image_data.to_float(images) - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
+
+    def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        device = self.train.images.device
+        if epoch != self._epoch:
+            gen = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch + 2**40)
+            self._epoch, self._perm = epoch, torch.randperm(len(self.train), generator=gen, device=device)
+        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        images = self.train.images[idx]
+        if self.crop_pad > 0 or self.flip:
+            images = image_data.random_crop_flip(images, step_generator(self.seed, step, device), self.crop_pad,
+                                                 self.flip)
+        return self.prepare(images), self.train.labels[idx]
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        x, y = batch
+        logits = model(x).float()
+        return nn.functional.cross_entropy(logits, y), {"train/accuracy": (logits.detach().argmax(1) == y).float().mean()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        hits = torch.zeros((), device=self.test.labels.device)
+        for i in range(0, len(self.test), EVAL_CHUNK):
+            logits = model(self.prepare(self.test.images[i:i + EVAL_CHUNK]))
+            hits += (logits.argmax(1) == self.test.labels[i:i + EVAL_CHUNK]).sum()
+        metrics = {"test/accuracy": float(hits) / len(self.test)}
+        if self.emd_x is not None:
+            metrics.update(self.bridge_emd(model))
+        return metrics
+
+    def bridge_emd(self, model: nn.Module) -> dict[str, float]:
+        """test/emd (positional) and test/emd_values between the bridge's input and output on the
+        fixed test batch ``emd_x``."""
+        seen = {}
+        bridge = next(m for m in model.modules() if isinstance(m, Bridge))
+        handle = bridge.register_forward_hook(lambda _m, args, out: seen.update(x=args[0], out=out))
+        try:
+            model(self.emd_x)
+        finally:
+            handle.remove()
+        x, out = seen["x"].float(), seen["out"].float()
+        return {"test/emd": positional_emd(align_for_emd(x, out), out.flatten(1)), "test/emd_values": value_emd(x, out)}
+
+
+def make_classifier(cfg: Any) -> ResNet18Classifier:
+    """ResNet18 with ``cfg.hard_fn``'s bridge after stage ``cfg.model.hard_fn_after``."""
+    m = cfg.model
+    in_shape = stage_output_shape(m.hard_fn_after, m.width)
+    bridge = bridge_from_config(cfg, in_shape)
+    out_shape = None if bridge is None else bridge.hard_fn.out_shape(in_shape)
+    return ResNet18Classifier(m.width, m.hard_fn_after, bridge, out_shape, CLASSES, activation=ACTIVATIONS[m.activation])
+
+
+def build(cfg: Any, device: torch.device) -> tuple[ClassificationTask, nn.Module]:
+    d, m = cfg.dataset, cfg.model
+    if d.emd_batch > 0 and cfg.hard_fn.name == "identity":
+        raise ConfigError("test/emd measures a hard function; hard_fn=identity builds no bridge. "
+                          "Set dataset.emd_batch=0 or choose signum, kmeans, sort1d, sort_rows_cols")
+    model = make_classifier(cfg)  # shape errors before any data is loaded
+    if d.emd_batch > 0:
+        probe = stage_output_shape(m.hard_fn_after, m.width)
+        align_for_emd(torch.zeros(1, *probe), model.bridge.hard_fn(torch.zeros(1, *probe)))
+    train = image_data.load_image_split(d.name, d.root, True, device)
+    test = image_data.load_image_split(d.name, d.root, False, device)
+    test = image_data.ImageSplit(test.images[:d.test_size], test.labels[:d.test_size])
+    task = ClassificationTask(train, test, d.batch_size, cfg.seed, d.crop_pad, d.flip, m.channels_last, d.emd_batch)
+    if m.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return task, model

@@ -1,0 +1,211 @@
+"""Render the classification artifacts (paper Table 2 and the three panels of Figure 6).
+
+``render(spec, rows, results_dir)`` is called by scripts/make_figures.py for specs with
+``render: classification``; ``rows`` are the artifact's runs (results/<artifact>_runs.csv, numbers
+parsed) and the curves come from results/<artifact>_history.csv. Writes, by ``spec['artifact']``:
+
+    table2           results/table2.md                          ours vs paper, in %
+    figure6_left     results/figure6_left.{png,md}              accuracy per signum placement
+    figure6_middle   results/figure6_middle.{png,md}            test EMD over training (sort)
+    figure6_right    results/figure6_right.{png,md}             test accuracy over training, DAB vs STE
+
+Every output names the data set (the Fashion-MNIST-32 stand-in is labelled as such), widths,
+hardware, budget and seeds of the runs it shows; a cell without runs says "not run".
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+DATASET_LABELS = {"cifar10": "CIFAR-10",
+                  "fmnist32": "Fashion-MNIST-32 stand-in, not CIFAR-10"}
+ESTIMATOR_LABELS = {"dab": "DAB", "ste": "STE"}
+
+
+def mean_std(values: list[float], scale: float = 1.0) -> tuple[float, float | None, int]:
+    """Mean and sample std (None for one value) of ``values * scale``, and n."""
+    v = [scale * x for x in values]
+    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else None), len(v)
+
+
+def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    if not values:
+        return "not run"
+    mean, std, n = mean_std(values, scale)
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if std is not None else f"{mean:.{digits}f} (n=1)"
+
+
+def _distinct(rows: list[dict], key: str) -> str:
+    values = sorted({str(r.get(key)) for r in rows if r.get(key) not in (None, "")})
+    return ", ".join(values) if values else "—"
+
+
+def provenance(rows: list[dict]) -> list[str]:
+    """Header lines: data set, width, hardware, budget, seeds and steps of ``rows``."""
+    if not rows:
+        return ["No finished runs yet: every cell below says \"not run\"."]
+    datasets = sorted({str(r.get("dataset")) for r in rows})
+    lines = [f"- Data set: {', '.join(DATASET_LABELS.get(d, d) for d in datasets)}",
+             f"- ResNet18 width: {_distinct(rows, 'width')}; precision: {_distinct(rows, 'precision')}",
+             f"- Hardware: {_distinct(rows, 'device')}",
+             f"- Budget per run: max_steps {_distinct(rows, 'max_steps')}, max_minutes {_distinct(rows, 'max_minutes')};"
+             f" steps run {min(r['steps'] for r in rows)}–{max(r['steps'] for r in rows)}",
+             f"- Seeds: {_distinct(rows, 'seed')}; runs: {len(rows)}"]
+    if len(datasets) > 1 or len({r.get("width") for r in rows}) > 1:
+        lines.append("- **Warning: runs on different data sets or widths are mixed in this output.**")
+    return lines
+
+
+def write_md(path: Path, title: str, spec: dict, rows: list[dict], body: list[str]) -> Path:
+    lines = [f"# {title}", "", f"Source: {spec.get('source', '')}", "", *provenance(rows), "", *body, ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def with_metric(rows: list[dict], metric: str) -> list[dict]:
+    """The runs that report ``metric`` (aggregate.py lists finished runs only)."""
+    return [r for r in rows if r.get(metric) is not None]
+
+
+def render_table2(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
+    metric = spec.get("metric", "accuracy")
+    by_fn = defaultdict(list)
+    for r in rows:
+        by_fn[r["hard_fn"]].append(r[metric])
+    paper = spec["paper"]
+    body = [f"Test accuracy in % (ours: {metric}, mean ± sample std over seeds; paper: {paper['note']}).", "",
+            "| function | form | ours | paper |", "|---|---|---|---|"]
+    for p in paper["rows"]:
+        body.append(f"| {p['name']} | {p['form']} | {fmt(by_fn.get(p['hard_fn'], []))} | "
+                    f"{p['mean']:g} ± {p['std']:g} (x{p['n']}, CIFAR-10) |")
+    return [write_md(results_dir / "table2.md", spec["title"], spec, rows, body)]
+
+
+def read_history(results_dir: Path, artifact: str) -> list[dict]:
+    """results/<artifact>_history.csv rows, numbers parsed (empty cells -> None)."""
+    path = results_dir / f"{artifact}_history.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        out = []
+        for row in csv.DictReader(f):
+            parsed = {}
+            for k, v in row.items():
+                try:
+                    parsed[k] = None if v in ("", "None") else float(v)
+                except ValueError:
+                    parsed[k] = v
+            out.append(parsed)
+    return out
+
+
+def curves(history: list[dict], group_of, metric: str) -> dict[str, dict[int, list[float]]]:
+    """{group: {step: [metric per run]}} for history rows with a value of ``metric``."""
+    out: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for h in history:
+        group = group_of(h)
+        if group is not None and h.get(metric) is not None:
+            out[group][int(h["step"])].append(h[metric])
+    return out
+
+
+def plot_curves(path: Path, title: str, groups: dict, ylabel: str, scale: float) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, by_step in sorted(groups.items()):
+        steps = sorted(by_step)
+        stats = [mean_std(by_step[s], scale) for s in steps]
+        mean = [m for m, _, _ in stats]
+        std = [sd or 0.0 for _, sd, _ in stats]
+        ax.plot(steps, mean, label=name)
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.25)
+    if not groups:
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if groups:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def curve_table(groups: dict, scale: float, digits: int) -> list[str]:
+    body = ["| series | step | mean ± std (n) |", "|---|---|---|"]
+    for name, by_step in sorted(groups.items()):
+        for step in sorted(by_step):
+            body.append(f"| {name} | {step} | {fmt(by_step[step], scale, digits)} |")
+    return body
+
+
+def subtitle(rows: list[dict]) -> str:
+    if not rows:
+        return "no runs"
+    datasets = sorted({DATASET_LABELS.get(str(r.get("dataset")), str(r.get("dataset"))) for r in rows})
+    return f"{'; '.join(datasets)}; width {_distinct(rows, 'width')}; seeds {_distinct(rows, 'seed')}"
+
+
+def render_curves(spec: dict, rows: list[dict], results_dir: Path, metric: str, group_of, ylabel: str,
+                  scale: float, digits: int) -> list[Path]:
+    artifact = spec["artifact"]
+    groups = curves(read_history(results_dir, artifact), group_of, metric)
+    png = plot_curves(results_dir / f"{artifact}.png", f"{spec['title']}\n({subtitle(rows)})", groups, ylabel, scale)
+    body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "",
+            f"![{artifact}]({png.name})", "", f"{ylabel}, mean ± sample std over seeds, at each evaluation:", "",
+            *curve_table(groups, scale, digits)]
+    return [png, write_md(results_dir / f"{artifact}.md", spec["title"], spec, rows, body)]
+
+
+def render_figure6_left(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = spec.get("metric", "accuracy")
+    by_stage = {s: [r[metric] for r in rows if r.get("hard_fn_after") == s] for s in (1, 2, 3, 4)}
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    stages = [s for s, v in by_stage.items() if v]
+    stats = [mean_std(by_stage[s], 100.0) for s in stages]
+    ax.bar(stages, [m for m, _, _ in stats], yerr=[sd or 0.0 for _, sd, _ in stats], capsize=4)
+    if not stages:
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([1, 2, 3, 4])
+    ax.set_xlabel("signum after residual stage")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{spec['title']}\n({subtitle(rows)})", fontsize=9)
+    fig.tight_layout()
+    png = results_dir / "figure6_left.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "", f"![figure6_left]({png.name})", "",
+            "| signum after stage | test accuracy % (mean ± std) |", "|---|---|"]
+    body += [f"| {s} | {fmt(v)} |" for s, v in by_stage.items()]
+    return [png, write_md(results_dir / "figure6_left.md", spec["title"], spec, rows, body)]
+
+
+def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
+    """Write the artifact named by ``spec['artifact']``; returns the files written."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    rows = with_metric(rows, spec.get("metric", "accuracy"))
+    artifact = spec["artifact"]
+    if artifact == "table2":
+        return render_table2(spec, rows, results_dir)
+    if artifact == "figure6_left":
+        return render_figure6_left(spec, rows, results_dir)
+    if artifact == "figure6_middle":
+        return render_curves(spec, rows, results_dir, "test/emd", lambda h: "sort-rows ⊕ cols (DAB)",
+                             "test EMD (positions moved)", 1.0, 3)
+    if artifact == "figure6_right":
+        estimator = {r["run_dir"]: ESTIMATOR_LABELS.get(r.get("estimator"), r.get("estimator")) for r in rows}
+        return render_curves(spec, rows, results_dir, "test/accuracy", lambda h: estimator.get(h.get("run_dir")),
+                             "test accuracy (%)", 100.0, 2)
+    raise ValueError(f"renderer 'classification' does not know artifact '{artifact}'; valid choices: "
+                     "table2, figure6_left, figure6_middle, figure6_right")

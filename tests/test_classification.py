@@ -1,0 +1,219 @@
+"""Classification family (paper Sec. 5.3): ResNet18 shapes per function x placement, the bridge's
+gradient semantics inside the network, STE/DAB, EMD logging, presets and CIFAR path on synthetic data."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dab import image_data
+from dab.bridge import Bridge, pop_dab_loss
+from dab.config import validate
+from dab.errors import ConfigError
+from dab.experiment import run_experiment
+from dab.families.classification import make_classifier, positional_emd, value_emd
+from dab.models.resnet import stage_output_shape
+
+from conftest import PRESETS, compose_config
+
+CLASSIFY_PRESETS = [p for p in PRESETS if p.startswith("classify_")]
+FUNCTIONS = ["identity", "signum", "sort_rows_cols", "topk", "kmeans", "sort1d"]
+
+
+def synthetic_images(n: int, channels: int, side: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [n, channels, side, side] whose brightness encodes the label (10 levels) plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    noise = torch.randint(-12, 13, (n, channels, side, side), generator=gen)
+    return (20 + 22 * labels.view(n, 1, 1, 1) + noise).clamp(0, 255).to(torch.uint8), labels
+
+
+@pytest.fixture
+def synthetic_data(monkeypatch):
+    """Replace the Fashion-MNIST and CIFAR-10 readers by synthetic sets of their shapes; returns
+    the list of (name, train) loads made."""
+    calls = []
+
+    def fake(name, channels, side):
+        def load(root, train, download=True):
+            calls.append((name, train))
+            return synthetic_images(512 if train else 200, channels, side, seed=int(train))
+        return load
+
+    monkeypatch.setattr(image_data, "load_fashion_mnist", fake("fmnist", 1, 28))
+    monkeypatch.setattr(image_data, "load_cifar10", fake("cifar10", 3, 32))
+    return calls
+
+
+def classify_overrides(tmp_path, steps: int = 2, eval_every: int | None = None, width: int = 4) -> list[str]:
+    return [f"trainer.max_steps={steps}", f"trainer.eval_every={eval_every or steps}", "trainer.log_every=1",
+            f"trainer.ckpt_every={steps}", "trainer.progress=false", "trainer.device=cpu",
+            "dataset.batch_size=32", "dataset.test_size=200", f"model.width={width}", "dab.hidden=8",
+            f"runs_root={tmp_path / 'runs'}"]
+
+
+def classify_cfg(hard_fn: str, placement: int = 4, width: int = 4, **dab):
+    preset = {"sort_rows_cols": "sort"}.get(hard_fn, hard_fn)
+    cfg = compose_config([f"+experiment=classify_{preset}", f"model.width={width}",
+                          f"model.hard_fn_after={placement}", "dab.hidden=8",
+                          *[f"dab.{k}={v}" for k, v in dab.items()]])
+    validate(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("preset", CLASSIFY_PRESETS)
+def test_preset_trains_and_beats_chance_on_synthetic_data(preset, synthetic_data, tmp_path):
+    """Every preset composes, trains on the CPU and leaves chance (10%) on a learnable synthetic set."""
+    cfg = compose_config([f"+experiment={preset}", "dataset=fmnist32", "optimizer.lr=1e-3",
+                          *classify_overrides(tmp_path, steps=30)])
+    metrics = run_experiment(cfg, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "out" / "checkpoint.pt").is_file() and metrics["experiment"] == preset
+    assert metrics["objective"] == "test/accuracy" and metrics["train/steps"] == 30
+    assert metrics["test/accuracy"] > 0.25, metrics["test/accuracy"]
+    assert metrics["test/accuracy_best"] >= metrics["test/accuracy"]
+    assert ("fmnist", True) in synthetic_data and ("fmnist", False) in synthetic_data
+
+
+def test_cifar10_path_on_synthetic_cifar_shaped_data(synthetic_data, tmp_path):
+    cfg = compose_config(["+experiment=classify_signum", *classify_overrides(tmp_path)])
+    assert cfg.dataset.name == "cifar10" and cfg.dataset.crop_pad == 4 and cfg.dataset.flip
+    metrics = run_experiment(cfg, tmp_path / "out")
+    assert synthetic_data == [("cifar10", True), ("cifar10", False)]
+    assert 0.0 <= metrics["test/accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("placement", [1, 2, 3, 4])
+@pytest.mark.parametrize("hard_fn", FUNCTIONS)
+def test_output_shapes_for_every_function_and_placement(hard_fn, placement):
+    cfg = classify_cfg(hard_fn, placement)
+    if hard_fn == "topk":
+        OmegaConf.update(cfg, "hard_fn.k", 2)  # the preset's k; k <= 4 fits every stage
+    model = make_classifier(cfg).train()
+    x = torch.randn(3, 3, 32, 32)
+    assert model(x).shape == (3, 10)
+    if hard_fn == "identity":
+        assert model.bridge is None
+        return
+    seen = {}
+    model.bridge.register_forward_hook(lambda _m, args, out: seen.update(x=args[0], out=out))
+    model(x)
+    in_shape = stage_output_shape(placement, 4)
+    assert seen["x"].shape[1:] == in_shape
+    expected = {"sort_rows_cols": (8 * 2 ** (placement - 1), *in_shape[1:]),
+                "topk": (in_shape[0], (in_shape[1] + in_shape[2]) * 2)}.get(hard_fn, in_shape)
+    assert seen["out"].shape[1:] == expected
+    assert model.bridge.approximator(seen["x"]).shape == seen["out"].shape
+
+
+def test_topk_matches_the_papers_top_k_of_sorted_rows_and_columns():
+    """(sort-row(x) ⊕ sort-col(x))[0:k] with descending sorts = the library's topk layout."""
+    cfg = classify_cfg("topk")
+    x = torch.randn(2, 32, 4, 4)
+    out = make_classifier(cfg).bridge.hard_fn(x)
+    rows = torch.sort(x, dim=-1, descending=True).values[..., :2].flatten(2)
+    cols = torch.sort(x, dim=-2, descending=True).values[..., :2, :].transpose(-1, -2).flatten(2)
+    torch.testing.assert_close(out, torch.cat([rows, cols], dim=-1))
+
+
+def test_dab_loss_trains_only_the_approximator_inside_the_resnet():
+    """Reference semantics: the DAB loss reaches the approximator and no stage before the bridge;
+    the task loss reaches the stages before the bridge through the approximator's VJP."""
+    torch.manual_seed(0)
+    model = make_classifier(classify_cfg("sort_rows_cols", placement=2)).train()
+    logits = model(torch.randn(4, 3, 32, 32))
+    dab_loss = pop_dab_loss(model)
+    before = [model.stem, model.stages[0], model.stages[1]]
+    dab_loss.backward(retain_graph=True)
+    for module in before + [model.stages[2], model.stages[3], model.head]:
+        assert all(p.grad is None or p.grad.abs().max() == 0 for p in module.parameters())
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in model.bridge.approximator.parameters())
+    model.zero_grad(set_to_none=True)
+    logits.logsumexp(1).mean().backward()
+    for module in before:
+        assert any(p.grad is not None and p.grad.abs().max() > 0 for p in module.parameters())
+    assert all(p.grad is None for p in model.bridge.approximator.parameters())
+
+
+def test_ste_switch_works_for_sort1d():
+    dab_model = make_classifier(classify_cfg("sort1d"))
+    ste_model = make_classifier(classify_cfg("sort1d", estimator="ste"))
+    assert dab_model.bridge.estimator == "dab" and dab_model.bridge.approximator is not None
+    assert ste_model.bridge.estimator == "ste" and ste_model.bridge.approximator is None
+    # STE: the gradient reaching the bridge input is the gradient at its output, unchanged
+    x = torch.randn(2, 32, 4, 4, requires_grad=True)
+    g = torch.randn(2, 32, 4, 4)
+    out = ste_model.bridge.train()(x)
+    torch.testing.assert_close(out, torch.sort(x.detach().flatten(1), 1).values.view_as(x))
+    out.backward(g)
+    torch.testing.assert_close(x.grad, g)
+
+
+def test_ste_is_refused_for_sort_rows_cols_before_anything_is_written(synthetic_data, tmp_path):
+    cfg = compose_config(["+experiment=classify_sort", "dab=ste", *classify_overrides(tmp_path)])
+    with pytest.raises(ConfigError, match="ste.*sort_rows_cols|sort_rows_cols.*ste"):
+        run_experiment(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and synthetic_data == []
+
+
+def test_emd_is_logged_at_every_evaluation(synthetic_data, tmp_path):
+    cfg = compose_config(["+experiment=classify_sort", "dataset=fmnist32", "dataset.emd_batch=8",
+                          *classify_overrides(tmp_path, steps=6, eval_every=2)])
+    metrics = run_experiment(cfg, tmp_path / "out")
+    history = metrics["history"]
+    assert [h["step"] for h in history] == [2, 4, 6]
+    assert all(h["test/emd"] > 0 for h in history)
+    assert all(h["test/emd_values"] < 1e-6 for h in history)  # sorting only permutes values
+    assert metrics["test/emd"] == history[-1]["test/emd"]
+
+
+def test_positional_emd_measures_distance_from_sorted_order():
+    rising = torch.arange(8.0).view(1, 8)
+    falling = rising.flip(1)
+    assert positional_emd(rising, rising) == pytest.approx(0.0, abs=1e-9)
+    assert positional_emd(falling, rising) > positional_emd(rising.roll(1, 1), rising) > 0
+    assert value_emd(falling, rising) == pytest.approx(0.0, abs=1e-9)
+    assert value_emd(torch.zeros(1, 4), torch.ones(1, 4)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["+experiment=classify_signum", "model.hard_fn_after=5"], ["model.hard_fn_after", "1, 2, 3, 4"]),
+    (["+experiment=classify_signum", "model.width=0"], ["model.width", ">= 1"]),
+    (["+experiment=classify_signum", "dataset=sort"], ["dataset", "cifar10", "fmnist32"]),
+    (["+experiment=classify_signum", "model=dense"], ["model", "resnet18"]),
+    (["+experiment=classify_signum", "dataset.crop_pad=-1"], ["dataset.crop_pad", ">= 0"]),
+    (["+experiment=classify_identity", "dataset.emd_batch=4"], ["emd", "identity"]),
+    (["+experiment=classify_topk", "dataset.emd_batch=4"], ["emd", "sort_rows_cols"]),
+    (["+experiment=classify_topk", "hard_fn.k=5"], ["topk", "k=5"]),
+    (["+experiment=classify_sort", "dab.approximator=elementwise"], ["elementwise", "shape"]),
+    (["+experiment=classify_sort", "dab.depth=1"], ["conv", "depth"]),
+])
+def test_bad_classification_input_is_one_config_error(overrides, words, synthetic_data, tmp_path):
+    cfg = compose_config([*classify_overrides(tmp_path), *overrides])
+    with pytest.raises(ConfigError) as err:
+        run_experiment(cfg, tmp_path / "out")
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+    assert not (tmp_path / "out").exists()
+
+
+def test_bf16_is_refused_on_a_cpu_without_bf16(monkeypatch, synthetic_data, tmp_path):
+    monkeypatch.setattr("dab.trainer.cpu_supports_bf16", lambda: False)
+    cfg = compose_config(["+experiment=classify_signum", "trainer.precision=bf16", *classify_overrides(tmp_path)])
+    with pytest.raises(ConfigError, match="bf16"):
+        run_experiment(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_batches_are_a_function_of_seed_and_step(synthetic_data):
+    from dab.families.classification import build
+    cfg = compose_config(["+experiment=classify_signum", "model.width=4", "dataset.batch_size=32"])
+    (task_a, _), (task_b, _) = build(cfg, torch.device("cpu")), build(cfg, torch.device("cpu"))
+    xa, ya = task_a.train_batch(17)
+    task_b.train_batch(3)
+    xb, yb = task_b.train_batch(17)
+    torch.testing.assert_close(xa, xb)
+    assert torch.equal(ya, yb)
+    epoch = [task_a.train_batch(s)[1] for s in range(task_a.steps_per_epoch)]
+    assert np.unique(torch.cat(epoch).numpy(), return_counts=True)[1].sum() == 32 * task_a.steps_per_epoch
