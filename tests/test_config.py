@@ -107,7 +107,16 @@ def test_legitimate_zeros_are_accepted(tmp_path):
     ["trainer.precision=bf16"], ["model=lstm", "trainer.precision=bf16"],
 ])
 def test_config_group_options_train_a_few_steps(overrides, tmp_path):
+    """bf16 runs where the CPU has bf16 kernels (the LSTM itself stays fp32 on a CPU: some CPUs
+    lack bf16 LSTM kernels) and is refused with a ConfigError, before anything is written, where not."""
+    from dab.trainer import cpu_supports_bf16
+
     cfg = compose_config([*small_overrides(tmp_path / "runs", steps=2), *overrides])
+    if "trainer.precision=bf16" in overrides and not cpu_supports_bf16():
+        with pytest.raises(ConfigError, match="bf16"):
+            run_experiment(cfg, tmp_path / "out")
+        assert not (tmp_path / "out" / "metrics.json").exists()
+        return
     metrics = run_experiment(cfg, tmp_path / "out")
     assert metrics["train/steps"] == 2
     assert 0.0 <= metrics["test/all_or_none"] <= metrics["test/per_element"] <= 1.0
