@@ -28,15 +28,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
 
-
-def hydra_value(value) -> str:
-    """A YAML value as Hydra's command line spells it (None -> null, True -> true)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
+from renderers.common import hydra_value  # noqa: E402
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, str]:
