@@ -116,10 +116,18 @@ def planned_cells(spec: dict) -> list[str]:
     return [cell_name(p, dict(zip(keys, combo))) for p in sweep["presets"] for combo in combos]
 
 
+def row_cell(spec: dict, row: dict) -> str:
+    """A row's cell; CSVs written before the ``cell`` column name swept keys by their last part."""
+    if row.get("cell"):
+        return row["cell"]
+    return cell_name(row["experiment"], {k: row.get(k.split(".")[-1]) for k in swept_keys(spec)})
+
+
 def coverage(spec: dict, rows: list[dict]) -> list[dict]:
     """Per cell: planned seeds, finished / failed / missing counts. Cells outside the plan (e.g. an
     extra ``--sweep`` value) are listed after the planned ones."""
     seeds = [int(s) for s in spec["sweep"]["seeds"]]
+    rows = [{**r, "cell": row_cell(spec, r)} for r in rows]
     names = planned_cells(spec)
     names += sorted({r["cell"] for r in rows if r.get("cell") and r["cell"] not in names})
     out = []
@@ -149,10 +157,10 @@ def run_overrides(command: str | None) -> list[str]:
     return [w for w in words[start:] if not w.startswith("-")]
 
 
-def regenerate_commands(spec: dict, rows: list[dict]) -> list[str]:
+def regenerate_commands(spec: dict, rows: list[dict]) -> list[tuple[str, int]]:
     """The run_artifact.py command(s) that reproduce these runs: the spec plus whatever the
     recorded run commands override beyond its budget (as --set), restricted to the presets and
-    seeds present. Runs with different extra overrides give one command each."""
+    seeds present. Runs with different extra overrides give one (command, run count) each."""
     budget = {k: hydra_value(v) for k, v in (spec.get("budget") or {}).items()}
     speed = {k: hydra_value(v) for k, v in (spec.get("speed") or {}).items()}
     fixed = {"+experiment", "experiment", "seed", "runs_root", *swept_keys(spec)}
@@ -180,7 +188,7 @@ def regenerate_commands(spec: dict, rows: list[dict]) -> list[str]:
             args.append("--fast")
             sets = {k: v for k, v in sets.items() if k not in speed}
         args += [shlex.quote(f"--set={k}={v}") for k, v in sets.items()]
-        commands.append("scripts/run_artifact.py " + " ".join(args) + f"  ({len(members)} run(s))")
+        commands.append(("scripts/run_artifact.py " + " ".join(args), len(members)))
     return commands
 
 
@@ -206,3 +214,25 @@ def describe(rows: list[dict], csv_path: Path, extra: list[str] = ()) -> list[st
         lines.append("- **Warning: runs with different budgets are mixed here:** "
                      + "; ".join(f"`{b}`" for b in sorted(budgets)))
     return lines
+
+
+def provenance(spec: dict, rows: list[dict]) -> list[str]:
+    """Markdown bullets: the command(s) that produced these runs, or that they were not recorded."""
+    commands = regenerate_commands(spec, rows)
+    unrecorded = sum(1 for r in rows if not r.get("command"))
+    lines = [f"- Produced by: `{c}` ({n} run(s))" for c, n in commands]
+    if unrecorded:
+        lines.append(f"- Command not recorded for {unrecorded} run(s) (made before runs recorded their "
+                     "command); their budget is listed above and each run's config.yaml has the rest")
+    return lines
+
+
+def planned_seeds(spec: dict) -> int:
+    return len(spec["sweep"]["seeds"])
+
+
+def failed_seeds(rows: list[dict], **match) -> int:
+    """Distinct seeds whose runs matching ``match`` (column=value) failed and never finished."""
+    mine = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    done = {r["seed"] for r in finished(mine)}
+    return len({r["seed"] for r in mine if r.get("status") == "failed"} - done)

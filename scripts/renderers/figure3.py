@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from renderers.common import METRIC_NAMES, REPO, describe, distinct, finished, span, summary
+from renderers.common import (METRIC_NAMES, REPO, count_text, coverage_lines, describe, distinct, failed_seeds,
+                              finished, planned_seeds, provenance, span, summary)
 
 
 def preset_length(preset: str, rows: list[dict]) -> int | None:
@@ -27,7 +28,8 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     csv_path = results_dir / f"{spec['artifact']}_runs.csv"
-    rows = finished(rows)
+    all_rows, rows = rows, finished(rows)
+    planned = planned_seeds(spec)
     metric = spec["metric"]
     paper = spec["paper"]
     presets = spec["sweep"]["presets"]
@@ -41,12 +43,14 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
         ticks = sorted(set(xs) | set(swept))
         stats = {x: summary([r[metric] for r in mine if r["ponder_steps"] == x]) for x in xs}
         for x in ticks:
+            failed = failed_seeds(all_rows, experiment=preset, ponder_steps=x)
             if x not in stats:
-                table.append(f"| {T} | {x} | not run | 0 | — |")
+                table.append(f"| {T} | {x} | {'failed' if failed else 'not run'} | 0 of {planned} | — |")
                 continue
             m, s, n = stats[x]
             steps = span([r["steps"] for r in mine if r["ponder_steps"] == x])
-            table.append(f"| {T} | {x} | {m:.2f}" + (f" ± {s:.2f}" if s is not None else "") + f" | {n} | {steps} |")
+            count = count_text(n, planned)[2:] + (f", {failed} failed" if failed else "")
+            table.append(f"| {T} | {x} | {m:.2f}" + (f" ± {s:.2f}" if s is not None else "") + f" | {count} | {steps} |")
 
         ax.set_title(f"T={T} ({preset})" if T is not None else preset)
         ax.set_xlabel("ponder steps")
@@ -93,9 +97,10 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
              f"gives no numbers, so there is nothing numeric to compare. The paper's claim: {paper['claim']}", ""]
     ponder = sorted({r["ponder_steps"] for r in rows})
     extra = [f"- Signum-RNN ponder steps: {', '.join(map(str, ponder))}"] if ponder else []
-    lines += describe(rows, csv_path, extra) + ["", "![figure3](figure3.png)", "",
+    lines += describe(rows, csv_path, extra + provenance(spec, all_rows)) + ["", "![figure3](figure3.png)", "",
                                          "| T | ponder steps | ours: max all-or-none % (mean ± std) | n | steps reached |",
                                          "|---|---|---|---|---|"] + table
+    lines += ["", f"Runs per cell ({planned} seeds planned each):", "", *coverage_lines(spec, all_rows)]
     md = results_dir / "figure3.md"
     md.write_text("\n".join(lines) + "\n")
     return [png, md]

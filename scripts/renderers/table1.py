@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from renderers.common import METRIC_NAMES, describe, finished, fmt_ours, fmt_paper, span
+from renderers.common import (METRIC_NAMES, coverage_lines, describe, failed_seeds, finished, fmt_ours, fmt_paper,
+                              planned_seeds, provenance, span)
 
 
 def model_label(row: dict) -> str:
@@ -22,7 +23,8 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     csv_path = results_dir / f"{spec['artifact']}_runs.csv"
     for r in rows:
         r["model"] = model_label(r)
-    rows = finished(rows)
+    all_rows, rows = rows, finished(rows)
+    planned = planned_seeds(spec)
     paper = spec["paper"]
     metric = spec["metric"]
     cells = {(c["T"], c["model"]): c for c in paper["rows"]}
@@ -42,24 +44,27 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
              f"{' and '.join(not_run.values())} are prior work quoted from the paper, not re-run here.", ""]
     ponder = sorted({r["ponder_steps"] for r in rows if r["model"] == "Signum-RNN"})
     extra = [f"- Signum-RNN ponder steps: {', '.join(map(str, ponder))}"] if ponder else []
-    lines += describe(rows, csv_path, extra) + ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += describe(rows, csv_path, extra + provenance(spec, all_rows)) + ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for T in lengths:
         line = [f"T={T}"]
         for model in paper["columns"]:
             if model not in not_run:
-                line.append(fmt_ours([r[metric] for r in rows if r["T"] == T and r["model"] == model]))
+                line.append(fmt_ours([r[metric] for r in rows if r["T"] == T and r["model"] == model], planned,
+                                     failed_seeds(all_rows, T=T, model=model)))
             line.append(fmt_paper(cells.get((T, model))))
         lines.append("| " + " | ".join(line) + " |")
     lines += ["", "Final test per-element accuracy (ours only; the paper reports none), % (chance: 100/T):", "",
               "| T | " + " | ".join(ours) + " |", "|" + "---|" * (len(ours) + 1)]
     for T in lengths:
-        cells_pe = [fmt_ours([r["per_element"] for r in rows if r["T"] == T and r["model"] == m]) for m in ours]
+        cells_pe = [fmt_ours([r["per_element"] for r in rows if r["T"] == T and r["model"] == m], planned,
+                             failed_seeds(all_rows, T=T, model=m)) for m in ours]
         lines.append(f"| T={T} | " + " | ".join(cells_pe) + " |")
     lines += ["", "Training steps reached per cell (min–max over seeds), ours:", "",
               "| T | " + " | ".join(ours) + " |", "|" + "---|" * (len(ours) + 1)]
     for T in lengths:
         steps = [span([r["steps"] for r in rows if r["T"] == T and r["model"] == m]) for m in ours]
         lines.append(f"| T={T} | " + " | ".join("not run" if s == "?" else s for s in steps) + " |")
+    lines += ["", f"Runs per cell ({planned} seeds planned each):", "", *coverage_lines(spec, all_rows)]
     out = results_dir / "table1.md"
     out.write_text("\n".join(lines) + "\n")
     return [out]
