@@ -85,7 +85,7 @@ def train_step(forward_loss: Callable, params: list, optimizer: torch.optim.Opti
     loss = task_loss if dab_loss is None else task_loss + dab_loss
     optimizer.zero_grad(set_to_none=True)
     dab_value = torch.zeros((), device=task_loss.device) if dab_loss is None else dab_loss.detach()
-    if skip_nonfinite and not math.isfinite(float(loss)):
+    if skip_nonfinite and not math.isfinite(float(loss.detach())):
         return task_loss.detach(), dab_value, logs, False
     loss.backward()
     if grad_clip is not None:
