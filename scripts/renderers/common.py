@@ -168,11 +168,12 @@ def regenerate_commands(spec: dict, rows: list[dict]) -> list[tuple[str, int]]:
     for r in rows:
         if not r.get("command"):
             continue
-        extra = []
-        for item in run_overrides(r["command"]):
-            key, _, value = item.partition("=")
-            if key not in fixed and budget.get(key) != value:
-                extra.append((key, value))
+        given = dict(item.partition("=")[::2] for item in run_overrides(r["command"]))
+        extra = [(k, v) for k, v in given.items() if k not in fixed and budget.get(k) != v]
+        for key, value in budget.items():  # a budget key the run did not set: it ran at its default
+            column = key.split(".")[-1]
+            if key not in given and column in r and hydra_value(r[column]) != value:
+                extra.append((key, hydra_value(r[column])))
         groups.setdefault(tuple(sorted(extra)), []).append(r)
     commands = []
     for extra, members in groups.items():

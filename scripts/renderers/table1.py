@@ -19,6 +19,22 @@ def model_label(row: dict) -> str:
     return f"{hard}-{model}({activation})"
 
 
+def ours_cell(spec: dict, all_rows: list[dict], T: int, model: str, column: str) -> str:
+    """One 'ours' cell in %: finished runs of (T, model), n of the planned seeds, failures."""
+    values = [r[column] for r in finished(all_rows) if r["T"] == T and r["model"] == model]
+    return fmt_ours(values, planned_seeds(spec), failed_seeds(all_rows, T=T, model=model))
+
+
+def report_rows(spec: dict, rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(cell, ours, paper) for results/REPORT.md, in %."""
+    for r in rows:
+        r["model"] = model_label(r)
+    paper = {(c["T"], c["model"]): c for c in spec["paper"]["rows"]}
+    not_run = spec["paper"].get("not_run", {})
+    return [(f"T={T} {model}", ours_cell(spec, rows, T, model, spec["metric"]), fmt_paper(cell))
+            for (T, model), cell in paper.items() if model not in not_run]
+
+
 def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     csv_path = results_dir / f"{spec['artifact']}_runs.csv"
     for r in rows:
@@ -49,15 +65,13 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
         line = [f"T={T}"]
         for model in paper["columns"]:
             if model not in not_run:
-                line.append(fmt_ours([r[metric] for r in rows if r["T"] == T and r["model"] == model], planned,
-                                     failed_seeds(all_rows, T=T, model=model)))
+                line.append(ours_cell(spec, all_rows, T, model, metric))
             line.append(fmt_paper(cells.get((T, model))))
         lines.append("| " + " | ".join(line) + " |")
     lines += ["", "Final test per-element accuracy (ours only; the paper reports none), % (chance: 100/T):", "",
               "| T | " + " | ".join(ours) + " |", "|" + "---|" * (len(ours) + 1)]
     for T in lengths:
-        cells_pe = [fmt_ours([r["per_element"] for r in rows if r["T"] == T and r["model"] == m], planned,
-                             failed_seeds(all_rows, T=T, model=m)) for m in ours]
+        cells_pe = [ours_cell(spec, all_rows, T, m, "per_element") for m in ours]
         lines.append(f"| T={T} | " + " | ".join(cells_pe) + " |")
     lines += ["", "Training steps reached per cell (min–max over seeds), ours:", "",
               "| T | " + " | ".join(ours) + " |", "|" + "---|" * (len(ours) + 1)]
