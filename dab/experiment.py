@@ -69,7 +69,9 @@ def resume_command(command: str | None, out_dir: Path, *extra: str) -> str:
     """The command that continues this run in its own directory (``trainer.resume=auto``)."""
     words = shlex.split(command) if command else ["python", "train.py"]
     keep = [w for w in words if not w.startswith(("trainer.resume", "hydra.run.dir=", "-m", "--multirun"))]
-    return shlex.join([*keep, "trainer.resume=auto", f"hydra.run.dir={out_dir}", *extra])
+    run_dir = f"hydra.run.dir='{out_dir}'"  # quoted for Hydra: run dir names hold '=', ',' and '[]'
+    run_dir = f'"{run_dir}"' if not set('"$`\\!') & set(run_dir) else shlex.quote(run_dir)  # and for the shell
+    return shlex.join([*keep, "trainer.resume=auto", *extra]) + " " + run_dir
 
 
 def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: Any, command: str | None) -> list[str]:

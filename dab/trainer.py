@@ -94,6 +94,16 @@ def train_step(forward_loss: Callable, params: list, optimizer: torch.optim.Opti
     return task_loss.detach(), dab_value, logs, True
 
 
+def time_estimate(steps_done: int, seconds: float, steps_left: int, budget_s: float | None, used_s: float) -> str:
+    """'<rate> steps/s: about <m> min to go' from the steps so far, and whether the minute budget ends it first."""
+    rate = steps_done / max(seconds, 1e-9)
+    minutes = steps_left / max(rate, 1e-9) / 60
+    text = f"speed {rate:.1f} steps/s: trainer.max_steps reached in about {minutes:.1f} min"
+    if budget_s is not None and budget_s - used_s < minutes * 60:
+        text += f", but trainer.max_minutes stops the run after {max(budget_s - used_s, 0) / 60:.1f} more min"
+    return text
+
+
 def first_nonfinite(window: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[int, dict] | None:
     """(step, loss terms) of the first non-finite loss among recent steps, or None: one host sync."""
     if not window:
@@ -191,6 +201,7 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     in_step = False  # a kill inside a step may leave params half-updated: keep the last checkpoint
     model.train()
     t0 = time.perf_counter() - state.train_seconds
+    first_step, first_s, estimated = state.step, state.train_seconds, False
     # log lines (evaluations, warnings) go above the progress bar instead of through it
     with logging_redirect_tqdm() if trainer_cfg.progress else contextlib.nullcontext():
         try:
@@ -227,6 +238,10 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
                         for k, v in means.items():
                             writer.add_scalar(k, v, state.step)
                     bar.set_postfix(loss=f"{means['train/task_loss']:.3f}", dab=f"{means['train/dab_loss']:.3f}")
+                    if not estimated:  # once per process, so that logs without a progress bar say it too
+                        log.info(time_estimate(state.step - first_step, state.train_seconds - first_s,
+                                               trainer_cfg.max_steps - state.step, budget_s, state.train_seconds))
+                        estimated = True
                     if budget_s is not None:  # the minute budget may end the run first: size the bar (and ETA) by it
                         rate = trainer_cfg.log_every / max(state.train_seconds - last_log_s, 1e-9)
                         bar.total = min(trainer_cfg.max_steps, state.step + int(rate * max(budget_s - state.train_seconds, 0)))

@@ -2,7 +2,7 @@
 method and never collide, and non-finite losses that stop (or skip) visibly."""
 import json
 import re
-import time
+import shlex
 
 import pytest
 import torch
@@ -83,15 +83,24 @@ def test_cli_run_ends_with_a_summary_that_train_log_holds_too(tmp_path, run_cli)
         assert line in log, line
 
 
-def test_cli_summary_gives_the_resume_command_when_the_minute_budget_ended_the_run(tmp_path, run_cli):
+def test_cli_summary_gives_a_resume_command_that_works(tmp_path, run_cli):
+    """A run stopped by its minute budget prints how to go on; that command, run as printed,
+    continues the same run dir to trainer.max_steps."""
     root = tmp_path / "runs"
-    proc = run_cli("+experiment=sort_t5", *small_overrides(root, steps=100000, eval_every=100000),
-                   "trainer.max_minutes=0.002")
+    proc = run_cli("+experiment=sort_t5", *small_overrides(root, steps=2000, eval_every=1000),
+                   "trainer.max_minutes=0.0005")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (metrics_file,) = root.rglob("metrics.json")
+    assert json.loads(metrics_file.read_text())["train/steps"] < 2000
     line = next(ln for ln in proc.stdout.splitlines() if "stopped by trainer.max_minutes" in ln)
-    assert "trainer.resume=auto" in line and f"hydra.run.dir={metrics_file.parent}" in line
-    assert "trainer.max_minutes=null" in line
+    command = shlex.split(line.split("to go on: ", 1)[1])
+    assert command[:2] == ["python", "train.py"] and "trainer.max_minutes=null" in command
+    assert f"hydra.run.dir='{metrics_file.parent}'" in command
+    again = run_cli(*command[2:])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming from {metrics_file.parent / CHECKPOINT}" in again.stdout
+    assert json.loads(metrics_file.read_text())["train/steps"] == 2000
+    assert list(root.rglob("metrics.json")) == [metrics_file]
 
 
 def test_run_dirs_name_method_overrides_and_seed_and_never_collide(tmp_path, main_inprocess):
@@ -120,3 +129,33 @@ def test_multirun_job_dirs_name_preset_sweep_values_and_seed(tmp_path, main_inpr
     assert len(dirs) == 4 and len({d.split("/")[0] for d in dirs}) == 1
     assert [d.split("/", 1)[1].split("/")[0] for d in dirs] == ["sort_elu_t5"] * 2 + ["sort_t5"] * 2
     assert sorted(d.rsplit("/", 1)[1] for d in dirs) == ["seed0_job0", "seed0_job2", "seed1_job1", "seed1_job3"]
+
+
+def test_interrupt_message_names_the_run_dir_the_saved_step_and_the_resume_command(tmp_path, monkeypatch, caplog):
+    from dab.trainer import Interrupted
+
+    original = SortingTask.train_batch
+
+    def train_batch(self, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(SortingTask, "train_batch", train_batch)
+    run_dir = tmp_path / "run"
+    caplog.set_level("INFO")
+    with pytest.raises(Interrupted):
+        run_experiment(make_cfg(tmp_path), run_dir, "python train.py +experiment=sort_t5 trainer.resume=true")
+    message = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("interrupted"))
+    saved = torch.load(run_dir / CHECKPOINT, weights_only=False)["step"]
+    assert f"interrupted at step 5: checkpoint of step {saved} saved in {run_dir}" in message
+    assert message.endswith(f"continue with: python train.py +experiment=sort_t5 trainer.resume=auto "
+                            f"\"hydra.run.dir='{run_dir}'\"")
+
+
+def test_the_log_gives_a_time_estimate_early(tmp_path, caplog):
+    caplog.set_level("INFO")
+    run_experiment(make_cfg(tmp_path, "trainer.max_minutes=60"), tmp_path / "run")
+    estimates = [r.getMessage() for r in caplog.records if "trainer.max_steps reached in about" in r.getMessage()]
+    assert len(estimates) == 1 and re.match(r"speed [\d.]+ steps/s: trainer.max_steps reached in about [\d.]+ min$",
+                                            estimates[0])
