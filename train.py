@@ -41,6 +41,9 @@ def main(cfg: DictConfig) -> float:
         sys.exit(1)
     except Interrupted:  # already logged: where the run is and how to continue it
         sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted before training started: nothing was saved", file=sys.stderr)
+        sys.exit(130)
     return metrics[metrics["objective"]]
 
 
