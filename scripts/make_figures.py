@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+RENDERERS = Path(__file__).resolve().parent / "renderers"
 
 from renderers.common import load_rows  # noqa: E402
 
@@ -29,6 +30,11 @@ def render_artifact(spec: dict, results_dir: Path) -> list[Path]:
     if not spec.get("render"):
         print(f"{artifact}: the spec names no renderer (`render:`), skipped")
         return []
+    available = sorted(p.stem for p in RENDERERS.glob("*.py") if p.stem not in ("__init__", "common"))
+    if spec["render"] not in available:
+        print(f"error: {artifact}: unknown renderer '{spec['render']}'; valid choices: {', '.join(available)}",
+              file=sys.stderr)
+        sys.exit(2)
     if not csv_path.exists():
         print(f"{artifact}: no {csv_path} (run scripts/aggregate.py first?), skipped")
         return []

@@ -127,3 +127,13 @@ def test_aggregate_rejects_a_bad_column_path(tmp_path):
     assert proc.returncode == 2 and "must start with 'config.' or 'metrics.'" in proc.stderr
     assert not (tmp_path / "results" / "table1_runs.csv").exists()
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_make_figures_rejects_an_unknown_renderer(tmp_path):
+    spec = yaml.safe_load((REPO / "experiments" / "table1.yaml").read_text())
+    spec["render"] = "tabel1"
+    (tmp_path / "table1.yaml").write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "scripts/make_figures.py", "--experiments", str(tmp_path), "--results",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: table1: unknown renderer 'tabel1'; valid choices: figure3, table1"
