@@ -73,3 +73,26 @@ def test_a_failing_job_does_not_stop_the_multirun(tmp_path, main_inprocess):
     (status,) = root.rglob("status.json")
     assert "dab.gamma=1" in str(metrics) and "dab.gamma=nan" in str(status)
     assert json.loads(status.read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_submitit_local_timeout_requeues_and_the_run_resumes_in_its_own_dir(tmp_path):
+    """submitit_local signals a job at its time limit and starts it again; with trainer.resume=auto
+    each new start continues the checkpoint in the same run dir, and the run still finishes with
+    one record. (About 2 minutes: the launcher's smallest limit is one minute.)"""
+    root = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "train.py", "-m", "hydra/launcher=submitit_local",
+                           "hydra.launcher.timeout_min=1", "+experiment=sort_t5", "trainer.max_steps=7000",
+                           "trainer.ckpt_every=100", "trainer.eval_every=3500", "trainer.progress=false",
+                           "trainer.resume=auto", "trainer.device=cpu", "dataset.batch_size=256",
+                           "dataset.test_size=512", f"runs_root={root}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (metrics_file,) = root.rglob("metrics.json")
+    run_dir = metrics_file.parent
+    assert json.loads(metrics_file.read_text())["train/steps"] == 7000
+    log = (run_dir / "train.log").read_text()
+    requeues = log.count("Requeued job")
+    if requeues == 0:
+        pytest.skip("this machine trained 7000 steps within the launcher's time limit: nothing was requeued")
+    assert log.count(f"resuming from {run_dir / 'checkpoint.pt'}") == requeues
