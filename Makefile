@@ -20,6 +20,7 @@ data:
 	else echo "Fashion-MNIST: no local copy at $(FMNIST_LOCAL); torchvision will download it on first use"; fi
 
 run: $(VENV_STAMP)  ## the main job: Table 1's Signum-Dense T=10 cell
+	@echo "sort_t10: 100,000 steps; expect about 25-55 min on a 2-core CPU, a few minutes on a GPU (the bar shows the live ETA; Ctrl-C checkpoints)"
 	$(PY) train.py +experiment=sort_t10
 
 test: $(VENV_STAMP)
@@ -34,8 +35,10 @@ bench: $(VENV_STAMP)
 # Paper artifacts (experiments/<name>.yaml): run the sweep at its default budget, then the CSVs,
 # tables and figures. run_artifact.py options go in ARTIFACT_ARGS, e.g. a CPU subset:
 #   make table1 ARTIFACT_ARGS="--only sort_t5 --seeds 0,1 --set trainer.max_minutes=2"
-# `make figures` only re-aggregates finished runs and re-renders (no training).
-.PHONY: table1 figure3 aggregate figures
+# `make figures` only re-aggregates finished runs and re-renders (no training); `make report`
+# then writes results/REPORT.md over every spec. Launchers: ARTIFACT_ARGS="--jobs 2" (joblib),
+# "--launcher submitit_local" or "--launcher slurm" (conf/hydra/launcher/slurm.yaml).
+.PHONY: table1 figure3 aggregate figures report
 RUNS ?= runs
 RESULTS ?= results
 ARTIFACT_ARGS ?=
@@ -44,9 +47,13 @@ table1 figure3: $(VENV_STAMP)
 	$(PY) scripts/run_artifact.py experiments/$@.yaml --runs-root $(RUNS) $(ARTIFACT_ARGS)
 	$(PY) scripts/aggregate.py --runs-root $(RUNS) --results $(RESULTS)
 	$(PY) scripts/make_figures.py --results $(RESULTS)
+	$(PY) scripts/make_report.py --results $(RESULTS)
 
 aggregate: $(VENV_STAMP)
 	$(PY) scripts/aggregate.py --runs-root $(RUNS) --results $(RESULTS)
 
 figures: aggregate
 	$(PY) scripts/make_figures.py --results $(RESULTS)
+
+report: figures
+	$(PY) scripts/make_report.py --results $(RESULTS)

@@ -24,6 +24,7 @@ CLASSIFY_DATASETS = ("cifar10", "fmnist32")  # task classify: 32x32 RGB images, 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+NAN_POLICIES = ("stop", "skip")
 
 
 @dataclass
@@ -92,7 +93,10 @@ class TrainerConfig:
     device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
-    resume: bool = False  # continue the newest matching checkpoint under runs_root
+    # true: continue the newest matching checkpoint under runs_root (into a new dir);
+    # auto: continue this run dir's own checkpoint if it has one (requeued jobs), else start fresh
+    resume: Any = False
+    nan_policy: str = "stop"  # non-finite loss: stop (keep the last good checkpoint) | skip the step
     resume_from: Optional[str] = None  # or this run dir's checkpoint
     progress: bool = True
 
@@ -155,6 +159,9 @@ def validate(cfg: Any) -> None:
     _choice(cfg.dab.loss, tuple(DAB_LOSSES), "dab.loss")
     _choice(cfg.trainer.device, DEVICES, "trainer.device")
     _choice(cfg.trainer.precision, PRECISIONS, "trainer.precision")
+    _choice(cfg.trainer.nan_policy, NAN_POLICIES, "trainer.nan_policy")
+    if not (isinstance(cfg.trainer.resume, bool) or cfg.trainer.resume == "auto"):
+        raise ConfigError(f"unknown trainer.resume '{cfg.trainer.resume}'; valid choices: false, true, auto")
     _at_least(cfg.dataset.length, 2, "dataset.length (T)")
     for key in ("batch_size", "test_size"):
         _at_least(getattr(cfg.dataset, key), 1, f"dataset.{key}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import platform
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,14 @@ import yaml
 
 from dab.checkpoint import CONFIG, resolve_resume
 from dab.config import validate
-from dab.errors import ConfigError
+from dab.errors import ConfigError, TrainingFailed
 from dab.families import build_task
 from dab.schedules import lr_factor
-from dab.trainer import make_autocast, make_optimizer, train
+from dab.trainer import Interrupted, make_autocast, make_optimizer, train
 
 METRICS = "metrics.json"
+STATUS = "status.json"  # written instead of metrics.json when a run fails
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,11 +65,48 @@ def make_lr_factor(cfg: Any):
     return lambda step: lr_factor(o.schedule, step, cfg.trainer.max_steps, o.warmup_steps, o.final_lr_ratio)
 
 
-def run_experiment(cfg: Any, out_dir: str | os.PathLike) -> dict:
+def resume_command(command: str | None, out_dir: Path, *extra: str) -> str:
+    """The command that continues this run in its own directory (``trainer.resume=auto``)."""
+    words = shlex.split(command) if command else ["python", "train.py"]
+    keep = [w for w in words if not w.startswith(("trainer.resume", "hydra.run.dir=", "-m", "--multirun"))]
+    run_dir = f"hydra.run.dir='{out_dir}'"  # quoted for Hydra: run dir names hold '=', ',' and '[]'
+    run_dir = f'"{run_dir}"' if not set('"$`\\!') & set(run_dir) else shlex.quote(run_dir)  # and for the shell
+    return shlex.join([*keep, "trainer.resume=auto", *extra]) + " " + run_dir
+
+
+def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: Any, command: str | None) -> list[str]:
+    """The end-of-run summary: final and best metrics, steps, time, where the run is, how to go on."""
+    best_step = max(metrics["history"], key=lambda h: h[objective])["step"]
+    lines = [f"finished {metrics['experiment']} (seed {metrics['seed']}): {metrics['train/steps']} steps in "
+             f"{metrics['wall_seconds'] / 60:.1f} min on {metrics['device']}",
+             "  final: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                   if k.startswith("test/") and not k.endswith("_best")),
+             f"  best:  {objective} {metrics[f'{objective}_best']:.4f} (step {best_step})"]
+    if metrics.get("train/skipped_steps"):
+        lines.append(f"  skipped steps (non-finite loss): {metrics['train/skipped_steps']}")
+    lines.append(f"  run dir: {out_dir}  (metrics.json, config.yaml, checkpoint.pt, tb/, train.log)")
+    if metrics["train/steps"] < cfg.trainer.max_steps:
+        lines.append(f"  stopped by trainer.max_minutes={cfg.trainer.max_minutes} before trainer.max_steps="
+                     f"{cfg.trainer.max_steps}; to go on: {resume_command(command, out_dir, 'trainer.max_minutes=null')}")
+    return lines
+
+
+def write_failure(out_dir: Path, cfg: Any, err: TrainingFailed, command: str | None, device: torch.device) -> None:
+    """A ``status: failed`` record in place of metrics.json: what failed, where, and what is kept."""
+    record = {"status": "failed", "reason": str(err), "train/steps": err.step, "losses": err.losses,
+              "last_checkpoint_step": err.saved_step, "experiment": cfg.run_name, "seed": cfg.seed,
+              "device": hardware_name(device), "torch": torch.__version__, "command": command}
+    (out_dir / STATUS).write_text(json.dumps(record, indent=1))
+
+
+def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = None) -> dict:
     """Train one configuration into ``out_dir`` and return its final metrics.
 
     Everything that can be checked is checked before anything is written, so bad input leaves
-    no ``metrics.json`` behind.
+    no ``metrics.json`` behind. ``command`` (how the run was launched, e.g. ``python train.py
+    +experiment=sort_t5``) is recorded and used in the resume hints. A non-finite loss raises
+    :class:`TrainingFailed` after writing ``status.json`` (no metrics.json); an interrupt raises
+    :class:`dab.trainer.Interrupted` after logging where the run was saved.
     """
     validate(cfg)
     out_dir = Path(out_dir)
@@ -84,24 +125,40 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike) -> dict:
 
     with SummaryWriter(log_dir=str(out_dir / "tb")) as writer:
         if resume_path is not None:
-            print(f"resuming from {resume_path}")
-        state = train(model, task, optimizer, cfg.trainer, cfg.optimizer.grad_clip, device, out_dir, config,
-                      resume_path=resume_path, writer=writer, lr_factor=make_lr_factor(cfg))
+            log.info(f"resuming from {resume_path}")
+        (out_dir / STATUS).unlink(missing_ok=True)  # a failure record from an earlier attempt in this dir
+        try:
+            state = train(model, task, optimizer, cfg.trainer, cfg.optimizer.grad_clip, device, out_dir, config,
+                          resume_path=resume_path, writer=writer, lr_factor=make_lr_factor(cfg))
+        except TrainingFailed as err:
+            write_failure(out_dir, cfg, err, command, device)
+            log.error(f"failed: {err}. Run dir: {out_dir} (status.json, no metrics.json)")
+            raise
+        except Interrupted as err:
+            saved = "nothing saved yet" if err.saved_step is None else f"checkpoint of step {err.saved_step} saved"
+            log.warning(f"interrupted at step {err.step}: {saved} in {out_dir}"
+                        + ("" if err.saved_step is None else f"; continue with: {resume_command(command, out_dir)}"))
+            raise
     final = state.history[-1]
     best = max(h[task.objective] for h in state.history)
     metrics = {
+        "status": "finished",
         **{k: v for k, v in final.items() if k.startswith("test/")},
         f"{task.objective}_best": best,
         "objective": task.objective,
         "train/steps": state.step,
         "train/samples": state.step * cfg.dataset.batch_size,
+        "train/skipped_steps": state.skipped_steps,
         "wall_seconds": round(state.train_seconds, 3),
         "device": hardware_name(device),
         "seed": cfg.seed,
         "experiment": cfg.run_name,
         "torch": torch.__version__,
         "resumed_from": None if resume_path is None else str(resume_path),
+        "command": command,
         "history": state.history,
     }
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=1))
+    for line in summary_lines(metrics, task.objective, out_dir, cfg, command):
+        log.info(line)
     return metrics

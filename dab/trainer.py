@@ -3,6 +3,8 @@ periodic evaluation, TensorBoard scalars, a tqdm bar with ETA and resumable chec
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +13,22 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dab.bridge import pop_dab_loss
 from dab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from dab.errors import ConfigError
+from dab.errors import ConfigError, TrainingFailed
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop request (Ctrl-C, SIGTERM) ended training; ``saved_step`` is the step of the newest
+    checkpoint on disk (None if the run has none yet)."""
+
+    def __init__(self, step: int, saved_step: int | None):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.saved_step = step, saved_step
 
 
 class StopRequest:
@@ -34,6 +48,8 @@ class TrainState:
     step: int = 0
     train_seconds: float = 0.0
     history: list = field(default_factory=list)  # [{"step", "seconds", **eval metrics}]
+    skipped_steps: int = 0  # steps whose loss was not finite (trainer.nan_policy=skip): no update
+    saved_step: int | None = None  # the step of the newest checkpoint on disk
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -77,22 +93,49 @@ def compile_forward_loss(forward_loss: Callable, device: torch.device) -> Callab
 
 
 def train_step(forward_loss: Callable, params: list, optimizer: torch.optim.Optimizer, batch: Any,
-               grad_clip: float | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """One optimizer step; returns detached (task loss, DAB loss, logs) still on the device, as
-    fresh tensors (safe to keep across steps, CUDA graphs included)."""
+               grad_clip: float | None, skip_nonfinite: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict, bool]:
+    """One optimizer step; returns detached (task loss, DAB loss, logs) still on the device, as fresh
+    tensors (safe to keep across steps, CUDA graphs included), and whether the step was taken.
+    ``skip_nonfinite`` checks the loss on the host first (one sync per step) and skips the update
+    when it is not finite."""
     task_loss, dab_loss, logs = forward_loss(batch)
     loss = task_loss if dab_loss is None else task_loss + dab_loss
     optimizer.zero_grad(set_to_none=True)
+    dab_value = torch.zeros((), device=task_loss.device) if dab_loss is None else dab_loss.detach().clone()
+    task_value, logs = task_loss.detach().clone(), {k: v.detach().clone() for k, v in logs.items()}
+    if skip_nonfinite and not math.isfinite(float(loss.detach())):
+        return task_value, dab_value, logs, False
     loss.backward()
     if grad_clip is not None:
         nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
-    dab_value = torch.zeros((), device=task_loss.device) if dab_loss is None else dab_loss.detach().clone()
-    return task_loss.detach().clone(), dab_value, {k: v.detach().clone() for k, v in logs.items()}
+    return task_value, dab_value, logs, True
 
 
 def cpu_supports_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def time_estimate(steps_done: int, seconds: float, steps_left: int, budget_s: float | None, used_s: float) -> str:
+    """'<rate> steps/s: about <m> min to go' from the steps so far, and whether the minute budget ends it first."""
+    rate = steps_done / max(seconds, 1e-9)
+    minutes = steps_left / max(rate, 1e-9) / 60
+    text = f"speed {rate:.1f} steps/s: trainer.max_steps reached in about {minutes:.1f} min"
+    if budget_s is not None and budget_s - used_s < minutes * 60:
+        text += f", but trainer.max_minutes stops the run after {max(budget_s - used_s, 0) / 60:.1f} more min"
+    return text
+
+
+def first_nonfinite(window: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[int, dict] | None:
+    """(step, loss terms) of the first non-finite loss among recent steps, or None: one host sync."""
+    if not window:
+        return None
+    totals = torch.stack([t + d for _, t, d in window])
+    bad = (~torch.isfinite(totals)).nonzero()
+    if bad.numel() == 0:
+        return None
+    step, task_loss, dab_loss = window[int(bad[0])]
+    return step, {"train/task_loss": float(task_loss), "train/dab_loss": float(dab_loss)}
 
 
 def make_autocast(device: torch.device, precision: str) -> Callable[[], Any]:
@@ -121,14 +164,21 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     ``lr_factor(step)`` scales every param group's initial lr at each step (a schedule that is a
     pure function of the step, so resuming needs no scheduler state).
 
-    A KeyboardInterrupt between steps saves a checkpoint before it propagates (inside a step the
-    last periodic one stands), so ``trainer.resume=true`` continues where the run stopped.
+    A KeyboardInterrupt between steps saves a checkpoint before it propagates as
+    :class:`Interrupted` (inside a step the last periodic one stands), so ``trainer.resume``
+    continues where the run stopped.
+
+    A non-finite loss raises :class:`TrainingFailed` naming the step and the loss terms
+    (``trainer.nan_policy=stop``); checkpoints are only written after the losses since the
+    previous one were checked, so the one on disk is the last good one. ``nan_policy=skip``
+    skips such steps instead and counts them in ``skipped_steps``.
     """
     state = TrainState()
     StopRequest.requested = False
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path, model, optimizer)
-        state = TrainState(ckpt["step"], ckpt["train_seconds"], list(ckpt["history"]))
+        state = TrainState(ckpt["step"], ckpt["train_seconds"], list(ckpt["history"]),
+                           ckpt.get("skipped_steps", 0), ckpt["step"])
     autocast = make_autocast(device, trainer_cfg.precision)
     forward_loss = make_forward_loss(model, task, autocast)
     if trainer_cfg.compile:
@@ -141,7 +191,22 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     ckpt_path = out_dir / CHECKPOINT
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, model, optimizer, state.step, state.train_seconds, state.history, config)
+        save_checkpoint(ckpt_path, model, optimizer, state.step, state.train_seconds, state.history, config,
+                        state.skipped_steps)
+        state.saved_step = state.step
+
+    skip_nonfinite = trainer_cfg.nan_policy == "skip"
+    window: list = []  # (step, task loss, DAB loss) on the device since the last finiteness check
+
+    def check_finite() -> None:
+        bad = first_nonfinite(window)
+        window.clear()
+        if bad is not None:
+            step, terms = bad
+            saved = "no checkpoint yet" if state.saved_step is None else f"last good checkpoint: step {state.saved_step}"
+            raise TrainingFailed(f"non-finite loss at step {step} ("
+                                 + ", ".join(f"{k} {v:g}" for k, v in terms.items()) + f"); {saved}",
+                                 step=step, losses=terms, saved_step=state.saved_step)
 
     def log_eval() -> dict:
         metrics = evaluate(model, task, autocast)
@@ -162,46 +227,65 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     in_step = False  # a kill inside a step may leave params half-updated: keep the last checkpoint
     model.train()
     t0 = time.perf_counter() - state.train_seconds
-    try:
-        while state.step < trainer_cfg.max_steps and (budget_s is None or state.train_seconds < budget_s):
-            in_step = True
-            batch = task.train_batch(state.step)
-            if lr_factor is not None:
-                factor = lr_factor(state.step)
-                for g, lr in zip(optimizer.param_groups, base_lrs):
-                    g["lr"] = lr * factor
-            task_loss, dab_loss, logs = train_step(forward_loss, params, optimizer, batch, grad_clip)
-            values = {"train/task_loss": task_loss, "train/dab_loss": dab_loss, **logs}
-            sums = values if sums is None else {k: sums[k] + v for k, v in values.items()}
-            state.step += 1
-            in_step = False
-            if StopRequest.requested:
-                raise KeyboardInterrupt
-            state.train_seconds = time.perf_counter() - t0
-            bar.update(1)
-            if state.step % trainer_cfg.log_every == 0:
-                means = {k: float(v) / trainer_cfg.log_every for k, v in sums.items()}  # the one host sync
-                sums = None
-                if writer is not None:
-                    for k, v in means.items():
-                        writer.add_scalar(k, v, state.step)
-                bar.set_postfix(loss=f"{means['train/task_loss']:.3f}", dab=f"{means['train/dab_loss']:.3f}")
-                if budget_s is not None:  # the minute budget may end the run first: size the bar (and ETA) by it
-                    rate = trainer_cfg.log_every / max(state.train_seconds - last_log_s, 1e-9)
-                    bar.total = min(trainer_cfg.max_steps, state.step + int(rate * max(budget_s - state.train_seconds, 0)))
-                last_log_s = state.train_seconds
-            if state.step % trainer_cfg.eval_every == 0:
-                m = log_eval()
-                bar.write(f"step {state.step:>7d} | {state.train_seconds / 60:6.2f} min | "
-                          + " | ".join(f"{k} {v:.4f}" for k, v in m.items()))
-            if state.step % trainer_cfg.ckpt_every == 0:
+    first_step, first_s, estimated = state.step, state.train_seconds, False
+    # log lines (evaluations, warnings) go above the progress bar instead of through it
+    with logging_redirect_tqdm() if trainer_cfg.progress else contextlib.nullcontext():
+        try:
+            while state.step < trainer_cfg.max_steps and (budget_s is None or state.train_seconds < budget_s):
+                in_step = True
+                batch = task.train_batch(state.step)
+                if lr_factor is not None:
+                    factor = lr_factor(state.step)
+                    for g, lr in zip(optimizer.param_groups, base_lrs):
+                        g["lr"] = lr * factor
+                task_loss, dab_loss, logs, taken = train_step(forward_loss, params, optimizer, batch, grad_clip,
+                                                              skip_nonfinite)
+                state.step += 1
+                in_step = False
+                if not taken:
+                    state.skipped_steps += 1
+                    log.warning(f"step {state.step}: non-finite loss (train/task_loss {float(task_loss):g}, "
+                                f"train/dab_loss {float(dab_loss):g}), update skipped (trainer.nan_policy=skip)")
+                else:
+                    window.append((state.step, task_loss, dab_loss))
+                    values = {"train/task_loss": task_loss, "train/dab_loss": dab_loss, **logs}
+                    sums = values if sums is None else {k: sums[k] + v for k, v in values.items()}
+                if StopRequest.requested:
+                    raise KeyboardInterrupt
+                state.train_seconds = time.perf_counter() - t0
+                bar.update(1)
+                if any(state.step % every == 0 for every in (trainer_cfg.log_every, trainer_cfg.eval_every,
+                                                              trainer_cfg.ckpt_every)):
+                    check_finite()
+                if state.step % trainer_cfg.log_every == 0 and sums is not None:
+                    means = {k: float(v) / trainer_cfg.log_every for k, v in sums.items()}  # the one host sync
+                    sums = None
+                    if writer is not None:
+                        for k, v in means.items():
+                            writer.add_scalar(k, v, state.step)
+                    bar.set_postfix(loss=f"{means['train/task_loss']:.3f}", dab=f"{means['train/dab_loss']:.3f}")
+                    if not estimated:  # once per process, so that logs without a progress bar say it too
+                        log.info(time_estimate(state.step - first_step, state.train_seconds - first_s,
+                                               trainer_cfg.max_steps - state.step, budget_s, state.train_seconds))
+                        estimated = True
+                    if budget_s is not None:  # the minute budget may end the run first: size the bar (and ETA) by it
+                        rate = trainer_cfg.log_every / max(state.train_seconds - last_log_s, 1e-9)
+                        bar.total = min(trainer_cfg.max_steps, state.step + int(rate * max(budget_s - state.train_seconds, 0)))
+                    last_log_s = state.train_seconds
+                if state.step % trainer_cfg.eval_every == 0:
+                    m = log_eval()
+                    log.info(f"step {state.step:>7d} | {state.train_seconds / 60:6.2f} min | "
+                             + " | ".join(f"{k} {v:.4f}" for k, v in m.items()))
+                if state.step % trainer_cfg.ckpt_every == 0:
+                    checkpoint()
+            check_finite()
+        except KeyboardInterrupt as err:
+            if not in_step:
+                check_finite()
                 checkpoint()
-    except KeyboardInterrupt:
-        bar.close()
-        if not in_step:
-            checkpoint()
-        raise
-    bar.close()
+            raise Interrupted(state.step, state.saved_step) from err
+        finally:
+            bar.close()
     if not state.history or state.history[-1]["step"] != state.step:
         log_eval()
     checkpoint()

@@ -1,17 +1,23 @@
-"""Collect finished runs into one CSV per paper artifact: results/<artifact>_runs.csv.
+"""Collect the runs behind each paper artifact into one CSV: results/<artifact>_runs.csv.
 
-Which runs belong to an artifact: those under ``<runs-root>/<artifact>/`` (where
-scripts/run_artifact.py puts them) whose ``experiment`` is one of the artifact's presets in
-experiments/<artifact>.yaml. Runs elsewhere (e.g. ``runs/sort_t10/`` from ``make run``) are not
-counted. A run dir is any folder holding ``config.yaml``; it counts once it also holds
-``metrics.json`` (the trainer writes that last), otherwise it is skipped as unfinished/crashed.
+Which runs belong to an artifact: run dirs (folders holding ``config.yaml``) under
+``<runs-root>/<artifact>/`` (where scripts/run_artifact.py puts them) whose experiment is one of
+the presets in experiments/<artifact>.yaml. A run is *finished* once it holds ``metrics.json``
+(the trainer writes it last) and *failed* when it holds a ``status.json`` saying so (e.g. a
+non-finite loss); a dir with neither is still running or was killed, and counts as missing.
 
-Two more rules keep the numbers honest:
-  * a run that was resumed (``resumed_from``) supersedes the run whose checkpoint it continued;
-  * the same (experiment, T, ponder steps, seed) run twice counts once: the newest is kept, by the
-    launch timestamp in its path, then metrics.json's mtime (``--keep-duplicates`` keeps all).
+Columns: the standard ones below, then the spec's ``columns: {name: path}``, where a path is
+``config.<dotted.key>`` (the run's resolved config) or ``metrics.<key>`` (a metrics.json key,
+e.g. ``metrics.test/all_or_none``). With ``history: true`` in the spec, every evaluation in
+metrics.json's history also goes to results/<artifact>_history.csv.
 
-Accuracies stay fractions in 0..1, as in metrics.json; scripts/make_figures.py converts to %.
+Two rules keep the numbers honest:
+  * a run that continued another run's checkpoint (``resumed_from``) supersedes that run;
+  * the same configuration and seed run twice counts once: the newest is kept, by the launch
+    timestamp in its path, then the mtime of its record (``--keep-duplicates`` keeps all).
+
+Per artifact it prints, per cell (preset x swept values), how many planned seeds finished,
+failed or are missing. Accuracies stay fractions in 0..1, as in metrics.json.
 
     scripts/aggregate.py [--runs-root runs] [--experiments experiments] [--results results]
 """
@@ -26,97 +32,161 @@ from pathlib import Path
 
 import yaml
 
-COLUMNS = ["artifact", "experiment", "model", "T", "seed", "ponder_steps", "all_or_none", "all_or_none_best",
-           "per_element", "steps", "samples", "wall_seconds", "device", "torch", "precision", "compile",
-           "max_steps", "max_minutes", "eval_every", "resumed_from", "run_dir"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from renderers.common import cell_name, coverage, swept_keys  # noqa: E402
 
+METRICS, STATUS, CONFIG = "metrics.json", "status.json", "config.yaml"
+STANDARD = ["artifact", "experiment", "cell", "seed", "status", "steps", "wall_seconds", "device", "torch",
+            "precision", "compile", "max_steps", "max_minutes", "eval_every", "resumed_from", "failure",
+            "command", "run_dir"]
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:-\d+)?")  # Hydra's run dir timestamp
+NOT_COMPARED = ("trainer", "runs_root")  # settings that may differ between reruns of one run
 
 
-def model_label(config: dict) -> str:
-    """The paper's column name for a run's model: Signum-Dense, Signum-RNN or ELU-Dense."""
-    model, hard = config["model"]["name"], config["hard_fn"]["name"]
-    activation = config["model"].get("activation")
-    if hard == "signum":
-        return {"dense": "Signum-Dense", "lstm": "Signum-RNN"}.get(model, f"Signum-{model}")
-    if hard == "identity" and model == "dense" and activation == "elu":
-        return "ELU-Dense"
-    return f"{hard}-{model}({activation})"
+class SpecError(ValueError):
+    pass
 
 
-def launch_order(run_dir: Path) -> tuple[str, float]:
+def lookup(path: str, config: dict, metrics: dict):
+    """The value a spec column path names; None where the run does not have it."""
+    source, _, key = path.partition(".")
+    if source == "metrics":
+        return metrics.get(key)
+    if source == "config":
+        node = config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+    raise SpecError(f"column path '{path}': must start with 'config.' or 'metrics.'")
+
+
+def launch_order(run_dir: Path, record: Path) -> tuple[str, float]:
     """Sort key, oldest first: Hydra's launch timestamp in the path (survives copying), then mtime."""
     stamps = STAMP.findall(run_dir.as_posix())
-    return (stamps[-1] if stamps else "", (run_dir / "metrics.json").stat().st_mtime)
+    return (stamps[-1] if stamps else "", record.stat().st_mtime)
 
 
-def read_run(run_dir: Path, artifact: str, root: Path) -> dict:
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+def read_run(run_dir: Path, spec: dict, root: Path) -> dict | None:
+    """One CSV row for a finished or failed run dir; None while it is neither."""
+    if (run_dir / METRICS).exists():
+        record, status = run_dir / METRICS, "finished"
+    elif (run_dir / STATUS).exists():
+        record, status = run_dir / STATUS, "failed"
+    else:
+        return None
+    config = yaml.safe_load((run_dir / CONFIG).read_text())
+    metrics = json.loads(record.read_text())
+    status = metrics.get("status", status)
     trainer = config["trainer"]
-    return {
-        "artifact": artifact,
-        "experiment": metrics.get("experiment", config.get("run_name", config.get("experiment"))),
-        "model": model_label(config),
-        "T": config["dataset"]["length"],
-        "seed": metrics.get("seed", config.get("seed")),
-        "ponder_steps": config["model"].get("ponder_steps"),
-        "all_or_none": metrics["test/all_or_none"],
-        "all_or_none_best": metrics["test/all_or_none_best"],
-        "per_element": metrics.get("test/per_element"),
-        "steps": metrics["train/steps"],
-        "samples": metrics.get("train/samples"),
-        "wall_seconds": metrics.get("wall_seconds"),
-        "device": metrics.get("device"),
-        "torch": metrics.get("torch"),
-        "precision": trainer.get("precision"),
-        "compile": trainer.get("compile"),
-        "max_steps": trainer.get("max_steps"),
-        "max_minutes": trainer.get("max_minutes"),
-        "eval_every": trainer.get("eval_every"),
-        "resumed_from": metrics.get("resumed_from"),
+    experiment = metrics.get("experiment", config.get("run_name"))
+    swept = {k: lookup(f"config.{k}", config, {}) for k in swept_keys(spec)}
+    row = {
+        "artifact": spec["artifact"], "experiment": experiment, "cell": cell_name(experiment, swept),
+        "seed": config.get("seed"), "status": status,
+        "steps": metrics.get("train/steps", metrics.get("step")), "wall_seconds": metrics.get("wall_seconds"),
+        "device": metrics.get("device"), "torch": metrics.get("torch"),
+        "precision": trainer.get("precision"), "compile": trainer.get("compile"),
+        "max_steps": trainer.get("max_steps"), "max_minutes": trainer.get("max_minutes"),
+        "eval_every": trainer.get("eval_every"), "resumed_from": metrics.get("resumed_from"),
+        "failure": metrics.get("reason"), "command": metrics.get("command"),
         "run_dir": run_dir.relative_to(root).as_posix(),
-        "_age": launch_order(run_dir),
-        "_path": run_dir.resolve(),
     }
+    for name, path in (spec.get("columns") or {}).items():
+        row[name] = lookup(path, config, metrics)
+    row["_history"] = metrics.get("history") or []
+    row["_identity"] = json.dumps({k: v for k, v in config.items() if k not in NOT_COMPARED}, sort_keys=True)
+    row["_age"] = launch_order(run_dir, record)
+    row["_path"] = run_dir.resolve()
+    return row
 
 
-def collect(root: Path, artifact: str, presets: list[str], keep_duplicates: bool) -> tuple[list[dict], dict]:
-    """Rows for one artifact and a count of what was skipped, by reason."""
-    skipped = {"unfinished (no metrics.json)": 0, "not a preset of this artifact": 0, "unreadable": 0,
-               "superseded by a resumed run": 0, "duplicate (older rerun)": 0}
-    base = root / artifact
+def collect(root: Path, spec: dict, keep_duplicates: bool) -> tuple[list[dict], dict]:
+    """Rows (finished and failed runs) for one artifact and a count of what was skipped, by reason."""
+    skipped = {"still running or killed (no metrics.json/status.json)": 0, "not a preset of this artifact": 0,
+               "unreadable": 0, "superseded by a resumed run": 0, "duplicate (older rerun)": 0}
+    base = root / spec["artifact"]
+    presets = spec["sweep"]["presets"]
     rows = []
-    for cfg_file in sorted(base.rglob("config.yaml")) if base.exists() else []:
+    for cfg_file in sorted(base.rglob(CONFIG)) if base.exists() else []:
         run_dir = cfg_file.parent
         if run_dir.name == ".hydra":  # Hydra's own copy of the config, not a run dir
             continue
-        if not (run_dir / "metrics.json").exists():
-            skipped["unfinished (no metrics.json)"] += 1
-            continue
         try:
-            row = read_run(run_dir, artifact, root)
+            row = read_run(run_dir, spec, root)
         except (KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+            if isinstance(err, SpecError):
+                raise
             print(f"warning: {run_dir}: unreadable ({err!r}), skipped", file=sys.stderr)
             skipped["unreadable"] += 1
             continue
-        if row["experiment"] not in presets:
+        if row is None:
+            skipped["still running or killed (no metrics.json/status.json)"] += 1
+        elif row["experiment"] not in presets:
             skipped["not a preset of this artifact"] += 1
-            continue
-        rows.append(row)
+        else:
+            rows.append(row)
 
-    continued = {Path(r["resumed_from"]).resolve().parent for r in rows if r["resumed_from"]}
+    sources = [(Path(r["resumed_from"]).resolve().parent, r["_path"]) for r in rows if r["resumed_from"]]
+    continued = {src for src, own in sources if src != own}  # resuming in its own dir supersedes nothing
     kept = [r for r in rows if r["_path"] not in continued]
     skipped["superseded by a resumed run"] = len(rows) - len(kept)
     if not keep_duplicates:
         newest: dict[tuple, dict] = {}
-        for r in sorted(kept, key=lambda r: r["_age"]):
-            newest[(r["experiment"], r["T"], r["ponder_steps"], r["seed"])] = r
+        # a finished run beats a failed one of the same configuration; among equals the newest wins
+        for r in sorted(kept, key=lambda r: (r["status"] == "finished", r["_age"])):
+            newest[(r["_identity"], r["seed"])] = r
         skipped["duplicate (older rerun)"] = len(kept) - len(newest)
         kept = list(newest.values())
-    kept.sort(key=lambda r: (r["T"], r["model"], r["ponder_steps"] or 0, r["seed"]))
+    kept.sort(key=lambda r: (r["cell"], r["seed"] if r["seed"] is not None else -1, r["run_dir"]))
     return kept, skipped
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def history_rows(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """One row per evaluation of every finished run, and the metric columns seen."""
+    out, keys = [], []
+    for r in rows:
+        for entry in r["_history"]:
+            out.append({"run_dir": r["run_dir"], "experiment": r["experiment"], "cell": r["cell"],
+                        "seed": r["seed"], **entry})
+            keys += [k for k in entry if k not in keys]
+    return out, keys
+
+
+def aggregate(spec: dict, runs_root: Path, results: Path, keep_duplicates: bool = False) -> list[dict]:
+    """Write results/<artifact>_runs.csv (and _history.csv) from the runs found; print coverage."""
+    artifact = spec["artifact"]
+    rows, skipped = collect(runs_root, spec, keep_duplicates)
+    notes = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+    out = results / f"{artifact}_runs.csv"
+    if not rows:
+        kept = f"; {out} not touched (it holds earlier runs)" if out.exists() else ""
+        print(f"{artifact}: found no finished or failed runs under {runs_root / artifact}/"
+              + (f" (skipped: {notes})" if notes else "") + kept)
+        return rows
+    write_csv(out, rows, STANDARD + list(spec.get("columns") or {}))
+    n_failed = sum(r["status"] == "failed" for r in rows)
+    print(f"{artifact}: found {len(rows) - n_failed} finished and {n_failed} failed run(s) under "
+          f"{runs_root / artifact}/ -> {out}" + (f"  (skipped: {notes})" if notes else ""))
+    if spec.get("history"):
+        hist, keys = history_rows([r for r in rows if r["status"] == "finished"])
+        hist_path = results / f"{artifact}_history.csv"
+        write_csv(hist_path, hist, ["run_dir", "experiment", "cell", "seed", *keys])
+        print(f"{artifact}: {len(hist)} evaluation(s) -> {hist_path}")
+    for c in coverage(spec, rows):
+        print(f"  {c['cell']}: {c['finished']} finished, {c['failed']} failed, "
+              f"{c['missing']} missing of {c['planned']} planned seed(s)")
+    return rows
 
 
 def main() -> None:
@@ -129,27 +199,14 @@ def main() -> None:
 
     specs = sorted(args.experiments.glob("*.yaml"))
     if not specs:
-        sys.exit(f"error: no artifact specs in {args.experiments}/")
+        print(f"error: no artifact specs in {args.experiments}/", file=sys.stderr)
+        sys.exit(2)
     for spec_file in specs:
-        spec = yaml.safe_load(spec_file.read_text())
-        artifact = spec["artifact"]
-        rows, skipped = collect(args.runs_root, artifact, spec["sweep"]["presets"], args.keep_duplicates)
-        notes = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
-        out = args.results / f"{artifact}_runs.csv"
-        if not rows:
-            stale = f"; {out} left as it was (stale?)" if out.exists() else ""
-            print(f"{artifact}: no finished runs under {args.runs_root / artifact}/"
-                  + (f" (skipped: {notes})" if notes else "") + stale)
-            continue
-        args.results.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"{artifact}: {len(rows)} run(s) -> {out}" + (f"  (skipped: {notes})" if notes else ""))
-        if skipped["unfinished (no metrics.json)"]:
-            print(f"warning: {artifact}: {skipped['unfinished (no metrics.json)']} run dir(s) without metrics.json "
-                  "(crashed, killed or still running)", file=sys.stderr)
+        try:
+            aggregate(yaml.safe_load(spec_file.read_text()), args.runs_root, args.results, args.keep_duplicates)
+        except SpecError as err:
+            print(f"error: {spec_file}: {err}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

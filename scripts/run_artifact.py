@@ -1,17 +1,27 @@
 """Launch the training sweep behind one paper artifact, as declared in experiments/<name>.yaml.
 
-One Hydra multirun per preset:
-    python train.py -m +experiment=<preset> seed=<seeds> <swept overrides> <budget> runs_root=<root>/<artifact>
-so every run of the artifact lands under ``<runs-root>/<artifact>/<preset>/multirun_<ts>/<job>/``
-(Hydra names the dir after the preset's run_name, which is its file name): where aggregate.py looks.
+One Hydra multirun for the whole artifact, on one of Hydra's launchers:
+    python train.py -m +experiment=<presets> seed=<seeds> <swept overrides> <budget> \
+        runs_root=<root>/<artifact> trainer.resume=auto [hydra/launcher=...]
+so every run lands under ``<runs-root>/<artifact>/multirun_<ts>/<preset>/<overrides>/seed<s>_job<n>/``,
+where aggregate.py looks. ``trainer.resume=auto`` lets a requeued or restarted job continue the
+checkpoint in its own run dir.
+
+Launchers (``--launcher``): ``basic`` (one run after another; the default for --jobs 1),
+``joblib`` (N local processes; the default for --jobs N > 1, OMP_NUM_THREADS = cores // N),
+``submitit_local`` (one local process per run, all at once) and ``slurm``
+(conf/hydra/launcher/slurm.yaml: an array job on a SLURM cluster; set your partition there or
+with --set hydra.launcher.partition=...).
 
     scripts/run_artifact.py experiments/table1.yaml --dry-run
     scripts/run_artifact.py experiments/table1.yaml --only sort_t5,sort_lstm_t5 --seeds 0,1 \\
         --set trainer.max_minutes=2
     scripts/run_artifact.py experiments/figure3.yaml --sweep model.ponder_steps=1,5 --jobs 2
     scripts/run_artifact.py experiments/table1.yaml --fast        # + the spec's `speed` overrides
+    scripts/run_artifact.py experiments/table1.yaml --launcher slurm --set hydra.launcher.partition=gpu
 
-Exits non-zero if any multirun fails or leaves fewer finished runs (metrics.json) than it launched.
+Exits non-zero if the multirun fails or leaves fewer finished runs (metrics.json) than it launched;
+a failed run does not stop the others.
 """
 from __future__ import annotations
 
@@ -21,22 +31,24 @@ import os
 import shlex
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from renderers.common import hydra_value  # noqa: E402
 
 
-def hydra_value(value) -> str:
-    """A YAML value as Hydra's command line spells it (None -> null, True -> true)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
+LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib"], "submitit_local": ["hydra/launcher=submitit_local"],
+             "slurm": ["hydra/launcher=slurm"]}
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, str]:
@@ -44,7 +56,7 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            sys.exit(f"error: {flag} expects KEY=VALUE, got '{item}'")
+            fail(f"{flag} expects KEY=VALUE, got '{item}'")
         out[key] = value
     return out
 
@@ -61,23 +73,23 @@ def plan(spec: dict, args: argparse.Namespace) -> tuple[list[str], list[str], di
         wanted = csv_list(args.only)
         unknown = [p for p in wanted if p not in presets]
         if unknown:
-            sys.exit(f"error: --only {','.join(unknown)} not in this artifact; valid choices: {', '.join(presets)}")
+            fail(f"--only {','.join(unknown)} not in this artifact; valid choices: {', '.join(presets)}")
         presets = [p for p in presets if p in wanted]
     seeds = [str(s) for s in sweep["seeds"]] if args.seeds is None else csv_list(args.seeds)
     swept = {k: [hydra_value(v) for v in vals] for k, vals in (sweep.get("overrides") or {}).items()}
     for key, value in parse_assignments(args.sweep, "--sweep").items():
         if key not in swept:
-            sys.exit(f"error: --sweep {key}: not swept by this artifact; valid choices: {', '.join(swept) or 'none'}")
+            fail(f"--sweep {key}: not swept by this artifact; valid choices: {', '.join(swept) or 'none'}")
         swept[key] = csv_list(value)
     budget = {k: hydra_value(v) for k, v in (spec.get("budget") or {}).items()}
     if args.fast:
         budget.update({k: hydra_value(v) for k, v in (spec.get("speed") or {}).items()})
     for key, value in parse_assignments(args.set, "--set").items():
-        if key in swept or key == "seed":
-            sys.exit(f"error: --set {key}: this key is swept; use --sweep {key}=... or --seeds instead")
+        if key in swept or key in ("seed", "runs_root", "+experiment", "experiment"):
+            fail(f"--set {key}: this key is set by the sweep; use --sweep {key}=..., --seeds, --only or --runs-root")
         budget[key] = value
     if not presets or not seeds or any(not v for v in swept.values()):
-        sys.exit("error: nothing to run (empty preset, seed or sweep list)")
+        fail("nothing to run (empty preset, seed or sweep list)")
     return presets, seeds, swept, budget
 
 
@@ -85,18 +97,36 @@ def finished_runs(root: Path) -> set[Path]:
     return {p.parent for p in root.rglob("metrics.json")} if root.exists() else set()
 
 
-def run_group(cmd: list[str], env: dict, expected: int, preset_root: Path, log: Path | None) -> tuple[bool, str]:
-    """Run one multirun; success means exit 0 and `expected` new metrics.json under preset_root."""
-    before = finished_runs(preset_root)
-    if log is None:
-        rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
-    else:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as f:
-            rc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
-    done = len(finished_runs(preset_root) - before)
-    ok = rc == 0 and done >= expected
-    return ok, f"exit {rc}, {done}/{expected} runs finished" + ("" if log is None else f", log {log}")
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def sweep_command(python: str, presets: list[str], seeds: list[str], swept: dict, budget: dict, runs_root: str,
+                  launcher: str, jobs: int) -> list[str]:
+    """The one multirun that trains every run of the artifact."""
+    cmd = [python, "train.py", "-m", f"+experiment={','.join(presets)}", f"seed={','.join(seeds)}"]
+    cmd += [f"{k}={','.join(v)}" for k, v in swept.items()]
+    cmd += [f"{k}={v}" for k, v in budget.items()]
+    cmd += [f"runs_root={runs_root}", "trainer.resume=auto", *LAUNCHERS[launcher]]
+    if launcher == "joblib":
+        cmd.append(f"hydra.launcher.n_jobs={jobs}")
+    # the sweep dir to the microsecond, chosen here so that it can be reported before the runs start
+    cmd.append(f"hydra.sweep.dir={runs_root}/multirun_{datetime.now():%Y-%m-%d_%H-%M-%S-%f}")
+    return cmd
+
+
+def time_estimate(n_runs: int, jobs: int, budget: dict, launcher: str) -> str:
+    """A plain-words upper bound from the minute budget, when the budget has one."""
+    minutes = budget.get("trainer.max_minutes")
+    if minutes in (None, "null"):
+        return (f"no trainer.max_minutes cap: time is set by trainer.max_steps={budget.get('trainer.max_steps', '?')} "
+                "per run (see the README's time table)")
+    if launcher == "slurm":
+        return f"each run stops after at most {minutes} min of training, however the cluster schedules them"
+    waves = math.ceil(n_runs / jobs) if launcher != "submitit_local" else 1
+    total = waves * float(minutes)
+    return (f"at most {minutes} min of training per run, {waves} wave(s) of {jobs if waves > 1 else n_runs} "
+            f"parallel run(s): up to about {total / 60:.1f} h plus start-up and evaluation")
 
 
 def main() -> None:
@@ -104,19 +134,23 @@ def main() -> None:
     parser.add_argument("spec", type=Path, help="experiments/<artifact>.yaml")
     parser.add_argument("--runs-root", default="runs", help="runs go to <runs-root>/<artifact>/ (default: runs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a budget (or any non-swept config) key, e.g. trainer.max_minutes=2")
+                        help="override a budget (or any non-swept config, or hydra.launcher.*) key, "
+                             "e.g. trainer.max_minutes=2")
     parser.add_argument("--only", metavar="P1,P2", help="run only these presets of the artifact")
     parser.add_argument("--seeds", metavar="S1,S2", help="run these seeds instead of the artifact's")
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                         help="restrict a swept key to these values, e.g. model.ponder_steps=1,5")
     parser.add_argument("--fast", action="store_true",
                         help="add the spec's `speed` overrides (torch.compile of the training step)")
-    parser.add_argument("--jobs", type=int, default=1, help="presets run concurrently (default 1: sequential)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once with the joblib launcher (default 1)")
+    parser.add_argument("--launcher", choices=list(LAUNCHERS), default=None,
+                        help="Hydra launcher (default: basic for --jobs 1, joblib otherwise)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for train.py (default: this one)")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     args = parser.parse_args()
     if args.jobs < 1:
-        sys.exit("error: --jobs must be >= 1")
+        fail("--jobs must be >= 1")
+    launcher = args.launcher or ("joblib" if args.jobs > 1 else "basic")
 
     spec = yaml.safe_load(args.spec.read_text())
     artifact = spec["artifact"]
@@ -124,45 +158,30 @@ def main() -> None:
     root = Path(args.runs_root).resolve() / artifact
     # Relative to the repo when inside it, so config.yaml records e.g. runs/table1, not /home/...
     runs_root = os.path.relpath(root, REPO) if root.is_relative_to(REPO) else str(root)
-    per_preset = len(seeds) * math.prod(len(v) for v in swept.values())
+    n_runs = len(presets) * len(seeds) * math.prod(len(v) for v in swept.values())
 
     env = dict(os.environ)
-    if args.jobs > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = str(max(1, cores // args.jobs))
+    parallel = {"basic": 1, "joblib": args.jobs, "submitit_local": n_runs}.get(launcher)
+    if parallel is not None and parallel > 1:  # N runs at once must not each start a thread per core
+        threads = str(max(1, cores() // parallel))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    groups = []
-    for preset in presets:
-        cmd = [args.python, "train.py", "-m", f"+experiment={preset}", f"seed={','.join(seeds)}"]
-        cmd += [f"{k}={','.join(v)}" for k, v in swept.items()]
-        cmd += [f"{k}={v}" for k, v in budget.items()]
-        cmd += [f"runs_root={runs_root}"]
-        groups.append((preset, cmd))
-
-    print(f"{artifact}: {len(presets)} preset(s) x {per_preset} run(s) -> {runs_root}/"
-          + (f"  [jobs={args.jobs}, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}]" if args.jobs > 1 else ""))
-    for _, cmd in groups:
-        print("  " + shlex.join(cmd))
+    cmd = sweep_command(args.python, presets, seeds, swept, budget, runs_root, launcher, args.jobs)
+    print(f"{artifact}: {len(presets)} preset(s), {n_runs} run(s), launcher {launcher}"
+          + (f", OMP_NUM_THREADS={env['OMP_NUM_THREADS']}" if parallel and parallel > 1 else "")
+          + f" -> {cmd[-1].split('=', 1)[1]}/")
+    print(f"time: {time_estimate(n_runs, args.jobs if launcher == 'joblib' else 1, budget, launcher)}")
+    print("  " + shlex.join(cmd), flush=True)
     if args.dry_run:
         return
 
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-
-    def launch(group):
-        preset, cmd = group
-        log = root / "logs" / f"{preset}_{stamp}.log" if args.jobs > 1 else None
-        if log is not None:
-            print(f"[{preset}] started, log {log}", flush=True)
-        ok, how = run_group(cmd, env, per_preset, root / preset, log)
-        print(f"[{preset}] {'ok' if ok else 'FAILED'}: {how}", flush=True)
-        return preset, ok
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(launch, groups))
-    failed = [p for p, ok in results if not ok]
-    if failed:
-        sys.exit(f"{artifact}: {len(failed)} of {len(results)} preset(s) failed: {', '.join(failed)}")
-    print(f"{artifact}: all {len(results)} preset(s) finished")
+    before = finished_runs(root)
+    rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
+    done = len(finished_runs(root) - before)
+    if rc != 0 or done < n_runs:
+        print(f"{artifact}: multirun exit {rc}, {done} of {n_runs} run(s) finished; "
+              "scripts/aggregate.py lists which failed or are missing", file=sys.stderr)
+        sys.exit(1)
+    print(f"{artifact}: all {n_runs} run(s) finished")
 
 
 if __name__ == "__main__":

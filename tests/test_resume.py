@@ -229,7 +229,8 @@ def test_cli_resume_true_continues_a_previous_run(tmp_path, run_cli):
     written = sorted(root.rglob("metrics.json"))
     assert len(written) == 2
     (second_file,) = [p for p in written if p.parent != first]
-    assert second_file.parent.parent == root / PRESET  # Hydra's default run dir: runs_root/run_name/time
+    # runs_root/run_name/<overrides that name the run>/<time>_seed<seed>
+    assert second_file.parent.parent.parent == root / PRESET
     metrics = json.loads(second_file.read_text())
     assert metrics["resumed_from"] == str(first / CHECKPOINT)
     assert metrics["train/steps"] == 6
@@ -252,12 +253,12 @@ def test_cli_sigterm_checkpoints_and_resume_finishes(tmp_path):
             time.sleep(0.2)
         assert list(root.rglob(CHECKPOINT)), "no checkpoint within 120 s"
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    assert "trainer.resume=true" in err
+    assert "interrupted at step" in out and "checkpoint of step" in out and "trainer.resume=auto" in out, out
     assert not list(root.rglob("metrics.json"))
     (ckpt,) = list(root.rglob(CHECKPOINT))
     step = load(ckpt.parent)["step"]
@@ -293,3 +294,112 @@ def test_stop_request_finishes_the_step_then_checkpoints(monkeypatch, tmp_path, 
     second = tmp_path / "runs" / "second"
     metrics = run_experiment(make_cfg(tmp_path / "runs", "trainer.resume=true"), second)
     check_resumed(first, second, metrics, reference)
+
+
+# ---- trainer.resume=auto: a restarted job continues in its own run dir ---------------------------
+
+def test_resume_auto_continues_in_the_same_dir_bit_identical(tmp_path, monkeypatch, reference):
+    root = tmp_path / "runs"
+    run_dir = run_interrupted(monkeypatch, root)  # the job, killed after its step-4 checkpoint
+    metrics = run_experiment(make_cfg(root, "trainer.resume=auto"), run_dir)  # the requeued job
+    assert metrics["resumed_from"] == str(run_dir / CHECKPOINT)
+    ref_ckpt, ref_metrics = reference
+    assert_same_weights(load(run_dir), ref_ckpt)
+    assert metrics["history"] == [{**h, "seconds": g["seconds"]} for h, g in zip(ref_metrics["history"],
+                                                                                  metrics["history"])]
+
+
+def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path, reference):
+    run_dir = tmp_path / "job"
+    metrics = run_experiment(make_cfg(tmp_path / "runs", "trainer.resume=auto"), run_dir)
+    assert metrics["resumed_from"] is None
+    assert_same_weights(load(run_dir), reference[0])
+
+
+def test_resume_auto_refuses_a_checkpoint_of_another_config(tmp_path, reference):
+    run_dir = tmp_path / "job"
+    run_experiment(make_cfg(tmp_path / "runs", steps=3), run_dir)
+    before = (run_dir / CHECKPOINT).read_bytes()
+    with pytest.raises(ConfigError, match=r"belongs to a different run \(keys differ: hard_fn\)"):
+        run_experiment(make_cfg(tmp_path / "runs", "hard_fn=binary", "trainer.resume=auto"), run_dir)
+    assert (run_dir / CHECKPOINT).read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "other model"])
+def test_a_bad_checkpoint_is_a_clear_error_naming_the_file(damage, tmp_path):
+    run_dir = tmp_path / "job"
+    run_experiment(make_cfg(tmp_path / "runs", steps=3), run_dir)
+    ckpt = run_dir / CHECKPOINT
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    else:
+        state = torch.load(ckpt, weights_only=False)
+        state["model"] = {"fc.weight": torch.zeros(2, 2)}
+        torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match=f"cannot resume from checkpoint {ckpt}"):
+        run_experiment(make_cfg(tmp_path / "runs", steps=6, *["trainer.resume=auto"]), run_dir)
+    assert json.loads((run_dir / "metrics.json").read_text())["train/steps"] == 3  # the old record stays
+
+
+def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
+    """A kill inside torch.save (simulated: it raises) leaves the previous checkpoint as it was."""
+    import dab.checkpoint as checkpoint_module
+
+    run_dir = tmp_path / "job"
+    run_experiment(make_cfg(tmp_path / "runs", steps=3), run_dir)
+    before = (run_dir / CHECKPOINT).read_bytes()
+
+    def dying_save(obj, path):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", dying_save)
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint_module.save_checkpoint(run_dir / CHECKPOINT, model, torch.optim.SGD(model.parameters(), 0.1),
+                                          9, 1.0, [], {})
+    assert (run_dir / CHECKPOINT).read_bytes() == before
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
+    """A real training process killed with SIGKILL (no chance to save) and started again with the
+    same command and run dir, as a requeued cluster job is, ends with the same CPU weights as a
+    run that was never killed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    steps, ckpt_every = 400, 50
+
+    def command(run_dir: Path) -> list[str]:
+        return [sys.executable, "train.py", f"+experiment={PRESET}",
+                *small_overrides(tmp_path / "runs", steps=steps, ckpt_every=ckpt_every, eval_every=100),
+                "trainer.resume=auto", f"hydra.run.dir={run_dir}"]
+
+    reference = tmp_path / "uninterrupted"
+    done = subprocess.run(command(reference), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    job = tmp_path / "job"
+    proc = subprocess.Popen(command(job), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not ((job / CHECKPOINT).exists() and load(job)["step"] >= 2 * ckpt_every):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = load(job)["step"]
+    assert 2 * ckpt_every <= killed_at < steps and not (job / "metrics.json").exists()
+
+    again = subprocess.run(command(job), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {job / CHECKPOINT}" in again.stdout
+    assert load(job)["step"] == steps
+    assert_same_weights(load(job), load(reference))
+    got = json.loads((job / "metrics.json").read_text())
+    want = json.loads((reference / "metrics.json").read_text())
+    assert got["test/all_or_none"] == want["test/all_or_none"] and got["test/per_element"] == want["test/per_element"]

@@ -24,11 +24,12 @@ def test_signum_dense_has_the_reference_layers(tmp_path):
     assert layers[-2].gamma == 10.0 and not layers[-2].loss_to_input
 
 
-# The reference's Signum-Dense at T=15 (PyTorch default init) starts with every Tanh output inside
-# signum's margin: its forward ignores the input until the DAB backward has moved the layers below
-# (measured: per-element accuracy 0.31 after 500 steps, 0.49 after 2,500 with +recipe=fast). We keep
-# the reference model and document this; every other preset is alive from the first step.
-DEAD_AT_INIT_AS_IN_THE_REFERENCE = {"sort_t15"}
+# The reference's Signum-Dense (PyTorch default init) starts with its Tanh outputs inside signum's
+# margin: at T=10 about 0.02% of the bridge inputs exceed it, at T=15 none, so, init by init, the
+# forward may ignore the input. The DAB backward trains it anyway (T=15, +recipe=fast: per-element
+# accuracy 0.31 after 500 steps, 0.49 after 2,500). We keep the reference model and document this;
+# the LSTM (our initialisation) and ELU presets are alive from the first step.
+NEARLY_DEAD_AS_IN_THE_REFERENCE = ("sort_t",)  # every Signum-Dense preset (sort_t5, sort_t10_ste, ...)
 
 
 def init_model(preset, tmp_path):
@@ -44,10 +45,15 @@ def test_output_at_initialisation_depends_on_the_input(preset, tmp_path):
     """A dead bridge (signum all zeros) makes the head see a constant: no input reaches the output."""
     task, model = init_model(preset, tmp_path)
     x, _ = task.train_batch(0)
+    bridge_inputs = []
+    for m in model.modules():
+        if isinstance(m, Bridge):
+            m.register_forward_pre_hook(lambda mod, args: bridge_inputs.append(args[0]))
     with torch.no_grad():
         spread = model(x).std(dim=0).max()  # across samples, per logit
-    if preset in DEAD_AT_INIT_AS_IN_THE_REFERENCE:
-        assert spread == 0
+    if preset.startswith(NEARLY_DEAD_AS_IN_THE_REFERENCE):
+        alive = (bridge_inputs[0].abs() > 0.5).float().mean()
+        assert alive < 1e-3  # the documented property of the reference initialisation
     else:
         assert spread > 1e-3, f"{preset}: output does not depend on the input at initialisation"
 

@@ -1,0 +1,84 @@
+"""Table 1: ours beside the paper's numbers, in %, one row per sequence length T."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from renderers.common import (METRIC_NAMES, coverage_lines, describe, failed_seeds, finished, fmt_ours, fmt_paper,
+                              planned_seeds, provenance, span)
+
+
+def model_label(row: dict) -> str:
+    """The paper's column name for a run: Signum-Dense, Signum-RNN or ELU-Dense."""
+    if row.get("model") is not None:  # CSVs written before the label moved here
+        return row["model"]
+    model, hard, activation = row["model_name"], row["hard_fn"], row.get("activation")
+    if hard == "signum":
+        return {"dense": "Signum-Dense", "lstm": "Signum-RNN"}.get(model, f"Signum-{model}")
+    if hard == "identity" and model == "dense" and activation == "elu":
+        return "ELU-Dense"
+    return f"{hard}-{model}({activation})"
+
+
+def ours_cell(spec: dict, all_rows: list[dict], T: int, model: str, column: str) -> str:
+    """One 'ours' cell in %: finished runs of (T, model), n of the planned seeds, failures."""
+    values = [r[column] for r in finished(all_rows) if r["T"] == T and r["model"] == model]
+    return fmt_ours(values, planned_seeds(spec), failed_seeds(all_rows, T=T, model=model))
+
+
+def report_rows(spec: dict, rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(cell, ours, paper) for results/REPORT.md, in %."""
+    for r in rows:
+        r["model"] = model_label(r)
+    paper = {(c["T"], c["model"]): c for c in spec["paper"]["rows"]}
+    not_run = spec["paper"].get("not_run", {})
+    return [(f"T={T} {model}", ours_cell(spec, rows, T, model, spec["metric"]), fmt_paper(cell))
+            for (T, model), cell in paper.items() if model not in not_run]
+
+
+def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
+    csv_path = results_dir / f"{spec['artifact']}_runs.csv"
+    for r in rows:
+        r["model"] = model_label(r)
+    all_rows, rows = rows, finished(rows)
+    planned = planned_seeds(spec)
+    paper = spec["paper"]
+    metric = spec["metric"]
+    cells = {(c["T"], c["model"]): c for c in paper["rows"]}
+    lengths = sorted({c["T"] for c in paper["rows"]} | {r["T"] for r in rows})
+    not_run = paper.get("not_run", {})
+    ours = [m for m in paper["columns"] if m not in not_run]
+    header = ["T"]
+    for model in paper["columns"]:
+        if model in not_run:
+            header.append(f"{not_run[model]} (paper)")
+        else:
+            header += [f"{model} (ours)", f"{model} (paper)"]
+    lines = [f"# {spec['title']}", "",
+             f"Reproduction of {spec['source']}. **ours** = {METRIC_NAMES.get(metric, metric)} "
+             f"(`{metric}`) in %, mean ± sample std over n seeds; **paper** = the paper's number in %, "
+             f"{paper['note']}. Cells we did not run say \"not run\"; "
+             f"{' and '.join(not_run.values())} are prior work quoted from the paper, not re-run here.", ""]
+    ponder = sorted({r["ponder_steps"] for r in rows if r["model"] == "Signum-RNN"})
+    extra = [f"- Signum-RNN ponder steps: {', '.join(map(str, ponder))}"] if ponder else []
+    lines += describe(rows, csv_path, extra + provenance(spec, all_rows)) + ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for T in lengths:
+        line = [f"T={T}"]
+        for model in paper["columns"]:
+            if model not in not_run:
+                line.append(ours_cell(spec, all_rows, T, model, metric))
+            line.append(fmt_paper(cells.get((T, model))))
+        lines.append("| " + " | ".join(line) + " |")
+    lines += ["", "Final test per-element accuracy (ours only; the paper reports none), % (chance: 100/T):", "",
+              "| T | " + " | ".join(ours) + " |", "|" + "---|" * (len(ours) + 1)]
+    for T in lengths:
+        cells_pe = [ours_cell(spec, all_rows, T, m, "per_element") for m in ours]
+        lines.append(f"| T={T} | " + " | ".join(cells_pe) + " |")
+    lines += ["", "Training steps reached per cell (min–max over seeds), ours:", "",
+              "| T | " + " | ".join(ours) + " |", "|" + "---|" * (len(ours) + 1)]
+    for T in lengths:
+        steps = [span([r["steps"] for r in rows if r["T"] == T and r["model"] == m]) for m in ours]
+        lines.append(f"| T={T} | " + " | ".join("not run" if s == "?" else s for s in steps) + " |")
+    lines += ["", f"Runs per cell ({planned} seeds planned each):", "", *coverage_lines(spec, all_rows)]
+    out = results_dir / "table1.md"
+    out.write_text("\n".join(lines) + "\n")
+    return [out]
