@@ -69,6 +69,7 @@ class OptimizerConfig:
     grad_clip: Optional[float] = None  # max global grad norm; None = off
     schedule: str = "constant"  # learning-rate schedule over trainer.max_steps (dab/schedules.py)
     warmup_steps: int = 0  # linear warm-up from 0 (cosine, constant)
+    warmup_fraction: float = 0.0  # or this fraction of trainer.max_steps, whichever is longer
     final_lr_ratio: float = 0.0  # cosine: the last step's lr as a fraction of lr
 
 
@@ -145,6 +146,8 @@ def validate(cfg: Any) -> None:
     _choice(cfg.task, tuple(FAMILIES), "task")
     _choice(cfg.optimizer.schedule, tuple(SCHEDULES), "optimizer.schedule")
     _at_least(cfg.optimizer.warmup_steps, 0, "optimizer.warmup_steps")
+    if not 0 <= cfg.optimizer.warmup_fraction < 1:
+        raise ConfigError(f"optimizer.warmup_fraction must be in [0, 1), got {cfg.optimizer.warmup_fraction}")
     if not 0 <= cfg.optimizer.final_lr_ratio <= 1:
         raise ConfigError(f"optimizer.final_lr_ratio must be in [0, 1], got {cfg.optimizer.final_lr_ratio}")
     _choice(cfg.dataset.name, DATASETS, "dataset")

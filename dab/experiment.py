@@ -59,10 +59,11 @@ def config_to_dict(cfg: Any) -> dict:
 
 def make_lr_factor(cfg: Any):
     """step -> lr multiplier for ``cfg.optimizer``'s schedule over ``cfg.trainer.max_steps``."""
-    o = cfg.optimizer
-    if o.schedule == "constant" and o.warmup_steps == 0:
+    o, total = cfg.optimizer, cfg.trainer.max_steps
+    warmup = max(o.warmup_steps, round(o.warmup_fraction * total))
+    if o.schedule == "constant" and warmup == 0:
         return None
-    return lambda step: lr_factor(o.schedule, step, cfg.trainer.max_steps, o.warmup_steps, o.final_lr_ratio)
+    return lambda step: lr_factor(o.schedule, step, total, warmup, o.final_lr_ratio)
 
 
 def resume_command(command: str | None, out_dir: Path, *extra: str) -> str:
