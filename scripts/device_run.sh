@@ -1,30 +1,75 @@
 #!/usr/bin/env bash
-# Everything one GPU session should measure, in one command, written under OUT (default results/gpu):
-# the benchmark (throughput, time to 94.2%), then Table 1 (T=5, 10) and Figure 3 at a per-run
-# minute cap with torch.compile, aggregated and rendered with the same pipeline as the CPU results.
+# One GPU session's measurements, in two parts (DAB_PARTS, default "bench,sweeps"), written under
+# OUT (default results/gpu) and packed into OUT/gpu_results.tgz (run records without checkpoints):
+#   bench:  scripts/bench.py (sorting throughput vs the plain reference loop, sort_t10 time to 94.2%),
+#           scripts/bench_autoencoder.py, scripts/bench_classification.py (identity and sort, width 64)
+#   sweeps: Table 1 (fast recipe), the estimator ablation and Figure 3, several runs at once, each
+#           part under a wall-clock cap (DAB_SWEEP_SECONDS) so the command ends in time; cells that
+#           did not finish show as "n=k of 3" in the rendered tables.
 #
-#   source .device-carry/setup.sh && bash scripts/device_run.sh "$OUT"        # on the GPU machine
-#   DAB_MINUTES=0.05 DAB_SEEDS=0 DAB_BENCH_SECONDS=1 bash scripts/device_run.sh /tmp/gpu_smoke   # CPU smoke
-# A device command may run 10 minutes at most: with the defaults (~1 min per run, 4 at a time)
-# each part takes 3-5 minutes, so run DAB_PARTS=bench,table1 and DAB_PARTS=figure3 as two commands
-# if time is short. Runs go to DAB_RUNS_ROOT (default runs_device), never mixed with CPU runs.
-set -euo pipefail
+#   bash scripts/device_run.sh "$OUT"                                              # on the GPU
+#   DAB_SMOKE=1 DAB_PARTS=bench,sweeps bash scripts/device_run.sh /tmp/gpu_smoke   # CPU smoke test
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-results/gpu}
-minutes=${DAB_MINUTES:-1}         # wall-clock cap per training run
-seeds=${DAB_SEEDS:-0,1}
-jobs=${DAB_JOBS:-4}               # small models: several runs share one GPU
-parts=,${DAB_PARTS:-bench,table1,figure3},
-bench_seconds=${DAB_BENCH_SECONDS:-10}
+parts=,${DAB_PARTS:-bench,sweeps},
 py=${PY:-python3}
 runs=${DAB_RUNS_ROOT:-runs_device}
+sweep_s=${DAB_SWEEP_SECONDS:-300}
 mkdir -p "$out"
-common=(--runs-root "$runs" --fast --jobs "$jobs" --set "trainer.max_minutes=$minutes"
-        --set trainer.progress=false --set trainer.eval_every=500)
+log() { echo "[$(date +%T)] $*" | tee -a "$out/device_log.txt"; }
+if [[ -n ${DAB_SMOKE:-} ]]; then  # tiny budgets: checks the plumbing, measures nothing
+  bench_args=(--seconds 1 --tta-minutes 0.05 --tta-steps 50 --eval-every 10 --no-plain-tta)
+  ae_args=(--seconds 1) cls_args=(--seconds 1 --width 8 --workers 1 --images 512)
+  dense=(--set trainer.max_steps=20) lstm=(--set trainer.max_steps=5) fig3=(--set trainer.max_steps=5)
+  small=(--set dataset.test_size=256 --set trainer.eval_every=10)
+else
+  bench_args=(--seconds 6 --tta-experiment sort_t10 --tta-target 0.942 --tta-minutes 2 --tta-steps 120000
+              --eval-every 5000 --no-plain-tta)
+  ae_args=(--seconds 8 --compile) cls_args=(--seconds 8 --width 64 --compile)
+  dense=(--set trainer.max_steps=30000) lstm=(--set trainer.max_steps=10000) fig3=(--set trainer.max_steps=5000)
+  small=()
+fi
+common=(--runs-root "$runs" "${small[@]}")  # 6+3+4+3 = 16 runs at once: one per CPU core
+log "device: $($py -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
 
-[[ $parts == *,bench,* ]] && $py scripts/bench.py --seconds "$bench_seconds" --tta-minutes 2 --eval-every 250 --out "$out" | tee "$out/bench_stdout.txt"
-[[ $parts == *,table1,* ]] && $py scripts/run_artifact.py experiments/table1.yaml "${common[@]}" --seeds "$seeds" \
-    --only sort_t5,sort_t10,sort_lstm_t5,sort_lstm_t10,sort_elu_t5,sort_elu_t10
-[[ $parts == *,figure3,* ]] && $py scripts/run_artifact.py experiments/figure3.yaml "${common[@]}" --seeds "${seeds%%,*}"
-$py scripts/aggregate.py --runs-root "$runs" --results "$out"
-$py scripts/make_figures.py --results "$out"
+if [[ $parts == *,bench,* ]]; then
+  log "bench: sorting"
+  timeout 240 $py scripts/bench.py "${bench_args[@]}" --out "$out/bench" 2>&1 | tee -a "$out/device_log.txt"
+  log "bench: autoencoder"
+  timeout 90 $py scripts/bench_autoencoder.py "${ae_args[@]}" --out "$out/bench" 2>&1 | tee -a "$out/device_log.txt"
+  log "bench: classification"
+  timeout 120 $py scripts/bench_classification.py "${cls_args[@]}" --out "$out/bench/bench_classification.json" \
+    2>&1 | tee -a "$out/device_log.txt"
+fi
+
+if [[ $parts == *,sweeps,* ]]; then
+  # Table 1's dense and LSTM cells, the two extra ablation columns (its DAB and ELU columns are the
+  # very same runs as Table 1's and are copied from there) and Figure 3, all at once.
+  log "sweeps: start (cap ${sweep_s}s)"
+  timeout "$sweep_s" $py scripts/run_artifact.py experiments/table1.yaml "${common[@]}" "${dense[@]}" --jobs 6 \
+    --only sort_t5,sort_t10,sort_t15,sort_elu_t5,sort_elu_t10,sort_elu_t15 > "$out/sweep_table1_dense.txt" 2>&1 &
+  timeout "$sweep_s" $py scripts/run_artifact.py experiments/table1.yaml "${common[@]}" "${lstm[@]}" --jobs 3 \
+    --only sort_lstm_t5,sort_lstm_t10,sort_lstm_t15 > "$out/sweep_table1_lstm.txt" 2>&1 &
+  timeout "$sweep_s" $py scripts/run_artifact.py experiments/ablation_estimators.yaml "${common[@]}" "${dense[@]}" --jobs 4 \
+    --only sort_t5_loss_to_input,sort_t5_ste,sort_t10_loss_to_input,sort_t10_ste > "$out/sweep_ablation.txt" 2>&1 &
+  timeout "$sweep_s" $py scripts/run_artifact.py experiments/figure3.yaml "${common[@]}" "${fig3[@]}" --jobs 3 --seeds 0 \
+    > "$out/sweep_figure3.txt" 2>&1 &
+  wait
+  log "sweeps: done; copying Table 1's DAB and ELU runs at T=5, 10 into the ablation"
+  $py - "$runs" <<'PY'
+import shutil, sys, yaml
+from pathlib import Path
+runs = Path(sys.argv[1])
+for cfg_file in (runs / "table1").rglob("config.yaml"):
+    cfg = yaml.safe_load(cfg_file.read_text())
+    if cfg["run_name"] in ("sort_t5", "sort_t10", "sort_elu_t5", "sort_elu_t10") and (cfg_file.parent / "metrics.json").exists():
+        dest = runs / "ablation_estimators" / "from_table1" / cfg_file.parent.relative_to(runs / "table1")
+        shutil.copytree(cfg_file.parent, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint.pt"))
+PY
+  $py scripts/aggregate.py --runs-root "$runs" --results "$out" 2>&1 | tail -40 | tee -a "$out/device_log.txt"
+  $py scripts/make_figures.py --results "$out" 2>&1 | tail -10 | tee -a "$out/device_log.txt"
+fi
+tar czf "$out/gpu_results.tgz" --exclude=checkpoint.pt --exclude='*.tmp' "$runs" "$out"/*.md "$out"/*.csv "$out"/*.png \
+  "$out/bench" 2>/dev/null
+log "packed $(du -h "$out/gpu_results.tgz" | cut -f1)"

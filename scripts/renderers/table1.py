@@ -79,6 +79,6 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
         steps = [span([r["steps"] for r in rows if r["T"] == T and r["model"] == m]) for m in ours]
         lines.append(f"| T={T} | " + " | ".join("not run" if s == "?" else s for s in steps) + " |")
     lines += ["", f"Runs per cell ({planned} seeds planned each):", "", *coverage_lines(spec, all_rows)]
-    out = results_dir / "table1.md"
+    out = results_dir / f"{spec['artifact']}.md"
     out.write_text("\n".join(lines) + "\n")
     return [out]

@@ -1,0 +1,48 @@
+"""Estimator ablation (beyond the paper): one row per T, one column per estimator, in %."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from renderers.common import (coverage_lines, describe, failed_seeds, finished, fmt_ours, planned_seeds,
+                              provenance)
+
+COLUMNS = ("DAB (reference)", "DAB, loss_to_input", "straight-through", "ELU-Dense (no hard fn)")
+
+
+def variant(row: dict) -> str:
+    if row["hard_fn"] == "identity":
+        return COLUMNS[3]
+    if row["estimator"] == "ste":
+        return COLUMNS[2]
+    return COLUMNS[1] if row["loss_to_input"] else COLUMNS[0]
+
+
+def cell(spec: dict, rows: list[dict], T: int, name: str, metric: str) -> str:
+    values = [r[metric] for r in finished(rows) if r["T"] == T and r["variant"] == name]
+    return fmt_ours(values, planned_seeds(spec), failed_seeds(rows, T=T, variant=name))
+
+
+def report_rows(spec: dict, rows: list[dict]) -> list[tuple[str, str, str]]:
+    for r in rows:
+        r["variant"] = variant(r)
+    return [(f"T={T} {name}", cell(spec, rows, T, name, spec["metric"]), "—")
+            for T in sorted({r["T"] for r in rows}) for name in COLUMNS]
+
+
+def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
+    csv_path = results_dir / f"{spec['artifact']}_runs.csv"
+    for r in rows:
+        r["variant"] = variant(r)
+    lengths = sorted({r["T"] for r in rows})
+    header = "| T | " + " | ".join(COLUMNS) + " |"
+    rule = "|---" * (len(COLUMNS) + 1) + "|"
+    lines = [f"# {spec['title']}", "", f"Source: {spec['source']}.", "",
+             *describe(finished(rows), csv_path), *provenance(spec, rows), "",
+             "Final test all-or-none accuracy, %, mean ± std over seeds:", "", header, rule]
+    lines += [f"| {T} | " + " | ".join(cell(spec, rows, T, c, "all_or_none") for c in COLUMNS) + " |" for T in lengths]
+    lines += ["", "Final test per-element accuracy, %:", "", header, rule]
+    lines += [f"| {T} | " + " | ".join(cell(spec, rows, T, c, "per_element") for c in COLUMNS) + " |" for T in lengths]
+    lines += ["", f"Runs per cell ({planned_seeds(spec)} seeds planned each):", "", *coverage_lines(spec, rows)]
+    out = results_dir / f"{spec['artifact']}.md"
+    out.write_text("\n".join(lines) + "\n")
+    return [out]
