@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt:
         print("interrupted: continue from the last checkpoint with trainer.resume=true", file=sys.stderr)
         sys.exit(130)
-    return metrics["test/all_or_none"]
+    return metrics[metrics["objective"]]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     """Write atomically (tmp file + rename) so a kill mid-write leaves the previous checkpoint."""
     state = {
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
         "step": step,
         "train_seconds": train_seconds,
         "history": history,
@@ -36,7 +36,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     """Restore model, optimizer and RNG state in place; returns the checkpoint's other fields."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng_cpu"])
     if state["rng_cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])

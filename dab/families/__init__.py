@@ -24,6 +24,7 @@ from dab.errors import ConfigError
 
 FAMILIES = {
     "sort": "dab.families.sorting",
+    "autoencode": "dab.families.autoencoding",
 }
 
 
