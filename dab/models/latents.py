@@ -90,7 +90,8 @@ class RelaxedLatent(nn.Module):
         logits = h.view(h.shape[0], self.units, self.categories)
         logq = F.log_softmax(logits, -1)
         kl = (logq.exp() * (logq + math.log(self.categories))).sum((1, 2))
-        gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(1e-10, 1.0)).clamp_min(1e-10))
+        u = torch.rand_like(logits).clamp_(1e-10, 1 - 1e-7)
+        gumbel = -torch.log(-torch.log(u))
         if self.training:
             code = F.softmax((logits + gumbel) / self.tau, -1)
         else:
