@@ -211,12 +211,13 @@ def make_autoencoder(cfg: Any, shape: tuple[int, int, int]) -> tuple[Autoencoder
 def build(cfg: Any, device: torch.device) -> tuple[AutoencodingTask, Autoencoder]:
     d = cfg.dataset
     shape = image_shape(d.name, d.image_size)
-    model, units, bits = make_autoencoder(cfg, shape)  # a too-small bpp fails before any data loads
+    latent_size(cfg.model.bpp, shape, cfg.latent.name, cfg.latent.categories)  # a too-small bpp fails first
     if d.name == "imagenet":
         train = LoaderImages(imagenet_loader(d.root, d.image_size, d.batch_size, True, d.workers), device)
         test = LoaderImages(imagenet_loader(d.root, d.image_size, d.batch_size, False, d.workers), device)
     else:
         train = DeviceImages(load_image_split(d.name, d.root, True, device), d.batch_size, cfg.seed)
         test = DeviceImages(load_image_split(d.name, d.root, False, device), d.batch_size, cfg.seed)
+    model, units, bits = make_autoencoder(cfg, shape)
     task = AutoencodingTask(model, train, test, units, bits, shape, d.test_size, d.probe_size, cfg.latent)
     return task, model
