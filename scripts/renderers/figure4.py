@@ -29,7 +29,7 @@ def cell(values: list[float]) -> str:
     if not values:
         return "not run"
     m, s = mean_std(values)
-    return f"{m:.3f} ± {s:.3f} (n={len(values)})"
+    return f"{m:.3f} ± {s:.3f} (n={len(values)})" if len(values) > 1 else f"{m:.3f} (n=1)"
 
 
 def groups(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -90,7 +90,7 @@ def plot(spec: dict, rows: list[dict], path: Path) -> Path:
                 if pts:
                     ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
                                 marker="o", capsize=3, label=LEGEND.get(v, v))
-            ax.set(xlabel="bits per pixel", ylabel=label, title=f"{DATASET_NAMES.get(d, d)}")
+            ax.set(xlabel="bits per pixel", ylabel=label, title=f"{DATASET_NAMES.get(d, d)}", xscale="log")
             if not ax.lines:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
             else:
