@@ -70,6 +70,17 @@ def test_every_latent_variant_trains_and_reports_its_metrics(latent, tmp_path, s
     assert ("test/kl" in m) == (latent in ("bernoulli", "discrete"))
     assert ("test/threshold_tau" in m) == (latent == "threshold")
     assert m["test/recon_loss"] > 0 and m["test/bits"] <= 0.1 * 784 + 1e-9
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # parameter-free threshold included
+
+
+def test_a_parameter_free_run_resumes_from_its_checkpoint(tmp_path, synthetic_data):
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=threshold", *ae_overrides(tmp_path)])
+    first = run_experiment(cfg, tmp_path / "a")
+    again = compose_config(["+experiment=vae_fmnist", "latent=threshold", *ae_overrides(tmp_path),
+                            f"trainer.resume_from={tmp_path / 'a'}"])
+    second = run_experiment(again, tmp_path / "b")
+    assert second["resumed_from"] and second["train/steps"] == 0
+    assert second["test/ms_ssim"] == first["test/ms_ssim"]
 
 
 def test_ms_ssim_wrapper_on_small_images():
