@@ -83,9 +83,11 @@ class LoaderImages:
         self.loader, self.device, self._it = loader, device, None
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._it is None:
+            self._it = iter(self.loader)
         try:
             x, y = next(self._it)
-        except (StopIteration, TypeError):
+        except StopIteration:  # next epoch
             self._it = iter(self.loader)
             x, y = next(self._it)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
