@@ -246,3 +246,23 @@ def test_each_preset_trains_on_synthetic_data_and_learns(preset, tmp_path, synth
         x = torch.cat([x for x, _ in task.test.chunks(64)])
         mean = torch.cat([x for x, _ in task.train.chunks(512)]).mean(0, keepdim=True).clamp(1e-4, 1 - 1e-4)
         assert m["test/recon_loss"] < float(ae.reconstruction_nll(torch.logit(mean).expand_as(x), x).mean())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("latent", LATENT_NAMES)
+def test_real_fashion_mnist_short_run_beats_mean_image_and_chance(latent, tmp_path):
+    """The README's CPU check in small: 200 steps on the real data (about a minute per variant)."""
+    if not (REPO / "data" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not under data/FashionMNIST/raw (run `make data`)")
+    cfg = compose_config(["+experiment=vae_fmnist", f"latent={latent}", f"dataset.root={REPO / 'data'}",
+                          "model.widths=[16,32,32]", "dataset.test_size=1000", "dataset.probe_size=2000",
+                          "trainer.max_steps=200", "trainer.eval_every=200", "trainer.ckpt_every=200",
+                          "trainer.progress=false", "trainer.device=cpu", f"runs_root={tmp_path / 'runs'}"])
+    m = run_experiment(cfg, tmp_path / "run")
+    task, _ = ae.build(cfg, torch.device("cpu"))
+    x = torch.cat([x for x, _ in task.test.chunks(1000)])
+    mean = (task.train.split.images.float() / 255).mean(0, keepdim=True).clamp(1e-4, 1 - 1e-4)
+    assert m["test/ms_ssim"] > float(ms_ssim_upsampled(mean.expand_as(x), x).mean())
+    if latent != "threshold":  # near-binary reconstructions pay a large NLL on grey pixels
+        assert m["test/recon_loss"] < float(ae.reconstruction_nll(torch.logit(mean).expand_as(x), x).mean())
+    assert m["test/linear_acc"] > 0.3
