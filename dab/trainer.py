@@ -140,7 +140,8 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     model.train()
     t0 = time.perf_counter() - state.train_seconds
     try:
-        while optimizer is not None and state.step < trainer_cfg.max_steps and (budget_s is None or state.train_seconds < budget_s):
+        while (optimizer is not None and state.step < trainer_cfg.max_steps
+               and (budget_s is None or state.train_seconds < budget_s)):
             in_step = True
             batch = task.train_batch(state.step)
             if lr_factor is not None:
