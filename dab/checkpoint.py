@@ -20,7 +20,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     state = {
         "skipped_steps": skipped_steps,
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
         "step": step,
         "train_seconds": train_seconds,
         "history": history,
@@ -47,7 +47,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         if missing:
             raise ValueError(f"not a DAB checkpoint (no {', '.join(missing)})")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"cannot resume from checkpoint {path}: {reason}; delete it to start fresh, "

@@ -14,12 +14,15 @@ from dab.bridge import ESTIMATORS
 from dab.errors import ConfigError
 from dab.hard_fns import HARD_FN_NAMES
 from dab.families import FAMILIES
+from dab.image_data import IMAGE_DATASETS
 from dab.losses import DAB_LOSSES
+from dab.models.autoencoders import AUTOENCODER_MODELS
+from dab.models.latents import LATENT_NAMES
 from dab.models.sorting import ACTIVATIONS
 from dab.schedules import SCHEDULES
 
-DATASETS = ("sort", "cifar10", "fmnist32")
-MODELS = ("dense", "lstm", "resnet18")
+DATASETS = ("sort",) + IMAGE_DATASETS
+MODELS = ("dense", "lstm", "resnet18") + AUTOENCODER_MODELS
 CLASSIFY_DATASETS = ("cifar10", "fmnist32")  # task classify: 32x32 RGB images, 10 classes
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
@@ -38,6 +41,10 @@ class DatasetConfig:
     crop_pad: int = 4  # classify: on-device random crop after zero-padding by this much; 0 = off
     flip: bool = True  # classify: on-device random horizontal flip
     emd_batch: int = 0  # classify: test images on which test/emd is measured at each evaluation; 0 = off
+    # autoencode: test_size = test images scored (a fixed subsample when smaller than the split)
+    probe_size: int = 10000  # autoencode: training images (a fixed subsample) the linear probe is fitted on
+    image_size: int = 512  # imagenet: resize + center-crop side (the paper: 512)
+    workers: int = 8  # imagenet: DataLoader worker processes
 
 
 @dataclass
@@ -51,6 +58,21 @@ class ModelConfig:
     width: int = 64  # resnet18: channels of the first stage (stages: w, 2w, 4w, 8w); 64 = standard
     hard_fn_after: int = 4  # resnet18: residual stage (1..4) whose output goes through the bridge
     channels_last: bool = False  # resnet18: NHWC memory layout (faster convolutions on CUDA)
+    # autoencode: widths = conv channels per encoder stage (mirrored by conv_unet's decoder),
+    # hidden = the dense decoder's width, bpp = the latent's bit budget per pixel (C*H*W values)
+    bpp: float = 0.1
+
+
+@dataclass
+class LatentConfig:
+    """autoencode: the discrete latent variant (dab/models/latents.py); it also fixes the hard
+    function and estimator, so hard_fn.name and dab.estimator are not read (hard_fn.eps is)."""
+    name: str = "dab_binary"
+    categories: int = 8  # discrete: K of each Gumbel-softmax variable (log2 K bits)
+    # bernoulli/discrete: tau = max(tau_min, exp(-anneal_rate * step)), set every anneal_every steps
+    tau_min: float = 0.5
+    anneal_rate: float = 3e-6
+    anneal_every: int = 10
 
 
 @dataclass
@@ -110,6 +132,7 @@ class Config:
     hard_fn: HardFnConfig = field(default_factory=HardFnConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     dab: DabConfig = field(default_factory=DabConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     run_name: str = "default"  # groups run dirs: runs_root/run_name/<timestamp>
@@ -182,6 +205,26 @@ def validate(cfg: Any) -> None:
         _at_least(getattr(cfg.trainer, key), 1, f"trainer.{key}")
     if cfg.trainer.max_minutes is not None and cfg.trainer.max_minutes <= 0:
         raise ConfigError(f"trainer.max_minutes must be > 0 or null, got {cfg.trainer.max_minutes}")
+    if cfg.task == "autoencode":
+        _validate_autoencode(cfg)
+
+
+def _validate_autoencode(cfg: Any) -> None:
+    _choice(cfg.dataset.name, IMAGE_DATASETS, "dataset for task autoencode")
+    _choice(cfg.model.name, AUTOENCODER_MODELS, "model for task autoencode")
+    _choice(cfg.latent.name, LATENT_NAMES, "latent")
+    if cfg.dab.estimator != "dab":
+        raise ConfigError("for task autoencode the latent variant picks the estimator (dab.estimator is not read); "
+                          "for the straight-through estimator use latent=ste_binary or latent=ste_signum")
+    if cfg.model.bpp is None or cfg.model.bpp <= 0:
+        raise ConfigError(f"model.bpp must be > 0, got {cfg.model.bpp}")
+    _at_least(cfg.latent.categories, 2, "latent.categories")
+    _at_least(cfg.latent.tau_min, 0, "latent.tau_min")
+    _at_least(cfg.latent.anneal_rate, 0, "latent.anneal_rate")
+    _at_least(cfg.latent.anneal_every, 1, "latent.anneal_every")
+    _at_least(cfg.dataset.probe_size, 10, "dataset.probe_size")
+    _at_least(cfg.dataset.image_size, 32, "dataset.image_size")
+    _at_least(cfg.dataset.workers, 0, "dataset.workers")
 
 
 def _validate_classify(cfg: Any) -> None:

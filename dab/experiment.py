@@ -117,7 +117,10 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
     torch.manual_seed(cfg.seed)
     task, model = build_task(cfg, device)
     model.to(device)
-    optimizer = make_optimizer(cfg.optimizer.name, model.parameters(), cfg.optimizer.lr, cfg.optimizer.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # a model with nothing to train (a training-free baseline) is evaluated once, with no steps
+    optimizer = (make_optimizer(cfg.optimizer.name, trainable, cfg.optimizer.lr, cfg.optimizer.weight_decay)
+                 if trainable else None)
     resume_path = resolve_resume(cfg.trainer, Path(cfg.runs_root), config, out_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +157,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         "device": hardware_name(device),
         "seed": cfg.seed,
         "experiment": cfg.run_name,
+        "objective": task.objective,
         "torch": torch.__version__,
         "resumed_from": None if resume_path is None else str(resume_path),
         "command": command,

@@ -126,6 +126,15 @@ def load_image_split(name: str, root: str | os.PathLike | None, train: bool, dev
     return ImageSplit(images.to(device), labels.to(device))
 
 
+def image_shape(name: str, image_size: int = 512) -> tuple[int, int, int]:
+    """Per-sample [C, H, W] of a data set, known before loading it (imagenet: ``image_size``)."""
+    shapes = {"fmnist": (1, 28, 28), "fmnist32": (3, 32, 32), "cifar10": (3, 32, 32),
+              "imagenet": (3, image_size, image_size)}
+    if name not in shapes:
+        raise ConfigError(f"unknown image data set '{name}'; valid choices: {', '.join(IMAGE_DATASETS)}")
+    return shapes[name]
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B, C, H, W] -> float32 in [0, 1], on the same device."""
     return images.float().div_(255.0)

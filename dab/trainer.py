@@ -160,6 +160,7 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
           device: torch.device, out_dir: Path, config: dict, resume_path: Path | None = None,
           writer: Any = None, lr_factor: Callable[[int], float] | None = None) -> TrainState:
     """Train until ``trainer_cfg.max_steps`` or ``max_minutes``; checkpoint to ``out_dir``.
+    ``optimizer=None`` (a model without trainable parameters) takes no steps: evaluate and save.
 
     ``lr_factor(step)`` scales every param group's initial lr at each step (a schedule that is a
     pure function of the step, so resuming needs no scheduler state).
@@ -184,8 +185,9 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     if trainer_cfg.compile:
         forward_loss = compile_forward_loss(forward_loss, device)
     params = list(model.parameters())
-    base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-    for g, lr in zip(optimizer.param_groups, base_lrs):
+    groups = [] if optimizer is None else optimizer.param_groups
+    base_lrs = [g.get("initial_lr", g["lr"]) for g in groups]
+    for g, lr in zip(groups, base_lrs):
         g["initial_lr"] = lr
     budget_s = None if trainer_cfg.max_minutes is None else 60.0 * trainer_cfg.max_minutes
     ckpt_path = out_dir / CHECKPOINT
@@ -231,7 +233,8 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     # log lines (evaluations, warnings) go above the progress bar instead of through it
     with logging_redirect_tqdm() if trainer_cfg.progress else contextlib.nullcontext():
         try:
-            while state.step < trainer_cfg.max_steps and (budget_s is None or state.train_seconds < budget_s):
+            while (optimizer is not None and state.step < trainer_cfg.max_steps  # no optimizer: nothing to train
+                   and (budget_s is None or state.train_seconds < budget_s)):
                 in_step = True
                 batch = task.train_batch(state.step)
                 if lr_factor is not None:

@@ -16,6 +16,13 @@ CONF_DIR = REPO / "conf"
 PRESET_DIR = CONF_DIR / "experiment"
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
+
+def presets_for_task(task: str) -> list[str]:
+    """The presets whose ``task`` (default ``sort``) is ``task``."""
+    import yaml
+
+    return [p for p in PRESETS if (yaml.safe_load((PRESET_DIR / f"{p}.yaml").read_text()).get("task") or "sort") == task]
+
 # Tiny tensors: one thread is faster than two, keeps runs bit-reproducible, and leaves the
 # second core of a shared machine alone.
 torch.set_num_threads(1)

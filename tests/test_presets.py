@@ -6,7 +6,7 @@ import yaml
 
 from dab.experiment import run_experiment
 
-from conftest import PRESET_DIR, PRESETS, compose_config, small_overrides
+from conftest import PRESET_DIR, PRESETS, compose_config, presets_for_task, small_overrides
 
 
 def test_presets_are_discovered():
@@ -30,8 +30,7 @@ def test_preset_sets_its_own_run_name(preset):
     assert body.get("run_name") == preset
 
 
-# classify_* presets need image data: tests/test_classification.py trains each on synthetic images
-@pytest.mark.parametrize("preset", [p for p in PRESETS if not p.startswith("classify_")])
+@pytest.mark.parametrize("preset", presets_for_task("sort"))  # other families test their own
 def test_preset_trains_a_few_steps_on_cpu(preset, tmp_path):
     cfg = compose_config([f"+experiment={preset}", *small_overrides(tmp_path / "runs")])
     assert cfg.run_name == preset

@@ -25,6 +25,7 @@ from dab.errors import ConfigError
 FAMILIES = {
     "sort": "dab.families.sorting",
     "classify": "dab.families.classification",
+    "autoencode": "dab.families.autoencoding",
 }
 
 

@@ -1,0 +1,139 @@
+"""Figures 4 and 5: MS-SSIM and linear-probe accuracy vs bits per pixel, mean ± std over seeds,
+one row of panels per data set, the paper's legend names; a markdown table of the same numbers
+and a grid of test reconstructions per variant (from each run's reconstructions.png).
+
+Rows need the spec's columns ``dataset``, ``variant``, ``bpp_target``, ``bpp``, ``ms_ssim``,
+``linear_acc`` besides the standard ones (run_dir, seed, status, steps, device, max_steps, ...).
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+LEGEND = {"dab_binary": "dab-binary", "dab_signum": "dab-signum", "dab_bernoulli": "dab-bernoulli",
+          "bernoulli": "bernoulli", "discrete": "discrete", "threshold": "threshold",
+          "ste_binary": "ste-binary (ours)", "ste_signum": "ste-signum (ours)"}
+DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "imagenet": "ImageNet"}
+METRICS = {"ms_ssim": "test MS-SSIM", "linear_acc": "linear-probe test accuracy"}
+
+
+def finished(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("status") in (None, "finished") and r.get("ms_ssim") is not None]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    m, s = mean_std(values)
+    return f"{m:.3f} ± {s:.3f} (n={len(values)})" if len(values) > 1 else f"{m:.3f} (n=1)"
+
+
+def groups(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """(dataset, variant, bpp_target) -> its finished runs (one per seed)."""
+    out: dict[tuple, list[dict]] = {}
+    for r in finished(rows):
+        out.setdefault((r["dataset"], r["variant"], float(r["bpp_target"])), []).append(r)
+    return out
+
+
+def planned(spec: dict) -> tuple[list[str], list[str], list[float]]:
+    """Data sets (from the presets' names), variants and bpp levels the spec sweeps."""
+    over = spec["sweep"].get("overrides") or {}
+    datasets = [p.removeprefix("vae_") for p in spec["sweep"]["presets"]]
+    return datasets, list(over.get("latent", LEGEND)), [float(b) for b in over.get("model.bpp", [])]
+
+
+def header(spec: dict, rows: list[dict]) -> list[str]:
+    done = finished(rows)
+    def values(key):
+        return ", ".join(sorted({str(r.get(key)) for r in done})) or "none"
+    return [f"# {spec['title']}", "",
+            f"Source: {spec['source']}. Ours: {len(done)} finished run(s); hardware: {values('device')}; "
+            f"budget: max_steps {values('max_steps')}, max_minutes {values('max_minutes')}; seeds: {values('seed')}. "
+            "MS-SSIM after bilinear upsampling to 176x176 (not comparable with the paper's values); "
+            "linear probe: logistic regression on the hard codes of a fixed training subsample, scored on the test set. "
+            "'not run' = no finished run (CIFAR-10 and ImageNet were not run here).", ""]
+
+
+def table(spec: dict, rows: list[dict]) -> list[str]:
+    datasets, variants, levels = planned(spec)
+    g = groups(rows)
+    lines = ["| data set | variant | bpp (target) | bpp (used) | MS-SSIM | linear acc. |", "|---|---|---|---|---|---|"]
+    for d in datasets:
+        for v in variants:
+            for b in levels or sorted({k[2] for k in g if k[:2] == (d, v)}):
+                runs = g.get((d, v, b), [])
+                used = f"{runs[0]['bpp']:.4g}" if runs and runs[0].get("bpp") is not None else "—"
+                lines.append(f"| {DATASET_NAMES.get(d, d)} | {LEGEND.get(v, v)} | {b:g} | {used} | "
+                             f"{cell([r['ms_ssim'] for r in runs])} | {cell([r['linear_acc'] for r in runs])} |")
+    return lines
+
+
+def plot(spec: dict, rows: list[dict], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets, variants, _ = planned(spec)
+    g = groups(rows)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.6 * len(datasets)), squeeze=False)
+    for i, d in enumerate(datasets):
+        for j, (metric, label) in enumerate(METRICS.items()):
+            ax = axes[i][j]
+            for v in variants:
+                pts = sorted((b, mean_std([r[metric] for r in runs])) for (dd, vv, b), runs in g.items()
+                             if (dd, vv) == (d, v))
+                if pts:
+                    ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
+                                marker="o", capsize=3, label=LEGEND.get(v, v))
+            ax.set(xlabel="bits per pixel", ylabel=label, title=f"{DATASET_NAMES.get(d, d)}", xscale="log")
+            if not ax.lines:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def reconstruction_grid(rows: list[dict], path: Path, bpp: float = 0.1) -> Path | None:
+    """One row per variant: the first-seed run nearest ``bpp`` of the first data set, its
+    reconstructions.png (originals above reconstructions)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    picks = {}
+    for r in sorted(finished(rows), key=lambda r: (abs(float(r["bpp_target"]) - bpp), r["seed"])):
+        png = Path(str(r.get("run_dir"))) / "reconstructions.png"
+        if png.is_file():
+            picks.setdefault((r["dataset"], r["variant"]), (r, png))
+    if not picks:
+        return None
+    fig, axes = plt.subplots(len(picks), 1, figsize=(8, 1.4 * len(picks)), squeeze=False)
+    for ax, ((d, v), (r, png)) in zip(axes[:, 0], sorted(picks.items())):
+        ax.imshow(mpimg.imread(png), cmap="gray")
+        ax.set_axis_off()
+        ax.set_title(f"{DATASET_NAMES.get(d, d)} {LEGEND.get(v, v)} at bpp {r['bpp_target']:g} (seed {r['seed']})",
+                     fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    name = spec["artifact"]
+    md = results_dir / f"{name}.md"
+    md.write_text("\n".join(header(spec, rows) + table(spec, rows)) + "\n")
+    outputs = [md, plot(spec, rows, results_dir / f"{name}.png")]
+    grid = reconstruction_grid(rows, results_dir / f"{name}_reconstructions.png")
+    return outputs + ([grid] if grid is not None else [])

@@ -1,0 +1,67 @@
+"""Figure 4 and 5 renderers on hand-made CSV rows: panels, mean ± std table, 'not run' cells,
+the reconstruction grid."""
+import importlib
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def rows_for(tmp_path, with_png: bool):
+    from PIL import Image
+
+    rows = []
+    for seed, (ssim, acc) in enumerate([(0.70, 0.60), (0.80, 0.70)]):
+        for variant in ("dab_binary", "bernoulli"):
+            run = tmp_path / f"{variant}_{seed}"
+            run.mkdir()
+            if with_png:
+                Image.new("RGB", (240, 62), (seed * 100, 50, 50)).save(run / "reconstructions.png")
+            rows.append({"run_dir": str(run), "experiment": "vae_fmnist", "seed": seed, "status": "finished",
+                         "steps": 300, "wall_seconds": 100.0, "device": "test CPU", "max_steps": 300,
+                         "max_minutes": None, "dataset": "fmnist", "variant": variant, "bpp_target": 0.1,
+                         "bpp": 0.0995, "bits": 78.0, "ms_ssim": ssim - (variant == "bernoulli") * 0.1,
+                         "linear_acc": acc, "recon_loss": 250.0})
+    rows.append({**rows[0], "seed": 2, "status": "failed", "ms_ssim": None, "linear_acc": None})
+    return rows
+
+
+def test_figure4_renders_panels_table_and_grid(tmp_path):
+    spec = yaml.safe_load((REPO / "experiments" / "figure4.yaml").read_text())
+    render = importlib.import_module("renderers.figure4").render
+    out = render(spec, rows_for(tmp_path, with_png=True), tmp_path / "results")
+    names = {p.name for p in out}
+    assert names == {"figure4.md", "figure4.png", "figure4_reconstructions.png"}
+    assert all(p.stat().st_size > 0 for p in out)
+    md = (tmp_path / "results" / "figure4.md").read_text()
+    line = next(x for x in md.splitlines() if "| dab-binary | 0.1 |" in x and "Fashion-MNIST" in x)
+    assert "0.750 ± 0.071 (n=2)" in line and "0.650 ± 0.071 (n=2)" in line  # failed seed 2 left out
+    assert "| bernoulli | 0.1 | 0.0995 | 0.650 ± 0.071 (n=2)" in md
+    assert "| CIFAR-10 | dab-binary | 0.1 | — | not run | not run |" in md
+    assert "| Fashion-MNIST | discrete | 0.02 | — | not run | not run |" in md
+    assert "test CPU" in md and "max_steps 300" in md
+
+
+def test_figure5_renders_one_bpp_level_without_pngs(tmp_path):
+    spec = yaml.safe_load((REPO / "experiments" / "figure5.yaml").read_text())
+    rows = [{**r, "dataset": "imagenet", "experiment": "vae_imagenet", "bpp_target": 0.00097}
+            for r in rows_for(tmp_path, with_png=False)]
+    out = importlib.import_module("renderers.figure5").render(spec, rows, tmp_path / "results")
+    assert {p.name for p in out} == {"figure5.md", "figure5.png"}
+    md = out[0].read_text()
+    assert "| ImageNet | dab-binary | 0.00097 | 0.0995 | 0.750 ± 0.071 (n=2)" in md
+    assert "| ImageNet | threshold | 0.00097 | — | not run | not run |" in md
+
+
+@pytest.mark.parametrize("spec_name", ["figure4", "figure5"])
+def test_specs_keep_the_contract(spec_name):
+    spec = yaml.safe_load((REPO / "experiments" / f"{spec_name}.yaml").read_text())
+    for key in ("artifact", "title", "source", "sweep", "budget", "metric", "paper", "columns", "render"):
+        assert key in spec
+    assert all(p.startswith(("config.", "metrics.")) for p in spec["columns"].values())
+    assert (REPO / "scripts" / "renderers" / f"{spec['render']}.py").is_file()
+    assert len(spec["sweep"]["overrides"]["model.bpp"]) >= (4 if spec_name == "figure4" else 1)
