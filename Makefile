@@ -29,21 +29,26 @@ test: $(VENV_STAMP)
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(VENV_STAMP)
+bench: $(VENV_STAMP)  ## sorting, then the autoencoder and classifier benchmarks (CPU: small settings)
 	$(PY) scripts/bench.py --out results/bench
+	$(PY) scripts/bench_autoencoder.py --out results/bench
+	$(PY) scripts/bench_classification.py --width 16 --seconds 10 --workers 1 --out results/bench/bench_classification_cpu.json
 
 # Paper artifacts (experiments/<name>.yaml): run the sweep at its default budget, then the CSVs,
 # tables and figures. run_artifact.py options go in ARTIFACT_ARGS, e.g. a CPU subset:
 #   make table1 ARTIFACT_ARGS="--only sort_t5 --seeds 0,1 --set trainer.max_minutes=2"
+# One target per spec: $(ARTIFACTS) below.
 # `make figures` only re-aggregates finished runs and re-renders (no training); `make report`
 # then writes results/REPORT.md over every spec. Launchers: ARTIFACT_ARGS="--jobs 2" (joblib),
 # "--launcher submitit_local" or "--launcher slurm" (conf/hydra/launcher/slurm.yaml).
-.PHONY: table1 figure3 aggregate figures report
+ARTIFACTS := table1 table1_paper_recipe figure3 ablation_estimators figure4 figure5 table2 figure6_left \
+             figure6_middle figure6_right
+.PHONY: $(ARTIFACTS) aggregate figures report
 RUNS ?= runs
 RESULTS ?= results
 ARTIFACT_ARGS ?=
 
-table1 figure3: $(VENV_STAMP)
+$(ARTIFACTS): $(VENV_STAMP)
 	$(PY) scripts/run_artifact.py experiments/$@.yaml --runs-root $(RUNS) $(ARTIFACT_ARGS)
 	$(PY) scripts/aggregate.py --runs-root $(RUNS) --results $(RESULTS)
 	$(PY) scripts/make_figures.py --results $(RESULTS)

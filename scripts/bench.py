@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dab.benchmarking import throughput
 from dab.experiment import hardware_name, make_lr_factor, resolve_device
 from dab.families.sorting import SortingTask, make_sorting_model
 from dab.hard_fns import signum_with_margin
@@ -130,20 +131,6 @@ class OurLoop:
         out = train_step(self.forward_loss, self.params, self.opt, self.task.train_batch(self.n), None)[0]
         self.n += 1
         return out
-
-
-def throughput(step, batch: int, seconds: float, device: torch.device) -> float:
-    for _ in range(15):  # warm-up (compilation, CUDA-graph capture)
-        out = step()
-    float(out)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        out = step()
-        n += 1
-    float(out)  # wait for queued device work before reading the clock
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n * batch / (time.perf_counter() - t0)
 
 
 def score(model: nn.Module, task: SortingTask) -> float:

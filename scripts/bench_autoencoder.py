@@ -21,11 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's dab/
 
+from dab.benchmarking import throughput  # noqa: E402
 from dab.config import Config, LatentConfig  # noqa: E402
 from dab.experiment import hardware_name, resolve_device  # noqa: E402
 from dab.families import autoencoding as ae  # noqa: E402
 from dab.image_data import data_root  # noqa: E402
-from dab.trainer import make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
+from dab.trainer import compile_forward_loss, make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
 
 
 def fmnist_config(batch_size: int, compile_: bool) -> Config:
@@ -39,28 +40,13 @@ def fmnist_config(batch_size: int, compile_: bool) -> Config:
     return cfg
 
 
-def throughput(step, batch: int, seconds: float, device: torch.device, warmup: int = 10) -> float:
-    """Images/s of ``step()`` (returns a loss tensor or float) over ``seconds`` after a warm-up."""
-    for _ in range(warmup):
-        out = step()
-    float(out)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        out = step()
-        n += 1
-    float(out)  # wait for queued device work before reading the clock
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n * batch / (time.perf_counter() - t0)
-
-
 def ours(cfg: Config, device: torch.device, seconds: float) -> float:
     task, model = ae.build(cfg, device)
     model.to(device).train()
     opt = make_optimizer("adam", model.parameters(), cfg.optimizer.lr, 0.0)
     forward_loss = make_forward_loss(model, task, make_autocast(device, "fp32"))
     if cfg.trainer.compile:
-        forward_loss = torch.compile(forward_loss)
+        forward_loss = compile_forward_loss(forward_loss, device)
     params, state = list(model.parameters()), {"step": 0}
 
     def step():

@@ -27,30 +27,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dab.benchmarking import throughput  # noqa: E402
 from dab.config import Config, DabConfig, DatasetConfig, HardFnConfig, ModelConfig  # noqa: E402
 from dab.experiment import hardware_name, resolve_device  # noqa: E402
 from dab.families.classification import ClassificationTask, make_classifier  # noqa: E402
 from dab.image_data import ImageSplit  # noqa: E402
-from dab.trainer import make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def images_per_s(step, batch: int, seconds: float, warmup: int, device: torch.device) -> float:
-    """Run ``step()`` ``warmup`` times, then as often as fits in ``seconds``; images per second."""
-    for _ in range(warmup):
-        step()
-    sync(device)
-    steps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(10):  # a few steps between clock reads: no per-step host sync
-            step()
-        steps += 10
-        sync(device)
-    return steps * batch / (time.perf_counter() - t0)
+from dab.trainer import compile_forward_loss, make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
 
 
 def bench_ours(hard_fn: str, args, device: torch.device, precision: str, channels_last: bool) -> float:
@@ -69,14 +51,14 @@ def bench_ours(hard_fn: str, args, device: torch.device, precision: str, channel
     optimizer = make_optimizer("adam", model.parameters(), 1e-4, 0.0)
     forward_loss = make_forward_loss(model, task, make_autocast(device, precision))
     if args.compile:
-        forward_loss = torch.compile(forward_loss)
+        forward_loss = compile_forward_loss(forward_loss, device)
     params, state = list(model.parameters()), {"step": 0}
 
     def step():
         train_step(forward_loss, params, optimizer, task.train_batch(state["step"]), None)
         state["step"] += 1
 
-    return images_per_s(step, args.batch, args.seconds, args.warmup, device)
+    return throughput(step, args.batch, args.seconds, device, args.warmup)
 
 
 def bench_plain(args, device: torch.device) -> float:
@@ -110,7 +92,7 @@ def bench_plain(args, device: torch.device) -> float:
         optimizer.step()
         running["loss"] += loss.item()
 
-    return images_per_s(step, args.batch, args.seconds, args.warmup, device)
+    return throughput(step, args.batch, args.seconds, device, args.warmup)
 
 
 def main(argv=None) -> dict:

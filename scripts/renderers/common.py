@@ -14,9 +14,11 @@ METRIC_NAMES = {"all_or_none": "final test all-or-none accuracy",
 
 
 def parse_value(text: str | None):
-    """A CSV cell as a number where it is one; '' and 'None' become None, other text stays."""
+    """A CSV cell as a number or bool where it is one; '' and 'None' become None, other text stays."""
     if text is None or text in ("", "None"):
         return None
+    if text in ("True", "False"):
+        return text == "True"
     for kind in (int, float):
         try:
             return kind(text)

@@ -1,0 +1,25 @@
+"""Throughput measurement shared by the benchmark scripts (scripts/bench*.py)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def throughput(step: Callable[[], Any], items_per_step: int, seconds: float, device: torch.device,
+               warmup: int = 15) -> float:
+    """Items per second of ``step()``: ``warmup`` untimed calls (compilation, CUDA-graph capture,
+    cuDNN autotuning), then as many as fit in ``seconds``. The device is synchronised only before
+    the clock starts and before it is read, never per step."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return n * items_per_step / (time.perf_counter() - t0)
