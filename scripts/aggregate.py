@@ -83,6 +83,8 @@ def read_run(run_dir: Path, spec: dict, root: Path) -> dict | None:
     trainer = config["trainer"]
     experiment = metrics.get("experiment", config.get("run_name"))
     swept = {k: lookup(f"config.{k}", config, {}) for k in swept_keys(spec)}
+    # a swept config group (latent=dab_binary) resolves to its node: the option is its name
+    swept = {k: v["name"] if isinstance(v, dict) and "name" in v else v for k, v in swept.items()}
     row = {
         "artifact": spec["artifact"], "experiment": experiment, "cell": cell_name(experiment, swept),
         "seed": config.get("seed"), "status": status,
