@@ -45,8 +45,12 @@ def data_root(configured: str | os.PathLike | None = None) -> Path:
     return Path(env or configured or "data")
 
 
-def _extract_local_gz(raw: Path) -> None:
-    """torchvision reads the extracted IDX files; unpack any ``.gz`` that lacks its twin."""
+def unpack_local_fashion_mnist(root: Path) -> None:
+    """torchvision reads the extracted IDX files: unpack any ``root/FashionMNIST/raw/*.gz`` that
+    lacks its twin (a no-op where there is none)."""
+    raw = Path(root) / "FashionMNIST" / "raw"
+    if not raw.is_dir():
+        return
     for name in _FMNIST_FILES:
         gz, plain = raw / f"{name}.gz", raw / name
         if gz.exists() and not plain.exists():
@@ -66,9 +70,7 @@ def load_fashion_mnist(root: Path, train: bool, download: bool = True) -> tuple[
     gzipped or not) or torchvision's download."""
     from torchvision.datasets import FashionMNIST
 
-    raw = root / "FashionMNIST" / "raw"
-    if raw.is_dir():
-        _extract_local_gz(raw)
+    unpack_local_fashion_mnist(root)
     how = ("Get it with `apt-get install -y dataset-fashion-mnist` and copy "
            "/usr/share/datasets/fashion-mnist/*.gz into <root>/FashionMNIST/raw/ (`make data` does this), "
            "or allow torchvision to download it; <root> is $DAB_DATA_ROOT or dataset.root.")

@@ -25,7 +25,7 @@ from dab.benchmarking import throughput  # noqa: E402
 from dab.config import Config, LatentConfig  # noqa: E402
 from dab.experiment import hardware_name, resolve_device  # noqa: E402
 from dab.families import autoencoding as ae  # noqa: E402
-from dab.image_data import data_root  # noqa: E402
+from dab.image_data import data_root, unpack_local_fashion_mnist  # noqa: E402
 from dab.trainer import compile_forward_loss, make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
 
 
@@ -63,7 +63,9 @@ def plain(cfg: Config, device: torch.device, seconds: float, workers: int) -> fl
 
     from dab.bridge import pop_dab_loss
 
-    ds = datasets.FashionMNIST(str(data_root(cfg.dataset.root)), train=True, transform=transforms.ToTensor())
+    root = data_root(cfg.dataset.root)
+    unpack_local_fashion_mnist(root)  # a local gzipped copy (no download) serves the plain loop too
+    ds = datasets.FashionMNIST(str(root), train=True, transform=transforms.ToTensor())
     loader = DataLoader(ds, batch_size=cfg.dataset.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     model, _, _ = ae.make_autoencoder(cfg, (1, 28, 28))
