@@ -157,7 +157,6 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         "device": hardware_name(device),
         "seed": cfg.seed,
         "experiment": cfg.run_name,
-        "objective": task.objective,
         "torch": torch.__version__,
         "resumed_from": None if resume_path is None else str(resume_path),
         "command": command,

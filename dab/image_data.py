@@ -65,6 +65,19 @@ def _missing(name: str, root: Path, how: str, err: Exception | None = None) -> D
     return DataMissingError(f"data set '{name}' not found under {root} and could not be downloaded{why}. {how}")
 
 
+def _torchvision_split(cls, name: str, root: Path, train: bool, download: bool, how: str):
+    """``cls(root, train)`` from disk, else downloaded; a failure is one DataMissingError."""
+    try:
+        return cls(str(root), train=train, download=False)
+    except RuntimeError:
+        if not download:
+            raise _missing(name, root, how) from None
+        try:
+            return cls(str(root), train=train, download=True)
+        except Exception as err:  # offline, proxy, disk: one message, not a traceback
+            raise _missing(name, root, how, err) from None
+
+
 def load_fashion_mnist(root: Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [N, 1, 28, 28] and int64 [N] on the CPU, from ``root/FashionMNIST/raw`` (IDX files,
     gzipped or not) or torchvision's download."""
@@ -74,15 +87,7 @@ def load_fashion_mnist(root: Path, train: bool, download: bool = True) -> tuple[
     how = ("Get it with `apt-get install -y dataset-fashion-mnist` and copy "
            "/usr/share/datasets/fashion-mnist/*.gz into <root>/FashionMNIST/raw/ (`make data` does this), "
            "or allow torchvision to download it; <root> is $DAB_DATA_ROOT or dataset.root.")
-    try:
-        ds = FashionMNIST(str(root), train=train, download=False)
-    except RuntimeError:
-        if not download:
-            raise _missing("fmnist", root, how) from None
-        try:
-            ds = FashionMNIST(str(root), train=train, download=True)
-        except Exception as err:  # offline, proxy, disk: one message, not a traceback
-            raise _missing("fmnist", root, how, err) from None
+    ds = _torchvision_split(FashionMNIST, "fmnist", root, train, download, how)
     return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
 
 
@@ -92,15 +97,7 @@ def load_cifar10(root: Path, train: bool, download: bool = True) -> tuple[torch.
 
     how = ("Allow torchvision to download it (internet access), or place the extracted "
            "cifar-10-batches-py/ folder under <root>; <root> is $DAB_DATA_ROOT or dataset.root.")
-    try:
-        ds = CIFAR10(str(root), train=train, download=False)
-    except RuntimeError:
-        if not download:
-            raise _missing("cifar10", root, how) from None
-        try:
-            ds = CIFAR10(str(root), train=train, download=True)
-        except Exception as err:
-            raise _missing("cifar10", root, how, err) from None
+    ds = _torchvision_split(CIFAR10, "cifar10", root, train, download, how)
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(ds.targets, dtype=torch.long)
 

@@ -2,8 +2,6 @@
 bridge semantics, annealing, and that a short run of every model learns something."""
 import json
 import math
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ import dab.families.autoencoding as ae
 from dab.bridge import pop_dab_loss
 from dab.errors import ConfigError
 from dab.experiment import run_experiment
-from dab.image_data import DataMissingError, ImageSplit, image_shape
+from dab.image_data import ImageSplit, image_shape
 from dab.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
 from dab.models.latents import LATENT_NAMES, RelaxedLatent, anneal_temperature
 

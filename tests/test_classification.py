@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dab import image_data
-from dab.bridge import Bridge, pop_dab_loss
+from dab.bridge import pop_dab_loss
 from dab.config import validate
 from dab.errors import ConfigError
 from dab.experiment import run_experiment

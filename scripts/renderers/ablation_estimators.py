@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from renderers.common import (coverage_lines, describe, failed_seeds, finished, fmt_ours, planned_seeds,
-                              provenance)
+from renderers.common import cell_summary, coverage_lines, describe, finished, planned_seeds, provenance
 
 COLUMNS = ("DAB (reference)", "DAB, loss_to_input", "straight-through", "ELU-Dense (no hard fn)")
 
@@ -18,8 +17,7 @@ def variant(row: dict) -> str:
 
 
 def cell(spec: dict, rows: list[dict], T: int, name: str, metric: str) -> str:
-    values = [r[metric] for r in finished(rows) if r["T"] == T and r["variant"] == name]
-    return fmt_ours(values, planned_seeds(spec), failed_seeds(rows, T=T, variant=name))
+    return cell_summary(spec, rows, metric, T=T, variant=name)
 
 
 def report_rows(spec: dict, rows: list[dict]) -> list[tuple[str, str, str]]:

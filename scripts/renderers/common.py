@@ -239,3 +239,10 @@ def failed_seeds(rows: list[dict], **match) -> int:
     mine = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
     done = {r["seed"] for r in finished(mine)}
     return len({r["seed"] for r in mine if r.get("status") == "failed"} - done)
+
+
+def cell_summary(spec: dict, rows: list[dict], metric: str, **match) -> str:
+    """fmt_ours of ``metric`` over the finished rows matching ``match`` (column=value), with n of
+    the planned seeds and the seeds that only failed."""
+    values = [r[metric] for r in finished(rows) if all(r.get(k) == v for k, v in match.items())]
+    return fmt_ours(values, planned_seeds(spec), failed_seeds(rows, **match))

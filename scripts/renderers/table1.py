@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from renderers.common import (METRIC_NAMES, coverage_lines, describe, failed_seeds, finished, fmt_ours, fmt_paper,
+from renderers.common import (METRIC_NAMES, cell_summary, coverage_lines, describe, finished, fmt_paper,
                               planned_seeds, provenance, span)
 
 
@@ -21,8 +21,7 @@ def model_label(row: dict) -> str:
 
 def ours_cell(spec: dict, all_rows: list[dict], T: int, model: str, column: str) -> str:
     """One 'ours' cell in %: finished runs of (T, model), n of the planned seeds, failures."""
-    values = [r[column] for r in finished(all_rows) if r["T"] == T and r["model"] == model]
-    return fmt_ours(values, planned_seeds(spec), failed_seeds(all_rows, T=T, model=model))
+    return cell_summary(spec, all_rows, column, T=T, model=model)
 
 
 def report_rows(spec: dict, rows: list[dict]) -> list[tuple[str, str, str]]:
