@@ -91,6 +91,10 @@ def plot(spec: dict, rows: list[dict], path: Path) -> Path:
                     ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
                                 marker="o", capsize=3, label=LEGEND.get(v, v))
             ax.set(xlabel="bits per pixel", ylabel=label, title=f"{DATASET_NAMES.get(d, d)}", xscale="log")
+            levels = sorted({b for (dd, _, b) in g if dd == d})
+            if levels:  # label the bpp levels themselves, not log-scale minor ticks that collide
+                ax.set_xticks(levels, [f"{b:g}" for b in levels])
+                ax.minorticks_off()
             if not ax.lines:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
             else:
