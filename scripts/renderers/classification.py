@@ -14,6 +14,8 @@ hardware, budget and seeds of the runs it shows; a cell without runs says "not r
 """
 from __future__ import annotations
 
+import textwrap
+
 import csv
 import statistics
 from collections import defaultdict
@@ -128,7 +130,7 @@ def plot_curves(path: Path, title: str, groups: dict, ylabel: str, scale: float)
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 70), fontsize=8)  # long titles wrap instead of running off the figure
     if groups:
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -179,7 +181,7 @@ def render_figure6_left(spec: dict, rows: list[dict], results_dir: Path) -> list
     ax.set_xticks([1, 2, 3, 4])
     ax.set_xlabel("signum after residual stage")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{spec['title']}\n({subtitle(rows)})", fontsize=9)
+    ax.set_title(textwrap.fill(f"{spec['title']} ({subtitle(rows)})", 70), fontsize=8)
     fig.tight_layout()
     png = results_dir / "figure6_left.png"
     fig.savefig(png, dpi=120)
