@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -23,3 +23,9 @@ def throughput(step: Callable[[], Any], items_per_step: int, seconds: float, dev
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return n * items_per_step / (time.perf_counter() - t0)
+
+
+def endless(loader: Iterable) -> Iterator:
+    """Batches from ``loader`` forever, starting a new pass (a new shuffle) whenever one ends."""
+    while True:
+        yield from loader

@@ -18,7 +18,7 @@ from dab.image_data import IMAGE_DATASETS
 from dab.losses import DAB_LOSSES
 from dab.models.autoencoders import AUTOENCODER_MODELS
 from dab.models.latents import LATENT_NAMES
-from dab.models.sorting import ACTIVATIONS
+from dab.models.sorting import ACTIVATIONS, NORMS
 from dab.schedules import SCHEDULES
 
 DATASETS = ("sort",) + IMAGE_DATASETS
@@ -178,6 +178,7 @@ def validate(cfg: Any) -> None:
     if cfg.task == "classify":
         _validate_classify(cfg)
     _choice(cfg.model.activation, tuple(ACTIVATIONS), "model.activation")
+    _choice(cfg.model.norm, tuple(NORMS), "model.norm")
     _choice(cfg.hard_fn.name, HARD_FN_NAMES, "hard_fn")
     _choice(cfg.optimizer.name, OPTIMIZERS, "optimizer")
     _choice(cfg.dab.estimator, ESTIMATORS, "dab.estimator")

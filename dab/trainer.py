@@ -79,30 +79,32 @@ def make_forward_loss(model: nn.Module, task: Any, autocast: Callable[[], Any]) 
 def compile_forward_loss(forward_loss: Callable, device: torch.device) -> Callable:
     """``torch.compile`` the forward + loss (and, through AOTAutograd, its backward). On CUDA with
     ``mode="reduce-overhead"``: CUDA graphs, which remove the per-kernel launch cost that dominates
-    small models. Each call is marked as a new step; :func:`train_step` clones what it returns,
-    which the next graph replay would otherwise overwrite."""
+    small models. Each call is marked as a new step, and the returned losses and logs are cloned:
+    the next graph replay would otherwise overwrite them while the loop still sums them."""
     if device.type != "cuda":
         return torch.compile(forward_loss)
     compiled = torch.compile(forward_loss, mode="reduce-overhead")
 
     def step(batch: Any):
         torch.compiler.cudagraph_mark_step_begin()
-        return compiled(batch)
+        task_loss, dab_loss, logs = compiled(batch)
+        return (task_loss.clone(), None if dab_loss is None else dab_loss.clone(),
+                {k: v.clone() for k, v in logs.items()})
 
     return step
 
 
 def train_step(forward_loss: Callable, params: list, optimizer: torch.optim.Optimizer, batch: Any,
                grad_clip: float | None, skip_nonfinite: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict, bool]:
-    """One optimizer step; returns detached (task loss, DAB loss, logs) still on the device, as fresh
-    tensors (safe to keep across steps, CUDA graphs included), and whether the step was taken.
+    """One optimizer step; returns detached (task loss, DAB loss, logs) still on the device and
+    whether the step was taken.
     ``skip_nonfinite`` checks the loss on the host first (one sync per step) and skips the update
     when it is not finite."""
     task_loss, dab_loss, logs = forward_loss(batch)
     loss = task_loss if dab_loss is None else task_loss + dab_loss
     optimizer.zero_grad(set_to_none=True)
-    dab_value = torch.zeros((), device=task_loss.device) if dab_loss is None else dab_loss.detach().clone()
-    task_value, logs = task_loss.detach().clone(), {k: v.detach().clone() for k, v in logs.items()}
+    dab_value = torch.zeros((), device=task_loss.device) if dab_loss is None else dab_loss.detach()
+    task_value, logs = task_loss.detach(), {k: v.detach() for k, v in logs.items()}
     if skip_nonfinite and not math.isfinite(float(loss.detach())):
         return task_value, dab_value, logs, False
     loss.backward()

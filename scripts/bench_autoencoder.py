@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's dab/
 
-from dab.benchmarking import throughput  # noqa: E402
+from dab.benchmarking import endless, throughput  # noqa: E402
 from dab.config import Config, LatentConfig  # noqa: E402
 from dab.experiment import hardware_name, resolve_device  # noqa: E402
 from dab.families import autoencoding as ae  # noqa: E402
@@ -71,15 +71,10 @@ def plain(cfg: Config, device: torch.device, seconds: float, workers: int) -> fl
     model, _, _ = ae.make_autoencoder(cfg, (1, 28, 28))
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
-    batches = iter(loader)
+    batches = endless(loader)
 
     def step():
-        nonlocal batches
-        try:
-            x, _ = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, _ = next(batches)
+        x, _ = next(batches)
         x = x.to(device, non_blocking=True)
         logits, _, _ = model(x)
         loss = ae.reconstruction_nll(logits, x).mean() + pop_dab_loss(model)

@@ -26,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dab.benchmarking import throughput  # noqa: E402
+from dab.benchmarking import endless, throughput  # noqa: E402
 from dab.config import Config, DabConfig, DatasetConfig, HardFnConfig, ModelConfig  # noqa: E402
 from dab.experiment import hardware_name, resolve_device  # noqa: E402
 from dab.families.classification import ClassificationTask, make_classifier  # noqa: E402
@@ -75,15 +75,10 @@ def bench_plain(args, device: torch.device) -> float:
                  hard_fn=HardFnConfig(name="identity"))
     model = make_classifier(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    batches, running = iter(loader), {"loss": 0.0}
+    batches, running = endless(loader), {"loss": 0.0}
 
     def step():
-        nonlocal batches
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, y = next(batches)
+        x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()

@@ -38,6 +38,11 @@ BAD_VALUES = [
     (["trainer.max_steps=0"], ["trainer.max_steps", ">= 1"]),
     (["trainer.eval_every=0"], ["trainer.eval_every", ">= 1"]),
     (["trainer.max_minutes=0"], ["trainer.max_minutes", "> 0"]),
+    (["optimizer.schedule=linear"], ["optimizer.schedule", "constant", "cosine", "onecycle"]),
+    (["optimizer.warmup_steps=-1"], ["optimizer.warmup_steps", ">= 0"]),
+    (["optimizer.warmup_fraction=1.5"], ["optimizer.warmup_fraction", "[0, 1)"]),
+    (["optimizer.final_lr_ratio=2"], ["optimizer.final_lr_ratio", "[0, 1]"]),
+    (["model=lstm", "model.norm=groupnorm"], ["model.norm", "batchnorm", "layernorm", "none"]),
     (["+model.hiden=3"], ["model.hiden", "hidden"]),
     (["+datset.length=5"], ["datset", "dataset"]),
 ]
