@@ -16,6 +16,7 @@ from dab.hard_fns import HARD_FN_NAMES
 from dab.families import FAMILIES
 from dab.image_data import IMAGE_DATASETS
 from dab.losses import DAB_LOSSES
+from dab.memory_layout import CHANNELS_LAST_CHOICES
 from dab.models.autoencoders import AUTOENCODER_MODELS
 from dab.models.latents import LATENT_NAMES
 from dab.models.sorting import ACTIVATIONS, NORMS
@@ -57,7 +58,7 @@ class ModelConfig:
     norm: str = "batchnorm"  # lstm only: batchnorm | layernorm | none (keeps the bridge input alive)
     width: int = 64  # resnet18: channels of the first stage (stages: w, 2w, 4w, 8w); 64 = standard
     hard_fn_after: int = 4  # resnet18: residual stage (1..4) whose output goes through the bridge
-    channels_last: bool = False  # resnet18: NHWC memory layout (faster convolutions on CUDA)
+    channels_last: Any = "auto"  # resnet18: NHWC layout; auto | true | false (dab/memory_layout.py)
     # autoencode: widths = conv channels per encoder stage (mirrored by conv_unet's decoder),
     # hidden = the dense decoder's width, bpp = the latent's bit budget per pixel (C*H*W values)
     bpp: float = 0.1
@@ -233,6 +234,9 @@ def _validate_classify(cfg: Any) -> None:
     _choice(cfg.dataset.name, CLASSIFY_DATASETS, "dataset for task classify")
     _choice(cfg.model.name, ("resnet18",), "model for task classify")
     _at_least(cfg.model.width, 1, "model.width")
+    if str(cfg.model.channels_last).lower() not in CHANNELS_LAST_CHOICES:
+        raise ConfigError(f"unknown model.channels_last '{cfg.model.channels_last}'; valid choices: "
+                          + ", ".join(CHANNELS_LAST_CHOICES))
     if cfg.model.hard_fn_after not in (1, 2, 3, 4):
         raise ConfigError(f"model.hard_fn_after must be a residual stage; valid choices: 1, 2, 3, 4 "
                           f"(got {cfg.model.hard_fn_after})")

@@ -12,6 +12,7 @@ from torch import nn
 from dab import image_data
 from dab.bridge import Bridge, bridge_from_config
 from dab.errors import ConfigError
+from dab.memory_layout import use_channels_last
 from dab.models.resnet import ResNet18Classifier, stage_output_shape
 from dab.models.sorting import ACTIVATIONS
 from dab.sorting_data import step_generator
@@ -147,14 +148,15 @@ def build(cfg: Any, device: torch.device) -> tuple[ClassificationTask, nn.Module
     if d.emd_batch > 0 and cfg.hard_fn.name == "identity":
         raise ConfigError("test/emd measures a hard function; hard_fn=identity builds no bridge. "
                           "Set dataset.emd_batch=0 or choose signum, kmeans, sort1d, sort_rows_cols")
-    model = make_classifier(cfg)  # shape errors before any data is loaded
+    model = make_classifier(cfg)  # shape and layout errors before any data is loaded
+    channels_last = use_channels_last(m.channels_last, model, device)
     if d.emd_batch > 0:
         probe = stage_output_shape(m.hard_fn_after, m.width)
         align_for_emd(torch.zeros(1, *probe), model.bridge.hard_fn(torch.zeros(1, *probe)))
     train = image_data.load_image_split(d.name, d.root, True, device)
     test = image_data.load_image_split(d.name, d.root, False, device)
     test = image_data.ImageSplit(test.images[:d.test_size], test.labels[:d.test_size])
-    task = ClassificationTask(train, test, d.batch_size, cfg.seed, d.crop_pad, d.flip, m.channels_last, d.emd_batch)
-    if m.channels_last:
+    task = ClassificationTask(train, test, d.batch_size, cfg.seed, d.crop_pad, d.flip, channels_last, d.emd_batch)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return task, model
