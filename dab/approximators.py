@@ -26,14 +26,15 @@ def tanh_mlp(sizes: list[int]) -> nn.Sequential:
 class DenseApproximator(nn.Module):
     """Tanh MLP on the flattened sample, reshaped to the hard output's shape.
 
-    x: [B, *in_shape] -> [B, *out_shape]. ``depth`` counts the Linear layers (>= 1).
+    x: [B, *in_shape] -> [B, *out_shape]. ``depth`` counts the Linear layers (>= 1). ``in_shape``
+    is kept as an attribute, so a :class:`dab.bridge.Bridge` can name a mismatched input.
     """
 
     def __init__(self, in_shape: Shape, out_shape: Shape, hidden: int = 256, depth: int = 2):
         super().__init__()
         if depth < 1 or hidden < 1:
             raise ConfigError(f"dense approximator needs depth >= 1 and hidden >= 1, got {depth}, {hidden}")
-        self.out_shape = tuple(out_shape)
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self.net = tanh_mlp([math.prod(in_shape)] + [hidden] * (depth - 1) + [math.prod(out_shape)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,7 @@ class ConvApproximator(nn.Module):
         if depth < 2 or hidden < 1:
             raise ConfigError(f"conv approximator needs depth >= 2 and hidden >= 1, got {depth}, {hidden}")
         c, h, w = in_shape
-        self.in_hw, self.out_shape = (h, w), tuple(out_shape)
+        self.in_shape, self.in_hw, self.out_shape = tuple(in_shape), (h, w), tuple(out_shape)
         layers: list[nn.Module] = []
         for i in range(depth - 1):
             layers += [nn.Conv2d(c if i == 0 else hidden, hidden, 3, padding=1), nn.ELU()]

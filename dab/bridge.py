@@ -17,9 +17,17 @@ Implementation: the task path evaluates the approximator with *detached* paramet
 computes only the input VJP on it, and :class:`_ForwardValue` swaps in the exact hard values.
 Everything stays in one autograd graph: no nested ``autograd.grad`` or ``retain_graph``, which
 keeps the step compilable and free of host syncs.
+
+Collecting the DAB loss: call :func:`pop_dab_loss` once after every training-mode forward. A
+bridge holds at most one pending loss: a forward that finds an uncollected loss from an earlier
+forward replaces it (warning once per bridge), so a forgotten pop costs one step's graph, never an
+unbounded chain of them. A bridge applied several times within one forward must be popped after
+each application.
 """
 from __future__ import annotations
 
+import itertools
+import warnings
 from typing import Callable
 
 import torch
@@ -51,14 +59,19 @@ class Bridge(nn.Module):
 
     ``estimator='dab'`` routes gradients through ``approximator`` (required);
     ``estimator='ste'`` copies them straight through (identity backward, same-shape ops only).
-    After a training-mode forward, ``self.dab_loss`` holds the (gamma-scaled) DAB loss,
-    accumulated over calls until :func:`pop_dab_loss` collects it. ``loss_to_input=False`` (the
-    reference semantics) keeps that loss away from the layers before the bridge.
+    After a training-mode forward (with grad enabled and ``x`` requiring grad), ``self.dab_loss``
+    holds that forward's (gamma-scaled) DAB loss, a scalar, until :func:`pop_dab_loss` collects
+    it; a later forward replaces an uncollected one (see the module docstring). The hard output
+    never carries a graph of its own (an ``identity`` hard function included), so with
+    ``loss_to_input=False`` (the reference semantics) the DAB loss stays away from the layers before
+    the bridge. ``in_shape`` (per sample, batch dim excluded; defaults to the approximator's
+    ``in_shape`` attribute where it has one) makes a mismatched input a clear error.
     """
 
     def __init__(self, hard_fn: HardFn | Callable[[torch.Tensor], torch.Tensor],
                  approximator: nn.Module | None, gamma: float = 10.0,
-                 loss: str | LossFn = "l2", estimator: str = "dab", loss_to_input: bool = False):
+                 loss: str | LossFn = "l2", estimator: str = "dab", loss_to_input: bool = False,
+                 in_shape: tuple[int, ...] | None = None):
         super().__init__()
         if estimator not in ESTIMATORS:
             raise ConfigError(f"unknown estimator '{estimator}'; valid choices: {', '.join(ESTIMATORS)}")
@@ -72,11 +85,43 @@ class Bridge(nn.Module):
         self.loss_fn = get_dab_loss(loss) if isinstance(loss, str) else loss
         self.estimator = estimator
         self.loss_to_input = bool(loss_to_input)
+        if in_shape is None:
+            in_shape = getattr(self.approximator, "in_shape", None)
+        self.in_shape: tuple[int, ...] | None = None if in_shape is None else tuple(int(d) for d in in_shape)
         self.dab_loss: torch.Tensor | None = None
+        self._warned_unpopped = False
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Raise a ConfigError naming ``in_shape`` when x is not [B, *in_shape]."""
+        got = tuple(x.shape[1:])
+        if self.in_shape is None or got == self.in_shape:
+            return
+        hint = ""
+        if len(self.in_shape) == x.dim() and self.in_shape[1:] == got:
+            hint = " It looks like in_shape includes the batch dimension; leave it out."
+        raise ConfigError(
+            f"bridge ({self._hard_name()}) was built with in_shape={self.in_shape}, the shape of one sample "
+            f"without the batch dimension, but got input {tuple(x.shape)}: per-sample shape {got}, "
+            f"expected {self.in_shape} (input [B, {', '.join(map(str, self.in_shape))}]).{hint}")
+
+    def _hard_name(self) -> str:
+        return getattr(self.hard_fn, "name", None) or getattr(self.hard_fn, "__name__", type(self.hard_fn).__name__)
+
+    def _record(self, loss: torch.Tensor) -> None:
+        if self.dab_loss is not None and not self._warned_unpopped:
+            self._warned_unpopped = True
+            warnings.warn(
+                f"bridge ({self._hard_name()}): a DAB loss from an earlier forward was never collected; it is "
+                "replaced by this forward's (a bridge keeps only its latest loss). Call pop_dab_loss(model) "
+                "after every training-mode forward; pop after each call if one forward uses the bridge twice.",
+                RuntimeWarning, stacklevel=3)
+        self.dab_loss = loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         with torch.no_grad():
             hard = self.hard_fn(x)
+        hard = hard.detach()  # a hard function returning x itself (identity) would keep x's graph
         if not (self.training and torch.is_grad_enabled() and x.requires_grad):
             return hard
         if self.estimator == "ste":
@@ -88,18 +133,35 @@ class Bridge(nn.Module):
         soft_for_task = functional_call(self.approximator, frozen, (x,))
         soft = self.approximator(x if self.loss_to_input else x.detach())
         loss = self.gamma * self.loss_fn(soft, hard)
-        self.dab_loss = loss if self.dab_loss is None else self.dab_loss + loss
+        self._record(loss)
         return _ForwardValue.apply(soft_for_task, hard)
 
 
-def pop_dab_loss(model: nn.Module) -> torch.Tensor | None:
-    """Sum and clear the DAB losses recorded by every bridge in ``model``; None if none ran."""
+def pop_dab_loss(model: nn.Module, *, none_if_empty: bool = False) -> torch.Tensor | None:
+    """Sum and clear the DAB losses pending in every bridge of ``model`` (``model`` may be a bridge).
+
+    Returns a scalar tensor: the sum, or, where no bridge holds a loss (no bridge at all, only
+    straight-through bridges, ``eval()``, ``no_grad``, or nothing run since the last pop), a
+    constant zero (no graph) with the device and floating dtype of the model's first parameter or
+    buffer (else float32 on the CPU), so that ``loss + pop_dab_loss(model)`` always works. ``none_if_empty=True`` returns None there
+    instead, for callers that skip the addition (the trainer does).
+    """
     total = None
     for module in model.modules():
         if isinstance(module, Bridge) and module.dab_loss is not None:
             total = module.dab_loss if total is None else total + module.dab_loss
             module.dab_loss = None
+    if total is None and not none_if_empty:
+        device, dtype = _device_and_dtype(model)
+        total = torch.zeros((), device=device, dtype=dtype)
     return total
+
+
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The first parameter's (else buffer's) device and dtype; float32 where that is not floating."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device, (tensor.dtype if tensor.is_floating_point() else torch.float32)
+    return torch.device("cpu"), torch.float32
 
 
 def make_bridge(hard_fn: str, in_shape: tuple[int, ...], gamma: float = 10.0, estimator: str = "dab",
@@ -114,7 +176,8 @@ def make_bridge(hard_fn: str, in_shape: tuple[int, ...], gamma: float = 10.0, es
         raise ConfigError(f"estimator 'ste' cannot be used with hard_fn '{hard_fn}', which changes shape "
                           f"{tuple(in_shape)} -> {tuple(out_shape)}; use estimator=dab")
     approx = make_approximator(approximator, in_shape, out_shape, hidden, depth) if estimator == "dab" else None
-    return Bridge(fn, approx, gamma=gamma, loss=loss, estimator=estimator, loss_to_input=loss_to_input)
+    return Bridge(fn, approx, gamma=gamma, loss=loss, estimator=estimator, loss_to_input=loss_to_input,
+                  in_shape=tuple(in_shape))
 
 
 def bridge_from_config(cfg, in_shape: tuple[int, ...]) -> Bridge | None:

@@ -131,8 +131,10 @@ class HardFn:
     out_shape: Callable[[Shape], Shape]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, *in_shape] -> [B, *out_shape], never attached to x's graph (identity returns x itself,
+        so ``no_grad`` alone would not cut it)."""
         with torch.no_grad():
-            return self.fn(x)
+            return self.fn(x).detach()
 
     def preserves_shape(self, in_shape: Shape) -> bool:
         return tuple(self.out_shape(tuple(in_shape))) == tuple(in_shape)

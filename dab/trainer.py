@@ -70,7 +70,7 @@ def make_forward_loss(model: nn.Module, task: Any, autocast: Callable[[], Any]) 
     def forward_loss(batch: Any):
         with autocast():
             task_loss, logs = task.loss(model, batch)
-            dab_loss = pop_dab_loss(model)
+            dab_loss = pop_dab_loss(model, none_if_empty=True)  # None: no zero to add
         return task_loss, dab_loss, logs
 
     return forward_loss
