@@ -6,14 +6,24 @@ Small data sets load once into one uint8 tensor ``[N, C, H, W]`` on the training
 batches are indexed and converted there (no per-sample PIL transforms in the training loop).
 The data root is ``DAB_DATA_ROOT`` if set, else the config's ``dataset.root`` (default ``./data``).
 A data set that is neither on disk nor downloadable stops with one message saying how to get it.
+
+Several runs may prepare the same fresh data root at once (``run_artifact.py --jobs N`` right after
+``make data``). Unpacking writes each file under a name unique to the writer and renames it into
+place atomically, so a reader sees either no file or the whole file; torchvision's download and
+extraction run under an exclusive lock file in the root (``.<data set>.lock``), and reads under a
+shared one, so no run reads a half-extracted file or downloads while another does (POSIX ``flock``;
+where it is unavailable the atomic unpack still holds, the lock is skipped).
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -45,19 +55,59 @@ def data_root(configured: str | os.PathLike | None = None) -> Path:
     return Path(env or configured or "data")
 
 
+@contextlib.contextmanager
+def _root_lock(root: Path, key: str, exclusive: bool) -> Iterator[None]:
+    """Hold ``flock`` on ``root/.<key>.lock`` (exclusive for writers, shared for readers) during
+    the block. Writers create ``root`` if needed; where the lock file cannot be opened (a read-only
+    or missing root) or ``fcntl`` does not exist, the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    if exclusive:
+        root.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = open(root / f".{key}.lock", "a+b")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _gunzip_atomically(src: Path, dst: Path) -> None:
+    """Decompress ``src`` to ``dst`` through a temporary file unique to this writer in the same
+    folder, then ``os.replace`` it into place: concurrent writers never share a partial file, and
+    ``dst`` appears only complete (identical content, so the last rename winning is harmless)."""
+    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.{secrets.token_hex(4)}.part")  # mode from the umask
+    try:
+        with gzip.open(src, "rb") as gz, open(tmp, "xb") as out:
+            shutil.copyfileobj(gz, out)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def unpack_local_fashion_mnist(root: Path) -> None:
     """torchvision reads the extracted IDX files: unpack any ``root/FashionMNIST/raw/*.gz`` that
-    lacks its twin (a no-op where there is none)."""
+    lacks its twin (a no-op where there is none). Safe when several processes do it at once."""
     raw = Path(root) / "FashionMNIST" / "raw"
     if not raw.is_dir():
         return
-    for name in _FMNIST_FILES:
-        gz, plain = raw / f"{name}.gz", raw / name
-        if gz.exists() and not plain.exists():
-            tmp = plain.with_suffix(".part")
-            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp, plain)
+    todo = [name for name in _FMNIST_FILES if (raw / f"{name}.gz").exists() and not (raw / name).exists()]
+    if not todo:
+        return
+    with _root_lock(Path(root), "FashionMNIST", exclusive=True):  # one unpacker; the others wait, then skip
+        for name in todo:
+            if not (raw / name).exists():
+                _gunzip_atomically(raw / f"{name}.gz", raw / name)
 
 
 def _missing(name: str, root: Path, how: str, err: Exception | None = None) -> DataMissingError:
@@ -66,16 +116,21 @@ def _missing(name: str, root: Path, how: str, err: Exception | None = None) -> D
 
 
 def _torchvision_split(cls, name: str, root: Path, train: bool, download: bool, how: str):
-    """``cls(root, train)`` from disk, else downloaded; a failure is one DataMissingError."""
+    """``cls(root, train)`` from disk, else downloaded; a failure is one DataMissingError. The
+    read holds the root's shared lock and the download its exclusive one, so concurrent runs
+    download once and never read a half-extracted file."""
+    key = cls.__name__
     try:
-        return cls(str(root), train=train, download=False)
+        with _root_lock(root, key, exclusive=False):
+            return cls(str(root), train=train, download=False)
     except RuntimeError:
         if not download:
             raise _missing(name, root, how) from None
-        try:
+    try:
+        with _root_lock(root, key, exclusive=True):  # torchvision skips the download if a peer just did it
             return cls(str(root), train=train, download=True)
-        except Exception as err:  # offline, proxy, disk: one message, not a traceback
-            raise _missing(name, root, how, err) from None
+    except Exception as err:  # offline, proxy, disk: one message, not a traceback
+        raise _missing(name, root, how, err) from None
 
 
 def load_fashion_mnist(root: Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
