@@ -16,8 +16,9 @@ Two rules keep the numbers honest:
   * the same configuration and seed run twice counts once: the newest is kept, by the launch
     timestamp in its path, then the mtime of its record (``--keep-duplicates`` keeps all).
 
-Per artifact it prints, per cell (preset x swept values), how many planned seeds finished,
-failed or are missing. Accuracies stay fractions in 0..1, as in metrics.json.
+Per artifact it prints, per cell (preset x swept values) with runs, how many planned seeds
+finished, failed or are missing, and one line for the cells without any. Accuracies stay
+fractions in 0..1, as in metrics.json.
 
     scripts/aggregate.py [--runs-root runs] [--experiments experiments] [--results results]
 """
@@ -34,7 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from renderers.common import cell_name, coverage, swept_keys  # noqa: E402
+from renderers.common import cell_name, coverage, swept_from_command, swept_keys  # noqa: E402
 
 METRICS, STATUS, CONFIG = "metrics.json", "status.json", "config.yaml"
 STANDARD = ["artifact", "experiment", "cell", "seed", "status", "steps", "wall_seconds", "device", "torch",
@@ -82,9 +83,11 @@ def read_run(run_dir: Path, spec: dict, root: Path) -> dict | None:
     status = metrics.get("status", status)
     trainer = config["trainer"]
     experiment = metrics.get("experiment", config.get("run_name"))
-    swept = {k: lookup(f"config.{k}", config, {}) for k in swept_keys(spec)}
-    # a swept config group (latent=dab_binary) resolves to its node: the option is its name
-    swept = {k: v["name"] if isinstance(v, dict) and "name" in v else v for k, v in swept.items()}
+    swept = swept_from_command(spec, metrics.get("command"))
+    if swept is None:  # no recorded command: read the values from the config
+        swept = {k: lookup(f"config.{k}", config, {}) for k in swept_keys(spec)}
+        # a swept config group (latent=dab_binary) resolves to its node: the option is its name
+        swept = {k: v["name"] if isinstance(v, dict) and "name" in v else v for k, v in swept.items()}
     row = {
         "artifact": spec["artifact"], "experiment": experiment, "cell": cell_name(experiment, swept),
         "seed": config.get("seed"), "status": status,
@@ -185,10 +188,21 @@ def aggregate(spec: dict, runs_root: Path, results: Path, keep_duplicates: bool 
         hist_path = results / f"{artifact}_history.csv"
         write_csv(hist_path, hist, ["run_dir", "experiment", "cell", "seed", *keys])
         print(f"{artifact}: {len(hist)} evaluation(s) -> {hist_path}")
-    for c in coverage(spec, rows):
-        print(f"  {c['cell']}: {c['finished']} finished, {c['failed']} failed, "
-              f"{c['missing']} missing of {c['planned']} planned seed(s)")
+    print_coverage(spec, rows)
     return rows
+
+
+def print_coverage(spec: dict, rows: list[dict], names_shown: int = 3) -> None:
+    """One line per cell with runs, then one line for all the cells without any."""
+    cells = coverage(spec, rows)
+    for c in cells:
+        if c["finished"] or c["failed"]:
+            print(f"  {c['cell']}: {c['finished']} finished, {c['failed']} failed, "
+                  f"{c['missing']} missing of {c['planned']} planned seed(s)")
+    empty = [c["cell"] for c in cells if not (c["finished"] or c["failed"])]
+    if empty:
+        more = f" and {len(empty) - names_shown} more" if len(empty) > names_shown else ""
+        print(f"  {len(empty)} of {len(cells)} cell(s) have no runs yet: {', '.join(empty[:names_shown])}{more}")
 
 
 def main() -> None:

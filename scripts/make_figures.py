@@ -4,7 +4,8 @@
     results/<artifact>_runs.csv  ------------------>  render(spec, rows, results_dir) -> [paths]
 
 Only measured numbers are shown as "ours": a cell without runs says "not run", one whose runs
-all failed says "failed". An artifact without a CSV or without `render:` is reported and skipped.
+all failed says "failed". An artifact without `render:` is reported and skipped; the artifacts
+without a CSV (no runs aggregated) are listed together in one line.
 
     scripts/make_figures.py [--experiments experiments] [--results results]
 """
@@ -23,8 +24,8 @@ RENDERERS = Path(__file__).resolve().parent / "renderers"
 from renderers.common import load_rows  # noqa: E402
 
 
-def render_artifact(spec: dict, results_dir: Path) -> list[Path]:
-    """Render one artifact from results_dir/<artifact>_runs.csv; [] when there is nothing to render."""
+def render_artifact(spec: dict, results_dir: Path) -> list[Path] | None:
+    """Render one artifact from results_dir/<artifact>_runs.csv; None when that CSV does not exist."""
     artifact = spec["artifact"]
     csv_path = results_dir / f"{artifact}_runs.csv"
     if not spec.get("render"):
@@ -36,8 +37,7 @@ def render_artifact(spec: dict, results_dir: Path) -> list[Path]:
               file=sys.stderr)
         sys.exit(2)
     if not csv_path.exists():
-        print(f"{artifact}: no {csv_path} (run scripts/aggregate.py first?), skipped")
-        return []
+        return None
     renderer = importlib.import_module(f"renderers.{spec['render']}")
     rows = load_rows(csv_path)
     outputs = renderer.render(spec, rows, results_dir)
@@ -52,8 +52,13 @@ def main() -> None:
     parser.add_argument("--experiments", type=Path, default=Path("experiments"), help="artifact specs (*.yaml)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="reads <artifact>_runs.csv, writes here")
     args = parser.parse_args()
+    without = []
     for spec_file in sorted(args.experiments.glob("*.yaml")):
-        render_artifact(yaml.safe_load(spec_file.read_text()), args.results)
+        spec = yaml.safe_load(spec_file.read_text())
+        if render_artifact(spec, args.results) is None:
+            without.append(spec["artifact"])
+    if without:
+        print(f"not rendered, no runs aggregated into {args.results}/ (no <artifact>_runs.csv): {', '.join(without)}")
 
 
 if __name__ == "__main__":

@@ -115,18 +115,41 @@ def sweep_command(python: str, presets: list[str], seeds: list[str], swept: dict
     return cmd
 
 
-def time_estimate(n_runs: int, jobs: int, budget: dict, launcher: str) -> str:
-    """A plain-words upper bound from the minute budget, when the budget has one."""
-    minutes = budget.get("trainer.max_minutes")
-    if minutes in (None, "null"):
-        return (f"no trainer.max_minutes cap: time is set by trainer.max_steps={budget.get('trainer.max_steps', '?')} "
-                "per run (see the README's time table)")
-    if launcher == "slurm":
-        return f"each run stops after at most {minutes} min of training, however the cluster schedules them"
-    waves = math.ceil(n_runs / jobs) if launcher != "submitit_local" else 1
-    total = waves * float(minutes)
-    return (f"at most {minutes} min of training per run, {waves} wave(s) of {jobs if waves > 1 else n_runs} "
-            f"parallel run(s): up to about {total / 60:.1f} h plus start-up and evaluation")
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def time_estimate(spec: dict, runs: dict[str, int], budget: dict, parallel: int) -> list[str]:
+    """Plain-words estimates of the sweep's training time, each saying what it assumes. ``runs``:
+    runs per preset; ``parallel``: runs at once. A run takes max_steps at the speed the spec's
+    ``measured_speed`` entries record (one estimate per entry), at most its max_minutes cap;
+    presets without a measured speed count at the cap. Start-up and evaluation beyond what the
+    measurement included are not counted."""
+    steps = budget.get("trainer.max_steps")
+    speeds_known = spec.get("measured_speed") if steps not in (None, "null") else []
+    cap = budget.get("trainer.max_minutes")
+    cap_s = None if cap in (None, "null") else 60 * float(cap)
+    n = sum(runs.values())
+    lines = [f"time: {n} run(s), {parallel} at once; each stops at trainer.max_steps={budget.get('trainer.max_steps', '?')}"
+             + (f" or after trainer.max_minutes={cap}, whichever comes first" if cap_s else " (no minute cap)")]
+    for entry in speeds_known or []:
+        speeds = entry["steps_per_second"]
+        unmeasured = [p for p in runs if p not in speeds]
+        if unmeasured and cap_s is None:
+            lines.append(f"  at the speed measured on {entry['where']}: no estimate ({', '.join(unmeasured)} not measured, no cap)")
+            continue
+        total = sum(k * (cap_s if p in unmeasured else min(float(steps) / speeds[p], cap_s or float("inf")))
+                    for p, k in runs.items())
+        note = f" ({', '.join(unmeasured)}: not measured there, counted at the cap)" if unmeasured else ""
+        lines.append(f"  at the speed measured on {entry['where']}: about {duration(total / parallel)}{note}")
+    if cap_s is not None:
+        lines.append(f"  upper bound, every run at its {cap}-min cap: {duration(n * cap_s / parallel)}"
+                     + ("" if speeds_known else " (no measured speed in the spec, or no max_steps)"))
+    elif not speeds_known:
+        lines.append("  no estimate: no measured speed in the spec (or no max_steps) and no minute cap")
+    if parallel > 1:
+        lines.append(f"  (assumes the {parallel} runs at once do not slow each other down)")
+    return lines
 
 
 def main() -> None:
@@ -169,7 +192,9 @@ def main() -> None:
     print(f"{artifact}: {len(presets)} preset(s), {n_runs} run(s), launcher {launcher}"
           + (f", OMP_NUM_THREADS={env['OMP_NUM_THREADS']}" if parallel and parallel > 1 else "")
           + f" -> {cmd[-1].split('=', 1)[1]}/")
-    print(f"time: {time_estimate(n_runs, args.jobs if launcher == 'joblib' else 1, budget, launcher)}")
+    runs = {p: len(seeds) * math.prod(len(v) for v in swept.values()) for p in presets}
+    at_once = min(n_runs, {"basic": 1, "joblib": args.jobs}.get(launcher, n_runs))
+    print("\n".join(time_estimate(spec, runs, budget, at_once)))
     print("  " + shlex.join(cmd), flush=True)
     if args.dry_run:
         return

@@ -30,5 +30,6 @@ def test_columns_seed_counts_and_failures(tmp_path):
     assert cells[2] == "50.00 (n=1 of 3)"
     assert cells[3] == "failed"
     assert cells[4] == "80.00 (n=1 of 3)"
-    report = dict((w, o) for w, o, _ in ablation_estimators.report_rows(spec, rows))
-    assert report["T=5 DAB (reference)"] == "92.00 ± 2.00 (n=3)"
+    report = {r.what: r for r in ablation_estimators.report_rows(spec, rows)}
+    assert report["T=5 DAB (reference)"].ours() == "92.00 ± 2.00 (n=3)"
+    assert report["T=5 straight-through"].ours() == "failed" and report["T=5 straight-through"].paper_text == "—"

@@ -1,15 +1,15 @@
 """The classification renderer (Table 2, Figure 6 panels) on hand-made aggregated rows."""
 import csv
-import importlib.util
+import sys
 
 import pytest
 import yaml
 
 from conftest import REPO
 
-spec_ = importlib.util.spec_from_file_location("classification_renderer", REPO / "scripts/renderers/classification.py")
-renderer = importlib.util.module_from_spec(spec_)
-spec_.loader.exec_module(renderer)
+sys.path.insert(0, str(REPO / "scripts"))
+
+from renderers import classification as renderer  # noqa: E402
 
 
 def load_spec(name: str) -> dict:
@@ -17,7 +17,7 @@ def load_spec(name: str) -> dict:
 
 
 def run_row(i: int, **cols) -> dict:
-    row = {"run_dir": f"runs/x/{i}", "experiment": "classify_sort", "seed": i % 3, "status": "ok", "steps": 390,
+    row = {"run_dir": f"runs/x/{i}", "experiment": "classify_sort", "seed": i % 3, "status": "finished", "steps": 390,
            "wall_seconds": 60.0, "device": "Test GPU", "max_steps": 39000, "max_minutes": 10.0, "width": 16,
            "dataset": "fmnist32", "precision": "bf16", "hard_fn_after": 4, "estimator": "dab", "accuracy_best": 0.9}
     row.update(cols)

@@ -1,6 +1,8 @@
 """The results pipeline end to end on real (tiny) runs: aggregate.py finds finished, failed and
-missing runs per cell; make_figures.py renders 'n=1 of 2' and 'failed'; make_report.py writes
-REPORT.md with the counts; every rendered artifact names the command that produced it."""
+missing runs per cell and sums up the empty cells in one line; make_figures.py renders 'n=1 of
+2' and 'failed' and lists the artifacts without a CSV in one line; make_report.py writes
+REPORT.md with the counts and a verdict about these runs only (never the spec's hand-written
+verdicts about other runs); every rendered artifact names the command that produced it."""
 import csv
 import json
 import subprocess
@@ -24,16 +26,26 @@ def script(name: str, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def spec_of(name: str) -> dict:
+    return yaml.safe_load((REPO / "experiments" / f"{name}.yaml").read_text())
+
+
+def verdict_texts(name: str) -> list[str]:
+    return [v["text"] for v in spec_of(name).get("verdicts") or []]
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    """A two-preset, two-seed Table 1 with one finished, two failed and one missing run."""
+    """A Table 1 of three presets and two seeds with one finished, two failed and three missing
+    runs (sort_elu_t5 has none), plus Figure 3 without any runs. The specs keep their
+    hand-written verdicts, which describe the committed H100 runs, not these."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    spec = yaml.safe_load((REPO / "experiments" / "table1.yaml").read_text())
-    spec["sweep"].update(presets=["sort_t5", "sort_t10"], seeds=[0, 1])
+    spec = spec_of("table1")
+    spec["sweep"].update(presets=["sort_t5", "sort_t10", "sort_elu_t5"], seeds=[0, 1])
     spec["history"] = True
-    spec.pop("verdict", None)  # the committed results' verdict; this fixture has its own runs
     (tmp / "experiments").mkdir()
     (tmp / "experiments" / "table1.yaml").write_text(yaml.safe_dump(spec))
+    (tmp / "experiments" / "figure3.yaml").write_text((REPO / "experiments" / "figure3.yaml").read_text())
     root = tmp / "runs"
     for preset, seed, fails in (("sort_t5", 0, False), ("sort_t5", 1, True), ("sort_t10", 0, True)):
         overrides = [f"+experiment={preset}", f"seed={seed}", *BUDGET] + (["dab.gamma=nan"] if fails else [])
@@ -61,6 +73,7 @@ def test_aggregate_lists_finished_failed_and_missing_per_cell(pipeline):
     assert "found 1 finished and 2 failed run(s)" in out and "1 still running or killed" in out
     assert "  sort_t5: 1 finished, 1 failed, 0 missing of 2 planned seed(s)" in out
     assert "  sort_t10: 0 finished, 1 failed, 1 missing of 2 planned seed(s)" in out
+    assert "  1 of 3 cell(s) have no runs yet: sort_elu_t5\n" in out and "sort_elu_t5: 0 finished" not in out
     with open(pipeline["results"] / "table1_runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["experiment"], r["seed"], r["status"]) for r in rows) == [
@@ -86,33 +99,90 @@ def test_table_says_n_of_planned_and_failed(pipeline):
     assert "(n=1 of 2, 1 failed)" in t5.split("|")[-3]  # Signum-Dense (ours)
     assert t10.split("|")[-3].strip() == "failed"
     assert t5.split("|")[2].strip() == "not run"  # ELU-Dense: not in this sweep
-    assert "| sort_t10 | 0 | 1 | 1 of 2 |" in table
+    assert "| sort_t10 | 0 | 1 | 1 of 2 |" in table and "| sort_elu_t5 | 0 | 0 | 2 of 2 |" in table
+    assert "- Runs: 1 finished, 2 failed (from table1_runs.csv); n=1 finished of 2 planned seeds per cell, " \
+           "in 1 of 3 planned cells" in table
     produced = [line.replace("`", "") for line in table.splitlines() if line.startswith("- Produced by:")]
     assert ("- Produced by: scripts/run_artifact.py experiments/table1.yaml --only sort_t5 --seeds 0 "
             "--set=trainer.ckpt_every=3 --set=trainer.eval_every=3 --set=trainer.max_minutes=null "
             "--set=trainer.max_steps=3 (1 run(s))") in produced
-    assert ("- Produced by: scripts/run_artifact.py experiments/table1.yaml --set=dab.gamma=nan "
+    assert ("- Produced by: scripts/run_artifact.py experiments/table1.yaml --only sort_t5,sort_t10 --set=dab.gamma=nan "
             "--set=trainer.ckpt_every=3 --set=trainer.eval_every=3 --set=trainer.max_minutes=null "
             "--set=trainer.max_steps=3 (2 run(s))") in produced
     assert "rendered" in pipeline["figures"] and "1 finished, 2 failed run(s)" in pipeline["figures"]
 
 
-def test_report_has_every_spec_with_counts_and_verdict(pipeline):
-    report = (pipeline["results"] / "REPORT.md").read_text()
-    line = next(ln for ln in report.splitlines() if ln.startswith("| table1 |"))
-    assert "| 1 / 2 / 1 of 4 |" in line and "no verdict recorded" in line
-    assert "| T=5 Signum-Dense | 0." in report and "(n=1 of 2, 1 failed) | 99.3 ± 0.25 (x5) |" in report
+def test_make_figures_lists_artifacts_without_runs_in_one_line(pipeline):
+    out = pipeline["figures"]
+    assert f"not rendered, no runs aggregated into {pipeline['results']}/ (no <artifact>_runs.csv): figure3" in out
+    assert out.count("figure3") == 1 and "?" not in out
 
-    spec_file = pipeline["tmp"] / "experiments" / "table1.yaml"
-    spec = yaml.safe_load(spec_file.read_text())
-    spec["verdict"] = "differs: far below the paper at 3 steps"
-    spec_file.write_text(yaml.safe_dump(spec))
-    (pipeline["tmp"] / "experiments" / "figure9.yaml").write_text(yaml.safe_dump(
-        {**spec, "artifact": "figure9", "title": "Figure 9", "render": None, "verdict": None}))
-    script("make_report", "--experiments", str(pipeline["tmp"] / "experiments"), "--results", str(pipeline["results"]))
+
+def report_line(report: str, artifact: str) -> str:
+    return next(ln for ln in report.splitlines() if ln.startswith(f"| {artifact} |"))
+
+
+def test_report_never_shows_a_verdict_about_other_runs(pipeline):
+    """The CPU 3-step runs are not the H100 runs the specs' verdicts describe: the report computes
+    its verdict from these runs, labelled so, and says whose runs the hand-written one is about."""
     report = (pipeline["results"] / "REPORT.md").read_text()
-    assert "| differs: far below the paper at 3 steps |" in report
-    assert "| figure9 |" in report and "not run here (no runs aggregated into figure9_runs.csv)" in report
+    line = report_line(report, "table1")
+    assert "| 1 / 2 / 3 of 6 |" in line
+    assert "computed from these runs, not hand-written: of 1 cells with runs and a paper number, 0 differ" in line
+    assert "1 have one run (no spread to judge by)" in line
+    for text in verdict_texts("table1") + verdict_texts("figure3"):
+        assert text not in report
+    assert "describe other runs (hardware H100, max_steps 10000, 30000, 17 finished runs, overrides none); " \
+           "these runs: hardware " in report
+    assert report_line(report, "figure3").endswith("| not run here (no runs aggregated into figure3_runs.csv) |")
+    row = next(ln for ln in report.splitlines() if ln.startswith("| T=5 Signum-Dense |"))
+    assert "(n=1 of 2, 1 failed) | 99.3 ± 0.25 (x5) | -9" in row and "(one run: no seed spread to judge by) |" in row
+
+
+def about_these_runs(pipeline) -> dict:
+    """What the fixture's finished run is, as a verdict's `about` states it."""
+    rows = list(csv.DictReader(open(pipeline["results"] / "table1_runs.csv")))
+    (done,) = [r for r in rows if r["status"] == "finished"]
+    return {"hardware": done["device"].split()[0], "max_steps": 3, "runs": 1, "overrides": []}
+
+
+@pytest.mark.parametrize("change", [None, "hardware", "max_steps", "runs", "overrides"])
+def test_a_hand_written_verdict_shows_only_beside_the_runs_it_describes(pipeline, tmp_path, change):
+    about = about_these_runs(pipeline)
+    other = {"hardware": "H100", "max_steps": 30000, "runs": 2, "overrides": ["model.width=8"]}
+    if change:
+        about[change] = other[change]
+    spec = spec_of("table1")
+    spec["sweep"].update(presets=["sort_t5", "sort_t10", "sort_elu_t5"], seeds=[0, 1])
+    spec["verdicts"] = [{"about": about, "text": "differs: far below the paper at 3 steps"}]
+    (tmp_path / "table1.yaml").write_text(yaml.safe_dump(spec))
+    script("make_report", "--experiments", str(tmp_path), "--results", str(pipeline["results"]))
+    line = report_line((pipeline["results"] / "REPORT.md").read_text(), "table1")
+    shown = "| differs: far below the paper at 3 steps (hand-written for these runs) |" in line
+    assert shown == (change is None)
+    assert ("computed from these runs" in line) == (change is not None)
+
+
+def test_report_refuses_a_verdict_that_does_not_say_which_runs(pipeline, tmp_path):
+    spec = spec_of("figure3")
+    spec["verdicts"] = [{"about": {"hardware": "H100", "max_steps": 5000}, "text": "x"}]
+    (tmp_path / "figure3.yaml").write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "scripts/make_report.py", "--experiments", str(tmp_path), "--results",
+                           str(pipeline["results"])], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "verdicts[0].about: missing runs, overrides; valid keys: hardware, max_steps, runs, overrides" in proc.stderr
+
+
+def test_report_computes_no_gap_outside_the_papers_setting(pipeline, tmp_path):
+    """paper.setting names what the paper's numbers hold for; runs elsewhere get no comparison."""
+    spec = spec_of("table1")
+    spec["paper"]["setting"] = {"T": 7}
+    (tmp_path / "table1.yaml").write_text(yaml.safe_dump(spec))
+    script("make_report", "--experiments", str(tmp_path), "--results", str(pipeline["results"]))
+    report = (pipeline["results"] / "REPORT.md").read_text()
+    assert "no verdict for these runs: they are not in the paper's setting (T 5 (paper: 7))" in report_line(report, "table1")
+    row = next(ln for ln in report.splitlines() if ln.startswith("| T=5 Signum-Dense |"))
+    assert row.endswith("| not computed: not the paper's setting |")
 
 
 def test_aggregate_rejects_a_bad_column_path(tmp_path):

@@ -43,7 +43,7 @@ def test_figure4_renders_panels_table_and_grid(tmp_path):
     assert "| bernoulli | 0.1 | 0.0995 | 0.650 ± 0.071 (n=2)" in md
     assert "| CIFAR-10 | dab-binary | 0.1 | — | not run | not run |" in md
     assert "| Fashion-MNIST | discrete | 0.02 | — | not run | not run |" in md
-    assert "test CPU" in md and "max_steps 300" in md
+    assert "- Hardware: test CPU (4 runs)" in md and "trainer.max_steps=300" in md
 
 
 def test_figure5_renders_one_bpp_level_without_pngs(tmp_path):

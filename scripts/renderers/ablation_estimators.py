@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from renderers.common import cell_summary, coverage_lines, describe, finished, planned_seeds, provenance
+from renderers.common import ReportRow, cell_summary, cell_values, coverage_lines, planned_seeds, provenance_lines
 
 COLUMNS = ("DAB (reference)", "DAB, loss_to_input", "straight-through", "ELU-Dense (no hard fn)")
 
@@ -20,22 +20,26 @@ def cell(spec: dict, rows: list[dict], T: int, name: str, metric: str) -> str:
     return cell_summary(spec, rows, metric, T=T, variant=name)
 
 
-def report_rows(spec: dict, rows: list[dict]) -> list[tuple[str, str, str]]:
+def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
+    """One REPORT.md row per T and estimator, in %; the paper has no numbers for them."""
     for r in rows:
         r["variant"] = variant(r)
-    return [(f"T={T} {name}", cell(spec, rows, T, name, spec["metric"]), "—")
-            for T in sorted({r["T"] for r in rows}) for name in COLUMNS]
+    out = []
+    for T in sorted({r["T"] for r in rows}):
+        for name in COLUMNS:
+            values, failed = cell_values(rows, spec["metric"], T=T, variant=name)
+            out.append(ReportRow(f"T={T} {name}", values, planned_seeds(spec), failed, paper_text="—"))
+    return out
 
 
 def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
-    csv_path = results_dir / f"{spec['artifact']}_runs.csv"
     for r in rows:
         r["variant"] = variant(r)
     lengths = sorted({r["T"] for r in rows})
     header = "| T | " + " | ".join(COLUMNS) + " |"
     rule = "|---" * (len(COLUMNS) + 1) + "|"
     lines = [f"# {spec['title']}", "", f"Source: {spec['source']}.", "",
-             *describe(finished(rows), csv_path), *provenance(spec, rows), "",
+             *provenance_lines(spec, rows, results_dir), "",
              "Final test all-or-none accuracy, %, mean ± std over seeds:", "", header, rule]
     lines += [f"| {T} | " + " | ".join(cell(spec, rows, T, c, "all_or_none") for c in COLUMNS) + " |" for T in lengths]
     lines += ["", "Final test per-element accuracy, %:", "", header, rule]

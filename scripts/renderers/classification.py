@@ -9,17 +9,19 @@ parsed) and the curves come from results/<artifact>_history.csv. Writes, by ``sp
     figure6_middle   results/figure6_middle.{png,md}            test EMD over training (sort)
     figure6_right    results/figure6_right.{png,md}             test accuracy over training, DAB vs STE
 
-Every output names the data set (the Fashion-MNIST-32 stand-in is labelled as such), widths,
-hardware, budget and seeds of the runs it shows; a cell without runs says "not run".
+Every output names the data set (the Fashion-MNIST-32 stand-in is labelled as such), widths and
+the shared provenance of renderers.common (hardware, budget, seeds, n, overrides, commands); a
+cell without runs says "not run". ``report_rows(spec, rows)`` gives REPORT.md its rows.
 """
 from __future__ import annotations
 
-import textwrap
-
 import csv
 import statistics
+import textwrap
 from collections import defaultdict
 from pathlib import Path
+
+from renderers.common import ReportRow, add_caption, caption, planned_seeds, provenance_lines
 
 DATASET_LABELS = {"cifar10": "CIFAR-10",
                   "fmnist32": "Fashion-MNIST-32 stand-in, not CIFAR-10"}
@@ -44,24 +46,22 @@ def _distinct(rows: list[dict], key: str) -> str:
     return ", ".join(values) if values else "—"
 
 
-def provenance(rows: list[dict]) -> list[str]:
-    """Header lines: data set, width, hardware, budget, seeds and steps of ``rows``."""
+def model_lines(rows: list[dict]) -> list[str]:
+    """Header bullets this renderer adds: the data set (stand-in labelled) and the ResNet18 width."""
     if not rows:
-        return ["No finished runs yet: every cell below says \"not run\"."]
+        return []
     datasets = sorted({str(r.get("dataset")) for r in rows})
     lines = [f"- Data set: {', '.join(DATASET_LABELS.get(d, d) for d in datasets)}",
-             f"- ResNet18 width: {_distinct(rows, 'width')}; precision: {_distinct(rows, 'precision')}",
-             f"- Hardware: {_distinct(rows, 'device')}",
-             f"- Budget per run: max_steps {_distinct(rows, 'max_steps')}, max_minutes {_distinct(rows, 'max_minutes')};"
-             f" steps run {min(r['steps'] for r in rows)}–{max(r['steps'] for r in rows)}",
-             f"- Seeds: {_distinct(rows, 'seed')}; runs: {len(rows)}"]
+             f"- ResNet18 width: {_distinct(rows, 'width')}"]
     if len(datasets) > 1 or len({r.get("width") for r in rows}) > 1:
         lines.append("- **Warning: runs on different data sets or widths are mixed in this output.**")
     return lines
 
 
-def write_md(path: Path, title: str, spec: dict, rows: list[dict], body: list[str]) -> Path:
-    lines = [f"# {title}", "", f"Source: {spec.get('source', '')}", "", *provenance(rows), "", *body, ""]
+def write_md(path: Path, spec: dict, all_rows: list[dict], rows: list[dict], body: list[str]) -> Path:
+    """The .md: title, source, provenance of every run (``all_rows``), then ``body``."""
+    lines = [f"# {spec['title']}", "", f"Source: {spec.get('source', '')}", "",
+             *provenance_lines(spec, all_rows, path.parent, model_lines(rows)), "", *body, ""]
     path.write_text("\n".join(lines))
     return path
 
@@ -71,18 +71,24 @@ def with_metric(rows: list[dict], metric: str) -> list[dict]:
     return [r for r in rows if r.get(metric) is not None]
 
 
-def render_table2(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
-    metric = spec.get("metric", "accuracy")
-    by_fn = defaultdict(list)
+def by_key(rows: list[dict], key: str, metric: str) -> dict:
+    """{value of ``key``: [metric of each run]}."""
+    out = defaultdict(list)
     for r in rows:
-        by_fn[r["hard_fn"]].append(r[metric])
+        out[r.get(key)].append(r[metric])
+    return out
+
+
+def render_table2(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path) -> list[Path]:
+    metric = spec.get("metric", "accuracy")
+    by_fn = by_key(rows, "hard_fn", metric)
     paper = spec["paper"]
     body = [f"Test accuracy in % (ours: {metric}, mean ± sample std over seeds; paper: {paper['note']}).", "",
             "| function | form | ours | paper |", "|---|---|---|---|"]
     for p in paper["rows"]:
         body.append(f"| {p['name']} | {p['form']} | {fmt(by_fn.get(p['hard_fn'], []))} | "
                     f"{p['mean']:g} ± {p['std']:g} (x{p['n']}, CIFAR-10) |")
-    return [write_md(results_dir / "table2.md", spec["title"], spec, rows, body)]
+    return [write_md(results_dir / "table2.md", spec, all_rows, rows, body)]
 
 
 def read_history(results_dir: Path, artifact: str) -> list[dict]:
@@ -113,7 +119,7 @@ def curves(history: list[dict], group_of, metric: str) -> dict[str, dict[int, li
     return out
 
 
-def plot_curves(path: Path, title: str, groups: dict, ylabel: str, scale: float) -> Path:
+def plot_curves(path: Path, title: str, groups: dict, ylabel: str, scale: float, note: str) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -133,7 +139,7 @@ def plot_curves(path: Path, title: str, groups: dict, ylabel: str, scale: float)
     ax.set_title(textwrap.fill(title, 70), fontsize=8)  # long titles wrap instead of running off the figure
     if groups:
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, add_caption(fig, note), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -154,18 +160,21 @@ def subtitle(rows: list[dict]) -> str:
     return f"{'; '.join(datasets)}; width {_distinct(rows, 'width')}; seeds {_distinct(rows, 'seed')}"
 
 
-def render_curves(spec: dict, rows: list[dict], results_dir: Path, metric: str, group_of, ylabel: str,
-                  scale: float, digits: int) -> list[Path]:
+def render_curves(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path, metric: str, group_of,
+                  ylabel: str, scale: float, digits: int) -> list[Path]:
     artifact = spec["artifact"]
     groups = curves(read_history(results_dir, artifact), group_of, metric)
-    png = plot_curves(results_dir / f"{artifact}.png", f"{spec['title']}\n({subtitle(rows)})", groups, ylabel, scale)
+    runs = {name: max(len(v) for v in by_step.values()) for name, by_step in groups.items()}
+    note = caption(spec, all_rows, runs, "curve") + "\n(n may be smaller at steps some runs did not reach; per step in the .md)"
+    png = plot_curves(results_dir / f"{artifact}.png", f"{spec['title']}\n({subtitle(rows)})", groups, ylabel, scale,
+                      note)
     body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "",
             f"![{artifact}]({png.name})", "", f"{ylabel}, mean ± sample std over seeds, at each evaluation:", "",
             *curve_table(groups, scale, digits)]
-    return [png, write_md(results_dir / f"{artifact}.md", spec["title"], spec, rows, body)]
+    return [png, write_md(results_dir / f"{artifact}.md", spec, all_rows, rows, body)]
 
 
-def render_figure6_left(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
+def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -182,32 +191,66 @@ def render_figure6_left(spec: dict, rows: list[dict], results_dir: Path) -> list
     ax.set_xlabel("signum after residual stage")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(textwrap.fill(f"{spec['title']} ({subtitle(rows)})", 70), fontsize=8)
-    fig.tight_layout()
+    counts = {f"stage {s}": len(by_stage[s]) for s in stages}
+    fig.tight_layout(rect=(0, add_caption(fig, caption(spec, all_rows, counts, "bar")), 1, 1))
     png = results_dir / "figure6_left.png"
     fig.savefig(png, dpi=120)
     plt.close(fig)
     body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "", f"![figure6_left]({png.name})", "",
             "| signum after stage | test accuracy % (mean ± std) |", "|---|---|"]
     body += [f"| {s} | {fmt(v)} |" for s, v in by_stage.items()]
-    return [png, write_md(results_dir / "figure6_left.md", spec["title"], spec, rows, body)]
+    return [png, write_md(results_dir / "figure6_left.md", spec, all_rows, rows, body)]
+
+
+def unknown_artifact(artifact: str) -> ValueError:
+    """The error for an artifact this renderer does not draw, naming those it does."""
+    return ValueError(f"renderer 'classification' does not know artifact '{artifact}'; valid choices: "
+                      "table2, figure6_left, figure6_middle, figure6_right")
+
+
+def estimator_of(rows: list[dict]) -> dict:
+    """run_dir -> DAB / STE, the series of Figure 6 right."""
+    return {r["run_dir"]: ESTIMATOR_LABELS.get(r.get("estimator"), r.get("estimator")) for r in rows}
+
+
+def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
+    """REPORT.md rows, in % (EMD in positions): Table 2 per function beside the paper's CIFAR-10
+    numbers; Figure 6 per placement, the sort's final EMD, per estimator (the paper: plots only)."""
+    metric = spec.get("metric", "accuracy")
+    artifact, planned = spec["artifact"], planned_seeds(spec)
+    done = with_metric(rows, metric)
+    if artifact == "table2":
+        by_fn = by_key(done, "hard_fn", metric)
+        return [ReportRow(f"{p['name']} ({p['form']})", [100 * v for v in by_fn.get(p["hard_fn"], [])], planned,
+                          paper=p) for p in spec["paper"]["rows"]]
+    if artifact == "figure6_left":
+        by_stage = by_key(done, "hard_fn_after", metric)
+        return [ReportRow(f"signum after stage {s}", [100 * v for v in by_stage.get(s, [])], planned)
+                for s in (1, 2, 3, 4)]
+    if artifact == "figure6_middle":
+        return [ReportRow("final test EMD (positions moved)", [r[metric] for r in done], planned, digits=3)]
+    if artifact == "figure6_right":
+        by_est = by_key(done, "estimator", metric)
+        return [ReportRow(f"sort-1D, {label}", [100 * v for v in by_est.get(key, [])], planned)
+                for key, label in ESTIMATOR_LABELS.items()]
+    raise unknown_artifact(artifact)
 
 
 def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     """Write the artifact named by ``spec['artifact']``; returns the files written."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    rows = with_metric(rows, spec.get("metric", "accuracy"))
+    all_rows, rows = rows, with_metric(rows, spec.get("metric", "accuracy"))
     artifact = spec["artifact"]
     if artifact == "table2":
-        return render_table2(spec, rows, results_dir)
+        return render_table2(spec, all_rows, rows, results_dir)
     if artifact == "figure6_left":
-        return render_figure6_left(spec, rows, results_dir)
+        return render_figure6_left(spec, all_rows, rows, results_dir)
     if artifact == "figure6_middle":
-        return render_curves(spec, rows, results_dir, "test/emd", lambda h: "sort-rows ⊕ cols (DAB)",
+        return render_curves(spec, all_rows, rows, results_dir, "test/emd", lambda h: "sort-rows ⊕ cols (DAB)",
                              "test EMD (positions moved)", 1.0, 3)
     if artifact == "figure6_right":
-        estimator = {r["run_dir"]: ESTIMATOR_LABELS.get(r.get("estimator"), r.get("estimator")) for r in rows}
-        return render_curves(spec, rows, results_dir, "test/accuracy", lambda h: estimator.get(h.get("run_dir")),
-                             "test accuracy (%)", 100.0, 2)
-    raise ValueError(f"renderer 'classification' does not know artifact '{artifact}'; valid choices: "
-                     "table2, figure6_left, figure6_middle, figure6_right")
+        estimator = estimator_of(rows)
+        return render_curves(spec, all_rows, rows, results_dir, "test/accuracy",
+                             lambda h: estimator.get(h.get("run_dir")), "test accuracy (%)", 100.0, 2)
+    raise unknown_artifact(artifact)

@@ -1,16 +1,22 @@
-"""Helpers every renderer shares: CSV loading, mean ± std cells, seed coverage ("n=2 of 3"),
-and the markdown header (hardware, budget, seeds, software, the command that produced the runs)."""
+"""Helpers every renderer shares: CSV loading, mean ± std cells, seed coverage ("n=2 of 3"), the
+provenance every rendered file states (hardware, budget, seeds, n per cell, overrides beyond the
+spec, the commands that produced the runs and re-render the file), and the rows of REPORT.md."""
 from __future__ import annotations
 
 import csv
+import itertools
 import shlex
 import statistics
+import textwrap
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC_NAMES = {"all_or_none": "final test all-or-none accuracy",
                 "all_or_none_best": "maximum test all-or-none accuracy over training"}
+# Overrides every launched run carries that say nothing about what was trained.
+LAUNCH_KEYS = ("+experiment", "experiment", "seed", "runs_root", "trainer.resume")
 
 
 def parse_value(text: str | None):
@@ -91,13 +97,35 @@ def distinct(rows: list[dict], key: str) -> str:
 
 
 def hydra_value(value) -> str:
-    """A YAML value as Hydra's command line spells it (None -> null, True -> true)."""
-    if value is None:
+    """A value as Hydra's command line spells it: None -> null, True -> true, and the same for the
+    'None' / 'True' / 'False' that Python wrote into recorded commands."""
+    if value is None or value == "None":
         return "null"
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value in ("True", "False"):
         return str(value).lower()
     return str(value)
 
+
+def same_value(a: str, b: str) -> bool:
+    """Two Hydra values are the same setting ('20' and '20.0' are)."""
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the repository where it lies inside it (results/cpu), else as given."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# ---- cells: a preset with one combination of swept values ----
 
 def swept_keys(spec: dict) -> list[str]:
     return list((spec["sweep"].get("overrides") or {}).keys())
@@ -110,16 +138,41 @@ def cell_name(experiment: str, swept: dict) -> str:
 
 def planned_cells(spec: dict) -> list[str]:
     """Every cell the spec's sweep plans, in sweep order."""
-    import itertools
-
     sweep = spec["sweep"]
     keys = swept_keys(spec)
     combos = list(itertools.product(*[(sweep.get("overrides") or {})[k] for k in keys]))
     return [cell_name(p, dict(zip(keys, combo))) for p in sweep["presets"] for combo in combos]
 
 
+def run_overrides(command: str | None) -> list[str]:
+    """The Hydra overrides of a recorded ``python train.py ...`` command."""
+    if not command:
+        return []
+    words = shlex.split(command)
+    start = next((i + 1 for i, w in enumerate(words) if w.endswith("train.py")), 0)
+    return [w for w in words[start:] if not w.startswith("-")]
+
+
+def command_overrides(command: str | None) -> dict[str, str]:
+    """key -> value (as Hydra spells it) of a recorded ``python train.py ...`` command."""
+    pairs = (item.partition("=") for item in run_overrides(command))
+    return {key: hydra_value(value) for key, _, value in pairs}
+
+
+def swept_from_command(spec: dict, command: str | None) -> dict | None:
+    """The swept values a recorded command set (``dab=ste``: the option's name, where the config
+    holds only the group's contents); None when the command does not name every swept key."""
+    given = command_overrides(command)
+    keys = swept_keys(spec)
+    return {k: given[k] for k in keys} if all(k in given for k in keys) else None
+
+
 def row_cell(spec: dict, row: dict) -> str:
-    """A row's cell; CSVs written before the ``cell`` column name swept keys by their last part."""
+    """A row's cell: from its recorded command where that names every swept value, else the CSV's
+    ``cell`` column, else (CSVs without either) from the columns named after the swept keys."""
+    swept = swept_from_command(spec, row.get("command")) if row.get("experiment") else None
+    if swept is not None:
+        return cell_name(row["experiment"], swept)
     if row.get("cell"):
         return row["cell"]
     return cell_name(row["experiment"], {k: row.get(k.split(".")[-1]) for k in swept_keys(spec)})
@@ -150,86 +203,6 @@ def coverage_lines(spec: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
-def run_overrides(command: str | None) -> list[str]:
-    """The Hydra overrides of a recorded ``python train.py ...`` command."""
-    if not command:
-        return []
-    words = shlex.split(command)
-    start = next((i + 1 for i, w in enumerate(words) if w.endswith("train.py")), 0)
-    return [w for w in words[start:] if not w.startswith("-")]
-
-
-def regenerate_commands(spec: dict, rows: list[dict]) -> list[tuple[str, int]]:
-    """The run_artifact.py command(s) that reproduce these runs: the spec plus whatever the
-    recorded run commands override beyond its budget (as --set), restricted to the presets and
-    seeds present. Runs with different extra overrides give one (command, run count) each."""
-    budget = {k: hydra_value(v) for k, v in (spec.get("budget") or {}).items()}
-    speed = {k: hydra_value(v) for k, v in (spec.get("speed") or {}).items()}
-    fixed = {"+experiment", "experiment", "seed", "runs_root", *swept_keys(spec)}
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if not r.get("command"):
-            continue
-        given = dict(item.partition("=")[::2] for item in run_overrides(r["command"]))
-        extra = [(k, v) for k, v in given.items() if k not in fixed and budget.get(k) != v]
-        for key, value in budget.items():  # a budget key the run did not set: it ran at its default
-            column = key.split(".")[-1]
-            if key not in given and column in r and hydra_value(r[column]) != value:
-                extra.append((key, hydra_value(r[column])))
-        groups.setdefault(tuple(sorted(extra)), []).append(r)
-    commands = []
-    for extra, members in groups.items():
-        args = [f"experiments/{spec['artifact']}.yaml"]
-        presets = [p for p in spec["sweep"]["presets"] if any(m["experiment"] == p for m in members)]
-        if presets != list(spec["sweep"]["presets"]):
-            args.append("--only " + ",".join(presets))
-        seeds = sorted({m["seed"] for m in members})
-        if seeds != sorted(int(s) for s in spec["sweep"]["seeds"]):
-            args.append("--seeds " + ",".join(map(str, seeds)))
-        sets = dict(extra)
-        if speed and all(sets.get(k) == v for k, v in speed.items()):
-            args.append("--fast")
-            sets = {k: v for k, v in sets.items() if k not in speed}
-        args += [shlex.quote(f"--set={k}={v}") for k, v in sets.items()]
-        commands.append(("scripts/run_artifact.py " + " ".join(args), len(members)))
-    return commands
-
-
-def describe(rows: list[dict], csv_path: Path, extra: list[str] = ()) -> list[str]:
-    """Markdown bullets: hardware, budget, seeds, software, then ``extra`` bullets; warns when
-    budgets are mixed."""
-    devices = Counter(r["device"] for r in rows)
-    keys = ("max_steps", "max_minutes", "eval_every", "precision", "compile")
-    budgets = {" ".join(f"{k}={show(r.get(k))}" for k in keys) for r in rows}
-    lines = [
-        "- Hardware: " + "; ".join(f"{d} ({n} runs)" for d, n in devices.most_common()),
-        f"- Budget set: trainer.max_steps={distinct(rows, 'max_steps')}, "
-        f"trainer.max_minutes={distinct(rows, 'max_minutes')}, trainer.eval_every={distinct(rows, 'eval_every')}",
-        f"- Budget used: {span([r['steps'] for r in rows])} steps, "
-        f"{span([r['wall_seconds'] / 60 for r in rows if r.get('wall_seconds') is not None], '{:.1f}')} min per run",
-        f"- Seeds: {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}",
-        f"- Software: torch {distinct(rows, 'torch')}, precision {distinct(rows, 'precision')}, "
-        f"compile {distinct(rows, 'compile')}",
-        f"- Runs: {len(rows)} (from {csv_path.name})",
-    ]
-    lines += list(extra)
-    if len(budgets) > 1:
-        lines.append("- **Warning: runs with different budgets are mixed here:** "
-                     + "; ".join(f"`{b}`" for b in sorted(budgets)))
-    return lines
-
-
-def provenance(spec: dict, rows: list[dict]) -> list[str]:
-    """Markdown bullets: the command(s) that produced these runs, or that they were not recorded."""
-    commands = regenerate_commands(spec, rows)
-    unrecorded = sum(1 for r in rows if not r.get("command"))
-    lines = [f"- Produced by: `{c}` ({n} run(s))" for c, n in commands]
-    if unrecorded:
-        lines.append(f"- Command not recorded for {unrecorded} run(s) (made before runs recorded their "
-                     "command); their budget is listed above and each run's config.yaml has the rest")
-    return lines
-
-
 def planned_seeds(spec: dict) -> int:
     return len(spec["sweep"]["seeds"])
 
@@ -241,8 +214,210 @@ def failed_seeds(rows: list[dict], **match) -> int:
     return len({r["seed"] for r in mine if r.get("status") == "failed"} - done)
 
 
+def cell_values(rows: list[dict], metric: str, scale: float = 100.0, **match) -> tuple[list[float], int]:
+    """``scale * metric`` of the finished rows matching ``match`` (column=value), and how many
+    seeds of those rows only failed."""
+    values = [scale * r[metric] for r in finished(rows) if all(r.get(k) == v for k, v in match.items())]
+    return values, failed_seeds(rows, **match)
+
+
 def cell_summary(spec: dict, rows: list[dict], metric: str, **match) -> str:
     """fmt_ours of ``metric`` over the finished rows matching ``match`` (column=value), with n of
     the planned seeds and the seeds that only failed."""
-    values = [r[metric] for r in finished(rows) if all(r.get(k) == v for k, v in match.items())]
-    return fmt_ours(values, planned_seeds(spec), failed_seeds(rows, **match))
+    values, failed = cell_values(rows, metric, 1.0, **match)
+    return fmt_ours(values, planned_seeds(spec), failed)
+
+
+# ---- what the runs set beyond their spec ----
+
+def extra_overrides(spec: dict, row: dict) -> dict[str, str]:
+    """What one run set beyond its spec: the recorded overrides other than the preset, seed, swept
+    keys, runs_root, trainer.resume and hydra.* whose value differs from the spec's budget, plus
+    budget keys the run left at a different default (read from the CSV column of that name)."""
+    budget = {k: hydra_value(v) for k, v in (spec.get("budget") or {}).items()}
+    fixed = {*LAUNCH_KEYS, *swept_keys(spec)}
+    given = command_overrides(row.get("command"))
+    extra = {k: v for k, v in given.items()
+             if k not in fixed and not k.startswith("hydra.") and not same_value(budget.get(k, ""), v)}
+    for key, value in budget.items():
+        column = key.split(".")[-1]
+        if key not in given and column in row and not same_value(hydra_value(row[column]), value):
+            extra[key] = hydra_value(row[column])
+    return extra
+
+
+def setting_overrides(spec: dict, rows: list[dict]) -> list[str] | None:
+    """The overrides beyond the spec that are not budget (not ``trainer.*``), as sorted distinct
+    'key=value' over ``rows``; None when a run's command was not recorded (they are unknown)."""
+    if any(not r.get("command") for r in rows):
+        return None
+    return sorted({f"{k}={v}" for r in rows for k, v in extra_overrides(spec, r).items()
+                   if not k.startswith("trainer.")})
+
+
+def regenerate_commands(spec: dict, rows: list[dict]) -> list[tuple[str, int]]:
+    """The run_artifact.py command(s) that reproduce these runs: the spec plus whatever the
+    recorded run commands override beyond its budget (as --set; --fast where the spec's ``speed``
+    overrides are all set), restricted to the presets and seeds present. Runs with different extra
+    overrides give one (command, run count) each."""
+    speed = {k: hydra_value(v) for k, v in (spec.get("speed") or {}).items()}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("command"):
+            groups.setdefault(tuple(sorted(extra_overrides(spec, r).items())), []).append(r)
+    commands = []
+    for extra, members in groups.items():
+        args = [f"experiments/{spec['artifact']}.yaml"]
+        presets = [p for p in spec["sweep"]["presets"] if any(m["experiment"] == p for m in members)]
+        if presets != list(spec["sweep"]["presets"]):
+            args.append("--only " + ",".join(presets))
+        seeds = sorted({m["seed"] for m in members})
+        if seeds != sorted(int(s) for s in spec["sweep"]["seeds"]):
+            args.append("--seeds " + ",".join(map(str, seeds)))
+        sets = dict(extra)
+        if speed and all(same_value(sets.get(k, ""), v) for k, v in speed.items()):
+            args.append("--fast")
+            sets = {k: v for k, v in sets.items() if k not in speed}
+        args += [shlex.quote(f"--set={k}={v}") for k, v in sets.items()]
+        commands.append(("scripts/run_artifact.py " + " ".join(args), len(members)))
+    return commands
+
+
+# ---- provenance: the same facts in every .md header and under every figure ----
+
+def cells_text(spec: dict, rows: list[dict]) -> str:
+    """'n=1–3 finished of 3 planned seeds, in 4 of 9 planned cells' over the cells with runs."""
+    cells = coverage(spec, rows)
+    counts = [c["finished"] for c in cells if c["finished"]]
+    planned = len(planned_cells(spec))
+    with_runs = sum(1 for c in cells[:planned] if c["finished"])
+    extra = len(counts) - with_runs
+    return (f"n={span(counts)} finished of {planned_seeds(spec)} planned seeds per cell, "
+            f"in {with_runs} of {planned} planned cells" + (f" and {extra} unplanned" if extra else ""))
+
+
+def provenance_lines(spec: dict, rows: list[dict], results_dir: Path, extra: list[str] = ()) -> list[str]:
+    """Markdown bullets for a rendered file's header: hardware, budget set and used, seeds, n per
+    cell, software, overrides beyond the spec, ``extra`` bullets, the command(s) that produced the
+    runs, how to re-render the file, and a warning when budgets are mixed. ``rows`` are all the
+    artifact's runs (failed ones too)."""
+    results = display_path(results_dir)
+    rerender = (f"- Regenerate: `scripts/aggregate.py --results {results}` (the CSV, from the runs under "
+                f"`runs/{spec['artifact']}/`), then `scripts/make_figures.py --results {results}` (this file)")
+    done = finished(rows)
+    lines = [f"- Runs: {len(done)} finished, {len(rows) - len(done)} failed "
+             f"(from {spec['artifact']}_runs.csv); {cells_text(spec, rows)}"]
+    if done:
+        devices = Counter(r["device"] for r in done)
+        overrides = setting_overrides(spec, done)
+        lines += [
+            "- Hardware: " + "; ".join(f"{d} ({n} runs)" for d, n in devices.most_common()),
+            f"- Budget set: trainer.max_steps={distinct(done, 'max_steps')}, "
+            f"trainer.max_minutes={distinct(done, 'max_minutes')}, trainer.eval_every={distinct(done, 'eval_every')}",
+            f"- Budget used: {span([r['steps'] for r in done])} steps, "
+            f"{span([r['wall_seconds'] / 60 for r in done if r.get('wall_seconds') is not None], '{:.1f}')} min per run",
+            f"- Seeds: {', '.join(str(s) for s in sorted({r['seed'] for r in done}))}",
+            f"- Software: torch {distinct(done, 'torch')}, precision {distinct(done, 'precision')}, "
+            f"compile {distinct(done, 'compile')}",
+            "- Overrides beyond the spec (not budget): "
+            + ("unknown (commands not recorded)" if overrides is None
+               else ", ".join(f"`{o}`" for o in overrides) or "none"),
+        ]
+    lines += list(extra)
+    lines += [f"- Produced by: `{c}` ({n} run(s))" for c, n in regenerate_commands(spec, rows)]
+    unrecorded = sum(1 for r in rows if not r.get("command"))
+    if unrecorded:
+        lines.append(f"- Command not recorded for {unrecorded} run(s) (made before runs recorded their "
+                     "command); their budget is listed above and each run's config.yaml has the rest")
+    lines.append(rerender)
+    budgets = {" ".join(f"{k}={show(r.get(k))}" for k in ("max_steps", "max_minutes", "eval_every", "precision",
+                                                              "compile")) for r in done}
+    if len(budgets) > 1:
+        lines.append("- **Warning: runs with different budgets are mixed here:** "
+                     + "; ".join(f"`{b}`" for b in sorted(budgets)))
+    return lines
+
+
+def n_note(counts: dict[str, int], planned: int, unit: str = "point", limit: int = 4) -> str:
+    """n per plotted point (or curve, bar, picture: ``unit``) of a figure: 'n=3 of 3 seeds per
+    point', or the most common n and the points with another n ('n=2 of 3 seeds per point; n=3:
+    a, b'), at most ``limit`` names each."""
+    if not counts:
+        return "no runs"
+    by_n: dict[int, list[str]] = {}
+    for label, n in counts.items():
+        by_n.setdefault(n, []).append(label)
+    common = max(by_n, key=lambda n: (len(by_n[n]), n))
+    text = f"n={common} of {planned} seeds per {unit}"
+    for n in sorted(k for k in by_n if k != common):
+        names = by_n[n]
+        more = f" and {len(names) - limit} more" if len(names) > limit else ""
+        text += f"; n={n}: {', '.join(names[:limit])}{more}"
+    return text
+
+
+def caption(spec: dict, rows: list[dict], counts: dict[str, int], unit: str = "point") -> str:
+    """The provenance a figure carries under its plots: n per point (``counts``: label -> runs),
+    seeds, hardware, budget, overrides beyond the spec and the command(s) that produced the runs."""
+    done = finished(rows)
+    if not done:
+        return "No finished runs."
+    overrides = setting_overrides(spec, done)
+    commands = regenerate_commands(spec, rows)
+    seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in done}))
+    lines = [f"{n_note(counts, planned_seeds(spec), unit)}; seeds {seeds}; hardware: {distinct(done, 'device')}",
+             f"budget: max_steps {distinct(done, 'max_steps')}, max_minutes {distinct(done, 'max_minutes')} "
+             f"(steps reached {span([r['steps'] for r in done])}), precision {distinct(done, 'precision')}; "
+             "overrides beyond the spec: "
+             + ("unknown" if overrides is None else ", ".join(overrides) or "none")]
+    if commands:
+        more = f" (and {len(commands) - 1} more command(s), in the .md)" if len(commands) > 1 else ""
+        lines.append(f"runs: {commands[0][0]}{more}")
+    return "\n".join(lines)
+
+
+def add_caption(fig, text: str, fontsize: float = 6.5) -> float:
+    """Write ``text`` under a figure's plots, wrapped to its width; the figure grows to make room.
+    Returns the fraction of the new height the text takes (for ``tight_layout(rect=(0, f, 1, 1))``)."""
+    chars = max(40, int(fig.get_figwidth() * 72 / (0.62 * fontsize)))
+    wrapped = "\n".join(textwrap.fill(line, chars, subsequent_indent="  ") for line in text.splitlines())
+    height = (wrapped.count("\n") + 1) * fontsize * 1.3 / 72 + 0.15
+    fig.set_figheight(fig.get_figheight() + height)
+    fig.text(0.01, 0.01, wrapped, fontsize=fontsize, ha="left", va="bottom")
+    return height / fig.get_figheight()
+
+
+# ---- REPORT.md rows ----
+
+@dataclass
+class ReportRow:
+    """One line of REPORT.md's side-by-side table: ours (``values``, already in the unit shown)
+    beside the paper's cell in the same unit (``paper``: mean, std, n), or ``paper_text`` where
+    the paper has no number for it (None: the report says what the paper claims)."""
+    what: str
+    values: list[float]
+    planned: int
+    failed: int = 0
+    paper: dict | None = None
+    paper_text: str | None = None
+    digits: int = 2
+
+    def ours(self) -> str:
+        return fmt_ours(self.values, self.planned, self.failed, scale=1.0, digits=self.digits)
+
+
+def compare(row: ReportRow) -> tuple[str, str | None]:
+    """Ours against the paper for one row: (text, outcome). The gap is ours' mean minus the
+    paper's; it *exceeds the seed spread* when larger in size than our sample std plus the paper's
+    std. Outcome: 'exceeds', 'within', 'one run' (no std of ours to judge by) or None (nothing to
+    compare: no runs or no paper number)."""
+    if not row.values or row.paper is None or row.paper.get("mean") is None:
+        return "—", None
+    mean, std, _ = summary(row.values, 1.0)
+    gap = mean - row.paper["mean"]
+    d = row.digits
+    if std is None:
+        return f"{gap:+.{d}f} (one run: no seed spread to judge by)", "one run"
+    spread = std + (row.paper.get("std") or 0.0)
+    outcome = "exceeds" if abs(gap) > spread else "within"
+    return f"{gap:+.{d}f}, {outcome} the seed spread ({spread:.{d}f})", outcome

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from renderers.common import (METRIC_NAMES, REPO, count_text, coverage_lines, describe, distinct, failed_seeds,
-                              finished, planned_seeds, provenance, span, summary)
+from renderers.common import (METRIC_NAMES, REPO, add_caption, caption, count_text, coverage_lines, failed_seeds,
+                              finished, planned_seeds, provenance_lines, span, summary)
 
 
 def preset_length(preset: str, rows: list[dict]) -> int | None:
@@ -27,7 +27,6 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    csv_path = results_dir / f"{spec['artifact']}_runs.csv"
     all_rows, rows = rows, finished(rows)
     planned = planned_seeds(spec)
     metric = spec["metric"]
@@ -35,7 +34,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     presets = spec["sweep"]["presets"]
     swept = [int(p) for p in spec["sweep"]["overrides"].get("model.ponder_steps", [])]
     fig, axes = plt.subplots(1, len(presets), figsize=(5.2 * len(presets), 4.6), squeeze=False)
-    table = []
+    table, counts = [], {}
     for ax, preset in zip(axes[0], presets):
         T = preset_length(preset, rows)
         mine = [r for r in rows if r["experiment"] == preset]
@@ -48,6 +47,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
                 table.append(f"| {T} | {x} | {'failed' if failed else 'not run'} | 0 of {planned} | — |")
                 continue
             m, s, n = stats[x]
+            counts[f"T={T} ponder {x}"] = n
             steps = span([r["steps"] for r in mine if r["ponder_steps"] == x])
             count = count_text(n, planned)[2:] + (f", {failed} failed" if failed else "")
             table.append(f"| {T} | {x} | {m:.2f}" + (f" ± {s:.2f}" if s is not None else "") + f" | {count} | {steps} |")
@@ -77,16 +77,11 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
         top = min(101.0, hi + pad)
         ax.set_ylim(max(lo - pad, -0.04 * top), top)  # accuracy >= 0: only a sliver below 0 for the markers
         ax.legend(loc="best", fontsize=8)
-    hardware = "; ".join(sorted({r["device"] for r in rows})) or "none"
-    footnote = (f"Ours: {METRIC_NAMES.get(metric, metric)}, mean ± sample std over seeds (n per point). "
-                f"Hardware: {hardware}. Budget: trainer.max_steps={distinct(rows, 'max_steps') or '-'}, "
-                f"max_minutes={distinct(rows, 'max_minutes') or '-'}; "
-                f"steps reached {span([r['steps'] for r in rows])}; "
-                f"precision {distinct(rows, 'precision') or '-'}.\n"
-                f"Paper: Figure 3 is published as a plot only (no numbers to compare). Its claim: {paper['claim']}")
     fig.suptitle(spec["title"], fontsize=11)
-    fig.text(0.01, 0.01, footnote, fontsize=7, ha="left", va="bottom", wrap=True)
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    note = (f"Ours: {METRIC_NAMES.get(metric, metric)}, mean ± sample std over seeds. Paper: Figure 3 is "
+            f"published as a plot only (no numbers to compare). Its claim: {paper['claim']}")
+    bottom = add_caption(fig, note + "\n" + caption(spec, all_rows, counts))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     png = results_dir / "figure3.png"
     fig.savefig(png, dpi=150)
     plt.close(fig)
@@ -97,7 +92,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
              f"gives no numbers, so there is nothing numeric to compare. The paper's claim: {paper['claim']}", ""]
     ponder = sorted({r["ponder_steps"] for r in rows})
     extra = [f"- Signum-RNN ponder steps: {', '.join(map(str, ponder))}"] if ponder else []
-    lines += describe(rows, csv_path, extra + provenance(spec, all_rows)) + ["", "![figure3](figure3.png)", "",
+    lines += provenance_lines(spec, all_rows, results_dir, extra) + ["", "![figure3](figure3.png)", "",
                                          "| T | ponder steps | ours: max all-or-none % (mean ± std) | n | steps reached |",
                                          "|---|---|---|---|---|"] + table
     lines += ["", f"Runs per cell ({planned} seeds planned each):", "", *coverage_lines(spec, all_rows)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from renderers.common import add_caption, caption, provenance_lines
+
 LEGEND = {"dab_binary": "dab-binary", "dab_signum": "dab-signum", "dab_bernoulli": "dab-bernoulli",
           "bernoulli": "bernoulli", "discrete": "discrete", "threshold": "threshold",
           "ste_binary": "ste-binary (ours)", "ste_signum": "ste-signum (ours)"}
@@ -47,16 +49,19 @@ def planned(spec: dict) -> tuple[list[str], list[str], list[float]]:
     return datasets, list(over.get("latent", LEGEND)), [float(b) for b in over.get("model.bpp", [])]
 
 
-def header(spec: dict, rows: list[dict]) -> list[str]:
-    done = finished(rows)
-    def values(key):
-        return ", ".join(sorted({str(r.get(key)) for r in done})) or "none"
+def header(spec: dict, rows: list[dict], results_dir: Path) -> list[str]:
+    """Title, what the numbers are, and the shared provenance bullets."""
     return [f"# {spec['title']}", "",
-            f"Source: {spec['source']}. Ours: {len(done)} finished run(s); hardware: {values('device')}; "
-            f"budget: max_steps {values('max_steps')}, max_minutes {values('max_minutes')}; seeds: {values('seed')}. "
+            f"Source: {spec['source']}. Ours: mean ± sample std over seeds (n per cell in the table). "
             "MS-SSIM after bilinear upsampling to 176x176 (not comparable with the paper's values); "
             "linear probe: logistic regression on the hard codes of a fixed training subsample, scored on the test set. "
-            "'not run' = no finished run (CIFAR-10 and ImageNet were not run here).", ""]
+            "'not run' = no finished run.", "",
+            *provenance_lines(spec, rows, results_dir), ""]
+
+
+def point_counts(rows: list[dict]) -> dict[str, int]:
+    """Finished runs per plotted point, labelled 'Fashion-MNIST dab-binary 0.1'."""
+    return {f"{DATASET_NAMES.get(d, d)} {LEGEND.get(v, v)} {b:g}": len(runs) for (d, v, b), runs in groups(rows).items()}
 
 
 def table(spec: dict, rows: list[dict]) -> list[str]:
@@ -99,15 +104,16 @@ def plot(spec: dict, rows: list[dict], path: Path) -> Path:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
             else:
                 ax.legend(fontsize=7)
-    fig.tight_layout()
+    bottom = add_caption(fig, caption(spec, rows, point_counts(rows)))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def reconstruction_grid(rows: list[dict], path: Path, bpp: float = 0.1) -> Path | None:
+def reconstruction_grid(spec: dict, rows: list[dict], path: Path, bpp: float = 0.1) -> Path | None:
     """One row per variant: the first-seed run nearest ``bpp`` of the first data set, its
-    reconstructions.png (originals above reconstructions)."""
+    reconstructions.png (originals above reconstructions); each picture is one run (n=1)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.image as mpimg
@@ -126,7 +132,9 @@ def reconstruction_grid(rows: list[dict], path: Path, bpp: float = 0.1) -> Path 
         ax.set_axis_off()
         ax.set_title(f"{DATASET_NAMES.get(d, d)} {LEGEND.get(v, v)} at bpp {r['bpp_target']:g} (seed {r['seed']})",
                      fontsize=8)
-    fig.tight_layout()
+    shown = [r for r, _ in picks.values()]
+    bottom = add_caption(fig, caption(spec, shown, {f"{d} {v}": 1 for d, v in picks}, "picture"))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -137,7 +145,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     results_dir.mkdir(parents=True, exist_ok=True)
     name = spec["artifact"]
     md = results_dir / f"{name}.md"
-    md.write_text("\n".join(header(spec, rows) + table(spec, rows)) + "\n")
+    md.write_text("\n".join(header(spec, rows, results_dir) + table(spec, rows)) + "\n")
     outputs = [md, plot(spec, rows, results_dir / f"{name}.png")]
-    grid = reconstruction_grid(rows, results_dir / f"{name}_reconstructions.png")
+    grid = reconstruction_grid(spec, rows, results_dir / f"{name}_reconstructions.png")
     return outputs + ([grid] if grid is not None else [])

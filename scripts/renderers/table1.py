@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from renderers.common import (METRIC_NAMES, cell_summary, coverage_lines, describe, finished, fmt_paper,
-                              planned_seeds, provenance, span)
+from renderers.common import (METRIC_NAMES, ReportRow, cell_summary, cell_values, coverage_lines, finished,
+                              fmt_paper, planned_seeds, provenance_lines, span)
 
 
 def model_label(row: dict) -> str:
@@ -24,18 +24,20 @@ def ours_cell(spec: dict, all_rows: list[dict], T: int, model: str, column: str)
     return cell_summary(spec, all_rows, column, T=T, model=model)
 
 
-def report_rows(spec: dict, rows: list[dict]) -> list[tuple[str, str, str]]:
-    """(cell, ours, paper) for results/REPORT.md, in %."""
+def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
+    """One REPORT.md row per paper cell we run (prior work left out), ours and the paper's in %."""
     for r in rows:
         r["model"] = model_label(r)
-    paper = {(c["T"], c["model"]): c for c in spec["paper"]["rows"]}
     not_run = spec["paper"].get("not_run", {})
-    return [(f"T={T} {model}", ours_cell(spec, rows, T, model, spec["metric"]), fmt_paper(cell))
-            for (T, model), cell in paper.items() if model not in not_run]
+    out = []
+    for cell in spec["paper"]["rows"]:
+        if cell["model"] not in not_run:
+            values, failed = cell_values(rows, spec["metric"], T=cell["T"], model=cell["model"])
+            out.append(ReportRow(f"T={cell['T']} {cell['model']}", values, planned_seeds(spec), failed, paper=cell))
+    return out
 
 
 def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
-    csv_path = results_dir / f"{spec['artifact']}_runs.csv"
     for r in rows:
         r["model"] = model_label(r)
     all_rows, rows = rows, finished(rows)
@@ -59,7 +61,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
              f"{' and '.join(not_run.values())} are prior work quoted from the paper, not re-run here.", ""]
     ponder = sorted({r["ponder_steps"] for r in rows if r["model"] == "Signum-RNN"})
     extra = [f"- Signum-RNN ponder steps: {', '.join(map(str, ponder))}"] if ponder else []
-    lines += describe(rows, csv_path, extra + provenance(spec, all_rows)) + ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += provenance_lines(spec, all_rows, results_dir, extra) + ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for T in lengths:
         line = [f"T={T}"]
         for model in paper["columns"]:
