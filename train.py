@@ -1,6 +1,5 @@
 """Hydra entry point: `python train.py +experiment=sort_t10 [overrides]`; returns the sweep objective."""
 import shlex
-import signal
 import sys
 from pathlib import Path
 
@@ -10,9 +9,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dab.cli import check_overrides
-from dab.config import register_configs
+from dab.config import register_configs, validate
 from dab.errors import ConfigError, TrainingFailed
-from dab.experiment import run_experiment
+from dab.experiment import run_experiment, with_interpreter
+from dab.stop_signals import stop_on_signals
 from dab.trainer import Interrupted, StopRequest
 
 CONF = Path(__file__).resolve().parent / "conf"
@@ -21,15 +21,16 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    # `kill` or Ctrl-C: finish the current step, checkpoint, exit 130 (a second signal stops at once)
-    signal.signal(signal.SIGTERM, StopRequest.request)
-    signal.signal(signal.SIGINT, StopRequest.request)
     hc = HydraConfig.get()
     # in a multirun a failed job raises, so Hydra records it, runs the others, and exits 1 at the end
     multirun = hc.mode == RunMode.MULTIRUN
     command = shlex.join(["python", "train.py", *hc.overrides.task])
     try:
-        metrics = run_experiment(cfg, hc.runtime.output_dir, command)
+        validate(cfg)  # before the signal handlers read trainer.stop_grace_seconds
+        # `kill` or Ctrl-C: finish the current step, checkpoint, exit 130; a second signal, or a step
+        # that does not end within the grace period, ends the process (dab/stop_signals.py)
+        with stop_on_signals(StopRequest.request, cfg.trainer.stop_grace_seconds):
+            metrics = run_experiment(cfg, hc.runtime.output_dir, command)
     except ConfigError as err:
         if multirun:
             raise
@@ -40,6 +41,11 @@ def main(cfg: DictConfig) -> float:
             raise
         sys.exit(1)
     except Interrupted:  # already logged: where the run is and how to continue it
+        if multirun:
+            sweep = shlex.join([*with_interpreter(["python", "train.py"]), *sys.argv[1:], "trainer.resume=true"])
+            print(f"multirun stopped: the jobs after job {hc.job.num} were not started. To finish the sweep, run it "
+                  f"again with trainer.resume=true (each job continues its newest checkpoint of the same config; "
+                  f"finished jobs only re-record their metrics):\n  {sweep}", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
         print("interrupted before training started: nothing was saved", file=sys.stderr)

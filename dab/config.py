@@ -123,6 +123,7 @@ class TrainerConfig:
     nan_policy: str = "stop"  # non-finite loss: stop (keep the last good checkpoint) | skip the step
     resume_from: Optional[str] = None  # or this run dir's checkpoint
     progress: bool = True
+    stop_grace_seconds: float = 20.0  # after SIGTERM/Ctrl-C: end the process even mid-step after this long
 
 
 @dataclass
@@ -205,6 +206,8 @@ def validate(cfg: Any) -> None:
         _at_least(cfg.optimizer.grad_clip, 0, "optimizer.grad_clip")
     for key in ("max_steps", "eval_every", "log_every", "ckpt_every"):
         _at_least(getattr(cfg.trainer, key), 1, f"trainer.{key}")
+    if cfg.trainer.stop_grace_seconds <= 0:
+        raise ConfigError(f"trainer.stop_grace_seconds must be > 0, got {cfg.trainer.stop_grace_seconds}")
     if cfg.trainer.max_minutes is not None and cfg.trainer.max_minutes <= 0:
         raise ConfigError(f"trainer.max_minutes must be > 0 or null, got {cfg.trainer.max_minutes}")
     if cfg.task == "autoencode":

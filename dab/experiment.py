@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,24 @@ def make_lr_factor(cfg: Any):
     return lambda step: lr_factor(o.schedule, step, total, warmup, o.final_lr_ratio)
 
 
+def interpreter() -> str:
+    """The running Python as a user can type it here: relative to the working directory when it
+    lies below it (``.venv/bin/python``), else absolute, so hints work outside an activated venv."""
+    exe = Path(sys.executable)
+    try:
+        return str(Path(".") / exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
+def with_interpreter(words: list[str]) -> list[str]:
+    """``words`` with a leading bare ``python`` replaced by :func:`interpreter`."""
+    return [interpreter(), *words[1:]] if words and words[0] == "python" else words
+
+
 def resume_command(command: str | None, out_dir: Path, *extra: str) -> str:
     """The command that continues this run in its own directory (``trainer.resume=auto``)."""
-    words = shlex.split(command) if command else ["python", "train.py"]
+    words = with_interpreter(shlex.split(command) if command else ["python", "train.py"])
     keep = [w for w in words if not w.startswith(("trainer.resume", "hydra.run.dir=", "-m", "--multirun"))]
     run_dir = f"hydra.run.dir='{out_dir}'"  # quoted for Hydra: run dir names hold '=', ',' and '[]'
     run_dir = f'"{run_dir}"' if not set('"$`\\!') & set(run_dir) else shlex.quote(run_dir)  # and for the shell

@@ -1,18 +1,21 @@
 """What a run tells its user: the end-of-run summary (console and train.log), run dirs that name the
 method and never collide, and non-finite losses that stop (or skip) visibly."""
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from dab.checkpoint import CHECKPOINT
 from dab.errors import TrainingFailed
-from dab.experiment import run_experiment
+from dab.experiment import interpreter, run_experiment
 from dab.families.sorting import SortingTask
 
-from conftest import compose_config, small_overrides
+from conftest import REPO, compose_config, small_overrides
 
 
 def nan_loss_from_step(monkeypatch, step: int) -> None:
@@ -94,9 +97,11 @@ def test_cli_summary_gives_a_resume_command_that_works(tmp_path, run_cli):
     assert json.loads(metrics_file.read_text())["train/steps"] < 2000
     line = next(ln for ln in proc.stdout.splitlines() if "stopped by trainer.max_minutes" in ln)
     command = shlex.split(line.split("to go on: ", 1)[1])
-    assert command[:2] == ["python", "train.py"] and "trainer.max_minutes=null" in command
-    assert f"hydra.run.dir='{metrics_file.parent}'" in command
-    again = run_cli(*command[2:])
+    # the interpreter that ran it (a venv's python works without activating the venv)
+    assert os.path.abspath(REPO / command[0]) == os.path.abspath(sys.executable) and command[1] == "train.py"
+    assert "trainer.max_minutes=null" in command and f"hydra.run.dir='{metrics_file.parent}'" in command
+    again = subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                           text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resuming from {metrics_file.parent / CHECKPOINT}" in again.stdout
     assert json.loads(metrics_file.read_text())["train/steps"] == 2000
@@ -149,7 +154,7 @@ def test_interrupt_message_names_the_run_dir_the_saved_step_and_the_resume_comma
     message = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("interrupted"))
     saved = torch.load(run_dir / CHECKPOINT, weights_only=False)["step"]
     assert f"interrupted at step 5: checkpoint of step {saved} saved in {run_dir}" in message
-    assert message.endswith(f"continue with: python train.py +experiment=sort_t5 trainer.resume=auto "
+    assert message.endswith(f"continue with: {interpreter()} train.py +experiment=sort_t5 trainer.resume=auto "
                             f"\"hydra.run.dir='{run_dir}'\"")
 
 
