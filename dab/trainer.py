@@ -32,14 +32,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 class StopRequest:
-    """Set from a signal handler: the loop stops at the next step boundary, checkpointing first."""
+    """Set from a signal handler (dab/stop_signals.py): the loop stops at the next step boundary,
+    checkpointing first; the loop clears it when it stops."""
 
     requested = False
 
     @classmethod
     def request(cls, *_args) -> None:
-        if cls.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
         cls.requested = True
 
 
@@ -177,7 +176,6 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     skips such steps instead and counts them in ``skipped_steps``.
     """
     state = TrainState()
-    StopRequest.requested = False
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path, model, optimizer)
         state = TrainState(ckpt["step"], ckpt["train_seconds"], list(ckpt["history"]),
@@ -235,6 +233,8 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     # log lines (evaluations, warnings) go above the progress bar instead of through it
     with logging_redirect_tqdm() if trainer_cfg.progress else contextlib.nullcontext():
         try:
+            if StopRequest.requested:  # asked to stop while the run was being set up
+                raise KeyboardInterrupt
             while (optimizer is not None and state.step < trainer_cfg.max_steps  # no optimizer: nothing to train
                    and (budget_s is None or state.train_seconds < budget_s)):
                 in_step = True
@@ -285,6 +285,7 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
                     checkpoint()
             check_finite()
         except KeyboardInterrupt as err:
+            StopRequest.requested = False  # handled here; a later run in this process starts clean
             if not in_step:
                 check_finite()
                 checkpoint()
