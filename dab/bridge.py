@@ -108,13 +108,14 @@ class Bridge(nn.Module):
         return getattr(self.hard_fn, "name", None) or getattr(self.hard_fn, "__name__", type(self.hard_fn).__name__)
 
     def _record(self, loss: torch.Tensor) -> None:
+        """Keep ``loss`` (a scalar) as the pending DAB loss, replacing an uncollected one (warned once)."""
         if self.dab_loss is not None and not self._warned_unpopped:
             self._warned_unpopped = True
             warnings.warn(
                 f"bridge ({self._hard_name()}): a DAB loss from an earlier forward was never collected; it is "
                 "replaced by this forward's (a bridge keeps only its latest loss). Call pop_dab_loss(model) "
                 "after every training-mode forward; pop after each call if one forward uses the bridge twice.",
-                RuntimeWarning, stacklevel=3)
+                RuntimeWarning, stacklevel=5)  # _record, forward, Module._call_impl, __call__, the caller
         self.dab_loss = loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,8 +144,9 @@ def pop_dab_loss(model: nn.Module, *, none_if_empty: bool = False) -> torch.Tens
     Returns a scalar tensor: the sum, or, where no bridge holds a loss (no bridge at all, only
     straight-through bridges, ``eval()``, ``no_grad``, or nothing run since the last pop), a
     constant zero (no graph) with the device and floating dtype of the model's first parameter or
-    buffer (else float32 on the CPU), so that ``loss + pop_dab_loss(model)`` always works. ``none_if_empty=True`` returns None there
-    instead, for callers that skip the addition (the trainer does).
+    buffer (else float32 on the CPU), so that ``loss + pop_dab_loss(model)`` always works.
+    ``none_if_empty=True`` returns None there instead, for callers that skip the addition (the
+    trainer does, so a bridge-less or straight-through model's step adds nothing).
     """
     total = None
     for module in model.modules():
