@@ -93,6 +93,7 @@ def matches(about: dict, facts: dict) -> bool:
 
 
 def facts_text(facts: dict) -> str:
+    """Which runs, in words: a verdict's ``about`` or the facts of the aggregated runs."""
     hardware = facts["hardware"] if isinstance(facts["hardware"], list) else [facts["hardware"]]
     steps = facts["max_steps"] if isinstance(facts["max_steps"], list) else [facts["max_steps"]]
     overrides = "unknown" if facts["overrides"] is None else ", ".join(facts["overrides"]) or "none"

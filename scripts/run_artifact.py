@@ -116,6 +116,9 @@ def sweep_command(python: str, presets: list[str], seeds: list[str], swept: dict
 
 
 def duration(seconds: float) -> str:
+    """Seconds as '40 s', '12 min' or '1.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 

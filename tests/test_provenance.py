@@ -9,6 +9,7 @@ import math
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -94,6 +95,13 @@ def test_every_md_and_figure_states_n_seeds_budget_hardware_command_and_override
     monkeypatch.setattr(module, "add_caption", spy, raising=False)
     if artifact in ("figure6_middle", "figure6_right"):
         write_history(tmp_path, artifact, rows, "test/emd" if artifact == "figure6_middle" else "test/accuracy")
+    if artifact == "figure4":  # each run's reconstructions.png, for the grid figure
+        from PIL import Image
+
+        for i, r in enumerate(rows):
+            r["run_dir"] = str(tmp_path / f"run{i}")
+            Path(r["run_dir"]).mkdir()
+            Image.new("RGB", (60, 30)).save(Path(r["run_dir"]) / "reconstructions.png")
     outputs = module.render(spec_of(artifact), rows, tmp_path)
 
     (md,) = [p for p in outputs if p.suffix == ".md"]
@@ -106,9 +114,12 @@ def test_every_md_and_figure_states_n_seeds_budget_hardware_command_and_override
     assert f"- Regenerate: `scripts/aggregate.py --results {tmp_path}`" in text
 
     pngs = [p for p in outputs if p.suffix == ".png"]
+    assert len(pngs) == {"table1": 0, "ablation_estimators": 0, "table2": 0, "figure4": 2}.get(artifact, 1)
     assert len(captions) == len(pngs)  # every figure carries its caption
-    for note in captions:
-        assert "n=2 of 3 seeds per" in note and "seeds 0, 1" in note and "hardware: test CPU" in note
+    for note in captions:  # the reconstruction grid shows one run per picture, the first seed's
+        assert "\nn=1 of 3 seeds per picture; seeds 0;" in f"\n{note}" or "\nn=2 of 3 seeds per" in f"\n{note}", note
+        assert "seeds 0, 1; " in note or "per picture" in note
+        assert "hardware: test CPU" in note
         assert "max_steps 300" in note and f"overrides beyond the spec: {OVERRIDE}" in note
         assert f"runs: scripts/run_artifact.py experiments/{artifact}.yaml" in note
 
@@ -160,8 +171,9 @@ def test_run_artifact_prints_the_estimate_for_the_budget_given():
     assert proc.returncode == 0, proc.stderr
     speeds = spec_of("table1")["measured_speed"]
     for entry in speeds:
-        minutes = 3 * 1500 / entry["steps_per_second"]["sort_t5"] / 60
-        assert f"  at the speed measured on {entry['where']}: about {minutes:.0f} min\n" in proc.stdout
+        seconds = 3 * 1500 / entry["steps_per_second"]["sort_t5"]
+        took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+        assert f"  at the speed measured on {entry['where']}: about {took}\n" in proc.stdout
     assert "  upper bound, every run at its 20-min cap: 60 min" in proc.stdout
 
 
