@@ -11,7 +11,7 @@ import yaml
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 # Keys that may differ between a run and the run that resumes it.
-_RESUME_FREE_KEYS = ("trainer", "runs_root")
+_RESUME_FREE_KEYS = ("trainer", "runs_root", "paper")
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,

@@ -127,6 +127,15 @@ class TrainerConfig:
 
 
 @dataclass
+class PaperConfig:
+    """The paper's result for the cell a preset reproduces (mean and std, in percent for accuracies),
+    shown beside ours in the end-of-run summary; empty for presets that name no single number."""
+    cell: Optional[str] = None  # e.g. "Table 1, Signum-Dense, T=10"
+    value: Optional[float] = None
+    std: Optional[float] = None
+
+
+@dataclass
 class Config:
     task: str = "sort"  # the experiment family (dab/families)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -139,6 +148,7 @@ class Config:
     seed: int = 0
     run_name: str = "default"  # groups run dirs: runs_root/run_name/<timestamp>
     runs_root: str = "runs"
+    paper: PaperConfig = field(default_factory=PaperConfig)
 
 
 def _choice(value: str, choices, key: str) -> None:

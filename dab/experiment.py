@@ -91,14 +91,32 @@ def resume_command(command: str | None, out_dir: Path, *extra: str) -> str:
     return shlex.join([*keep, "trainer.resume=auto", *extra]) + " " + run_dir
 
 
-def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: Any, command: str | None) -> list[str]:
-    """The end-of-run summary: final and best metrics, steps, time, where the run is, how to go on."""
+def format_metric(key: str, value: float, percent: tuple[str, ...]) -> str:
+    """``value`` as the summary shows it: fractions named in ``percent`` as percentages."""
+    return f"{100 * value:.2f}%" if key.removesuffix("_best") in percent else f"{value:.4f}"
+
+
+def paper_line(paper: Any, objective: str, final: str) -> str | None:
+    """'paper (<cell>): <mean> ± <std>%  |  this run: <final>' for a preset that names a paper cell."""
+    if paper is None or paper.cell is None or paper.value is None:
+        return None
+    spread = "" if paper.std is None else f" ± {paper.std:g}"
+    return f"  paper ({paper.cell}): {objective} {paper.value:g}{spread}%  |  this run, final: {final}"
+
+
+def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: Any, command: str | None,
+                  percent: tuple[str, ...] = ()) -> list[str]:
+    """The end-of-run summary: final and best metrics (``percent`` ones in percent), the paper's
+    number for the preset's cell, steps, time, where the run is, how to go on."""
     best_step = max(metrics["history"], key=lambda h: h[objective])["step"]
     lines = [f"finished {metrics['experiment']} (seed {metrics['seed']}): {metrics['train/steps']} steps in "
              f"{metrics['wall_seconds'] / 60:.1f} min on {metrics['device']}",
-             "  final: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+             "  final: " + " | ".join(f"{k} {format_metric(k, v, percent)}" for k, v in metrics.items()
                                    if k.startswith("test/") and not k.endswith("_best")),
-             f"  best:  {objective} {metrics[f'{objective}_best']:.4f} (step {best_step})"]
+             f"  best:  {objective} {format_metric(objective, metrics[f'{objective}_best'], percent)} (step {best_step})"]
+    paper = paper_line(getattr(cfg, "paper", None), objective, format_metric(objective, metrics[objective], percent))
+    if paper is not None:
+        lines.append(paper)
     if metrics.get("train/skipped_steps"):
         lines.append(f"  skipped steps (non-finite loss): {metrics['train/skipped_steps']}")
     lines.append(f"  run dir: {out_dir}  (metrics.json, config.yaml, checkpoint.pt, tb/, train.log)")
@@ -179,6 +197,6 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         "history": state.history,
     }
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=1))
-    for line in summary_lines(metrics, task.objective, out_dir, cfg, command):
+    for line in summary_lines(metrics, task.objective, out_dir, cfg, command, getattr(task, "percent_metrics", ())):
         log.info(line)
     return metrics

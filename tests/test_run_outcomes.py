@@ -78,9 +78,14 @@ def test_cli_run_ends_with_a_summary_that_train_log_holds_too(tmp_path, run_cli)
     (metrics_file,) = root.rglob("metrics.json")
     run_dir = metrics_file.parent
     summary = proc.stdout[proc.stdout.index("finished sort_t5 (seed 0): 4 steps"):].splitlines()
-    assert summary[1].startswith("  final: test/all_or_none ") and "test/per_element" in summary[1]
-    assert summary[2].startswith("  best:  test/all_or_none ")
-    assert summary[3].startswith(f"  run dir: {run_dir}")
+    metrics = json.loads(metrics_file.read_text())
+    # accuracies in percent, as the README and the paper give them, beside the paper's number
+    assert summary[1].startswith(f"  final: test/all_or_none {100 * metrics['test/all_or_none']:.2f}% | "
+                                 f"test/per_element {100 * metrics['test/per_element']:.2f}%")
+    assert summary[2].startswith("  best:  test/all_or_none ") and summary[2].split()[2].endswith("%")
+    assert summary[3] == (f"  paper (Table 1, Signum-Dense, T=5): test/all_or_none 99.3 ± 0.25%  |  this run, final: "
+                          f"{100 * metrics['test/all_or_none']:.2f}%")
+    assert summary[4].startswith(f"  run dir: {run_dir}")
     log = (run_dir / "train.log").read_text()
     for line in [*summary, *[ln for ln in proc.stdout.splitlines() if ln.startswith("step ")]]:
         assert line in log, line

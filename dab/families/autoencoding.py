@@ -106,6 +106,7 @@ class AutoencodingTask:
     KL for the relaxed VAEs (the ELBO); the bridges' DAB losses are added by the trainer."""
 
     objective = "test/ms_ssim"
+    percent_metrics = ("test/linear_acc",)  # fractions, shown in percent in the run summary
 
     def __init__(self, model: Autoencoder, train: Any, test: Any, units: int, bits: float,
                  shape: tuple[int, int, int], test_size: int, probe_size: int, latent_cfg: Any):

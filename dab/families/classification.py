@@ -73,6 +73,7 @@ class ClassificationTask:
     crop+flip from (seed, step)), cross-entropy on 10 classes, test accuracy as a fraction."""
 
     objective = "test/accuracy"
+    percent_metrics = ("test/accuracy",)  # fractions, shown in percent in the run summary
 
     def __init__(self, train: image_data.ImageSplit, test: image_data.ImageSplit, batch_size: int, seed: int,
                  crop_pad: int, flip: bool, channels_last: bool, emd_batch: int = 0):

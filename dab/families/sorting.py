@@ -19,6 +19,7 @@ class SortingTask:
     then the batch mean."""
 
     objective = "test/all_or_none"
+    percent_metrics = ("test/all_or_none", "test/per_element")  # fractions, shown in percent in the run summary
 
     def __init__(self, length: int, batch_size: int, test_size: int, test_seed: int, seed: int,
                  device: torch.device):
