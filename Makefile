@@ -4,9 +4,17 @@ VENV_STAMP := .venv/.installed
 
 .PHONY: setup run test test-slow bench data
 
+# TORCH=cpu: PyTorch's CPU-only wheels (about 1 GB) instead of PyPI's default CUDA build (about 6 GB)
+TORCH ?= default
+TORCH_PINS := "torch>=2.4,<2.15" "torchvision>=0.19,<0.30"
 $(VENV_STAMP): pyproject.toml
+	@case "$(TORCH)" in default|cpu) ;; *) echo "error: unknown TORCH=$(TORCH); valid choices: default, cpu" >&2; exit 2;; esac
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
+	@if [ "$(TORCH)" = cpu ]; then \
+	  .venv/bin/pip install -q $(TORCH_PINS) --index-url https://download.pytorch.org/whl/cpu; \
+	elif ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "note: no NVIDIA GPU found; 'make setup TORCH=cpu' installs the CPU-only torch (about 1 GB) instead"; fi
 	.venv/bin/pip install -q -e ".[test]"
 	touch $(VENV_STAMP)
 
