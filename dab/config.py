@@ -59,6 +59,7 @@ class ModelConfig:
     width: int = 64  # resnet18: channels of the first stage (stages: w, 2w, 4w, 8w); 64 = standard
     hard_fn_after: int = 4  # resnet18: residual stage (1..4) whose output goes through the bridge
     channels_last: Any = "auto"  # resnet18: NHWC layout; auto | true | false (dab/memory_layout.py)
+    head: str = "pool"  # resnet18: pool (global average pool, the paper's) | flatten (ours; dab/models/resnet.py)
     # autoencode: widths = conv channels per encoder stage (mirrored by conv_unet's decoder),
     # hidden = the dense decoder's width, bpp = the latent's bit budget per pixel (C*H*W values)
     bpp: float = 0.1
@@ -243,10 +244,12 @@ def _validate_autoencode(cfg: Any) -> None:
 
 
 def _validate_classify(cfg: Any) -> None:
-    """Checks only task=classify reads (image data set, ResNet shape, augmentation, EMD probe)."""
+    """Checks only task=classify reads (image data set, ResNet shape and head, augmentation, EMD probe)."""
+    from dab.models.resnet import HEADS as RESNET_HEADS
     _choice(cfg.dataset.name, CLASSIFY_DATASETS, "dataset for task classify")
     _choice(cfg.model.name, ("resnet18",), "model for task classify")
     _at_least(cfg.model.width, 1, "model.width")
+    _choice(cfg.model.head, RESNET_HEADS, "model.head")
     if str(cfg.model.channels_last).lower() not in CHANNELS_LAST_CHOICES:
         raise ConfigError(f"unknown model.channels_last '{cfg.model.channels_last}'; valid choices: "
                           + ", ".join(CHANNELS_LAST_CHOICES))

@@ -6,10 +6,16 @@ stage s as a [w 2^(s-1), 32 / 2^(s-1), 32 / 2^(s-1)] map. BatchNorm after every 
 activations (paper Sec. 7.2).
 
 The bridge replaces the output of stage ``hard_fn_after``; whatever follows adapts to the hard
-output's shape: the next stage takes its channel count, a [C, L] output (top-k) continues as a
-[C, L, 1] map, and the classifier is one Linear over the flattened final map, sized from its shape.
-A flatten head rather than the usual global average pool: averaging a sorted row gives the row's
-mean, so after a pool sort-rows+cols would hand the classifier exactly what identity does.
+output's shape: the next stage takes its channel count, and a [C, L] output (top-k) continues as a
+[C, L, 1] map. The final map [C, H, W] then reaches the classifier through one of two heads:
+
+    pool     (default, the CifarResnet18 the paper names) global average over H x W -> [C], then
+             Linear(C, classes). Averaging is blind to order within a channel: after stage 4 both
+             halves of sort-rows+cols [2C, H, W] pool to the identity's channel means, so the
+             classifier sees what the baseline sees (only the gradients differ), which is what
+             the paper's Sort (92.93) beside its baseline (92.87) suggests it used.
+    flatten  (ours, not the paper's) Linear(C H W, classes) over the flattened map, which keeps
+             the positions a sort produces visible to the classifier.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from dab.errors import ConfigError
 
 Shape = tuple[int, ...]
 STAGES = (1, 2, 3, 4)
+HEADS = ("pool", "flatten")  # pool: the paper's CifarResnet18; flatten: ours
 
 
 class BasicBlock(nn.Module):
@@ -56,12 +63,16 @@ def _as_map(shape: Shape) -> Shape:
 
 class ResNet18Classifier(nn.Module):
     """x: [B, in_channels, 32, 32] -> logits [B, classes]; ``bridge`` (or none) after stage
-    ``hard_fn_after``, mapping that stage's output ``stage_output_shape(...)`` to ``bridge_out``."""
+    ``hard_fn_after``, mapping that stage's output ``stage_output_shape(...)`` to ``bridge_out``.
+    ``head``: ``pool`` (final map [B, C, H, W] -> mean over H, W -> [B, C] -> Linear) or
+    ``flatten`` ([B, C H W] -> Linear); ``final_shape`` is the per-sample [C, H, W] the head reads."""
 
     def __init__(self, width: int = 64, hard_fn_after: int = 4, bridge: nn.Module | None = None,
                  bridge_out: Shape | None = None, classes: int = 10, in_channels: int = 3,
-                 activation: Callable[[], nn.Module] = nn.ELU, image_size: int = 32):
+                 activation: Callable[[], nn.Module] = nn.ELU, image_size: int = 32, head: str = "pool"):
         super().__init__()
+        if head not in HEADS:
+            raise ConfigError(f"unknown model.head '{head}'; valid choices: {', '.join(HEADS)}")
         bridge_in = stage_output_shape(hard_fn_after, width, image_size)
         bridge_out = bridge_in if bridge_out is None else tuple(bridge_out)
         self.hard_fn_after, self.bridge = hard_fn_after, bridge
@@ -82,7 +93,8 @@ class ResNet18Classifier(nn.Module):
                 cin = cout
         self.stages = nn.ModuleList(stages)
         self.final_shape = shape
-        self.head = nn.Linear(math.prod(shape), classes)
+        self.pool = head == "pool"
+        self.head = nn.Linear(shape[0] if self.pool else math.prod(shape), classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -93,4 +105,5 @@ class ResNet18Classifier(nn.Module):
                     x = self.bridge(x)
                 if x.dim() == 3:
                     x = x.unsqueeze(-1)
-        return self.head(x.flatten(1))
+        features = x.mean((2, 3)) if self.pool else x.flatten(1)  # [B, C] or [B, C H W]
+        return self.head(features)
