@@ -71,10 +71,15 @@ class LatentConfig:
     function and estimator, so hard_fn.name and dab.estimator are not read (hard_fn.eps is)."""
     name: str = "dab_binary"
     categories: int = 8  # discrete: K of each Gumbel-softmax variable (log2 K bits)
-    # bernoulli/discrete: tau = max(tau_min, exp(-anneal_rate * step)), set every anneal_every steps
-    tau_min: float = 0.5
+    # bernoulli/discrete: the temperature schedule (dab/models/latents.py TemperatureSchedule), tau0 = 1.
+    # exp_every: tau = max(tau_min, exp(-anneal_rate * step)), set every anneal_every steps.
+    # cosine_per_step: before every step but the first, tau <- tau_min + (tau - tau_min) * (1 + cos(pi/E)) / 2,
+    # E = anneal_epochs; null: E = pi * sqrt(trainer.max_steps / 12) (the gap to tau_min shrinks by ~e^-3).
+    anneal: str = "exp_every"
+    tau_min: float = 0.5  # in (0, 1)
     anneal_rate: float = 3e-6
     anneal_every: int = 10
+    anneal_epochs: Optional[float] = None  # >= 1, or null
 
 
 @dataclass
@@ -235,7 +240,14 @@ def _validate_autoencode(cfg: Any) -> None:
     if cfg.model.bpp is None or cfg.model.bpp <= 0:
         raise ConfigError(f"model.bpp must be > 0, got {cfg.model.bpp}")
     _at_least(cfg.latent.categories, 2, "latent.categories")
-    _at_least(cfg.latent.tau_min, 0, "latent.tau_min")
+    from dab.models.latents import ANNEAL_SCHEDULES
+
+    _choice(cfg.latent.anneal, ANNEAL_SCHEDULES, "latent.anneal")
+    if cfg.latent.tau_min is None or not 0 < cfg.latent.tau_min < 1:
+        raise ConfigError(f"latent.tau_min must be > 0 and < 1 (tau starts at 1), got {cfg.latent.tau_min}")
+    if cfg.latent.anneal_epochs is not None and cfg.latent.anneal_epochs < 1:
+        raise ConfigError(f"latent.anneal_epochs must be >= 1, or null to fit E to trainer.max_steps; "
+                          f"got {cfg.latent.anneal_epochs}")
     _at_least(cfg.latent.anneal_rate, 0, "latent.anneal_rate")
     _at_least(cfg.latent.anneal_every, 1, "latent.anneal_every")
     _at_least(cfg.dataset.probe_size, 10, "dataset.probe_size")

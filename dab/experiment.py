@@ -187,6 +187,8 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         "train/steps": state.step,
         "train/samples": state.step * cfg.dataset.batch_size,
         "train/skipped_steps": state.skipped_steps,
+        # optional task hook: end-of-training values such as train/tau_final
+        **(task.final_train_metrics(model) if hasattr(task, "final_train_metrics") else {}),
         "wall_seconds": round(state.train_seconds, 3),
         "device": hardware_name(device),
         "seed": cfg.seed,

@@ -1,5 +1,6 @@
 """Discrete-latent autoencoders (Figures 4 and 5): presets, bits accounting, metrics, data errors,
-bridge semantics, annealing, and that a short run of every model learns something."""
+bridge semantics, annealing (against the reference's recursions), the posterior probe, and that a
+short run of every model learns something."""
 import json
 import math
 
@@ -13,7 +14,8 @@ from dab.errors import ConfigError
 from dab.experiment import run_experiment
 from dab.image_data import ImageSplit, image_shape
 from dab.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
-from dab.models.latents import LATENT_NAMES, RelaxedLatent, anneal_temperature
+from dab.models.latents import (LATENT_NAMES, RelaxedLatent, anneal_temperature, cosine_epochs_for_steps,
+                                make_bridged_latent)
 
 from conftest import REPO, compose_config, presets_for_task, small_overrides
 
@@ -66,6 +68,8 @@ def test_every_latent_variant_trains_and_reports_its_metrics(latent, tmp_path, s
     m = run_experiment(cfg, tmp_path / "run")
     assert m["train/steps"] == (0 if latent == "threshold" else 2)  # threshold has nothing to train
     assert ("test/kl" in m) == (latent in ("bernoulli", "discrete"))
+    assert ("train/tau_final" in m) == (latent in ("bernoulli", "discrete"))
+    assert ("test/linear_acc_posterior" in m) == (latent in ("bernoulli", "discrete", "dab_bernoulli"))
     assert ("test/threshold_tau" in m) == (latent == "threshold")
     assert m["test/recon_loss"] > 0 and m["test/bits"] <= 0.1 * 784 + 1e-9
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # parameter-free threshold included
@@ -167,6 +171,13 @@ def test_too_small_bpp_exits_2_without_metrics(tmp_path, main_inprocess, synthet
     (["model=dense"], ["model for task autoencode", "conv_unet"]),
     (["dab=ste"], ["latent=ste_binary"]),
     (["model.bpp=0"], ["model.bpp", "> 0"]),
+    (["latent=bernoulli", "latent.anneal=linear"], ["latent.anneal", "linear", "cosine_per_step", "exp_every"]),
+    (["latent=bernoulli", "latent.tau_min=0"], ["latent.tau_min", "> 0 and < 1", "got 0"]),
+    (["latent=bernoulli", "latent.tau_min=-0.1"], ["latent.tau_min", "> 0 and < 1", "got -0.1"]),
+    (["latent=discrete", "latent.tau_min=1.0"], ["latent.tau_min", "> 0 and < 1", "got 1.0"]),
+    (["latent=bernoulli", "latent.anneal_epochs=0"], ["latent.anneal_epochs", ">= 1", "null", "got 0"]),
+    (["latent=bernoulli", "latent.anneal_epochs=-5"], ["latent.anneal_epochs", ">= 1", "null", "got -5"]),
+    (["latent=bernoulli", "latent.anneal_epochs=0.5"], ["latent.anneal_epochs", ">= 1", "got 0.5"]),
 ])
 def test_bad_autoencoder_config_names_valid_choices(overrides, words, tmp_path):
     from dab.config import validate
@@ -175,6 +186,15 @@ def test_bad_autoencoder_config_names_valid_choices(overrides, words, tmp_path):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert all(w in str(err.value) for w in words), str(err.value)
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_good_annealing_settings_validate():
+    from dab.config import validate
+
+    for extra in (["latent.tau_min=0.01"], ["latent.tau_min=0.99"], ["latent.anneal_epochs=1"],
+                  ["latent.anneal_epochs=250"], ["latent.anneal=exp_every"]):
+        validate(compose_config(["+experiment=vae_fmnist", "latent=bernoulli", *extra]))
 
 
 def test_dab_loss_trains_only_the_approximator_in_the_model():
@@ -210,6 +230,142 @@ def test_relaxed_temperature_anneals_every_10_steps_and_eval_codes_are_hard(tmp_
     model.train()
     soft = model.encode(task.train_batch(0)[0])[0]
     assert ((soft > 0) & (soft < 1)).any()  # relaxed while training
+
+
+def reference_cosine_taus(steps: int, epochs: float, tau_min: float) -> list[float]:
+    """The authors' Bernoulli reparameterizer (jramapuram/vae ba60361) written out as a loop: tau
+    starts at 1.0; every training forward after the first first moves tau towards tau_min by
+    (1 + cos(pi / epochs)) / 2 of the gap, clipped to [1e-8, 1.0], then samples."""
+    taus, tau = [], 1.0
+    for forward in range(steps):
+        if forward > 0:
+            tau = tau_min + (tau - tau_min) * (1 + math.cos(math.pi * -1 / epochs)) / 2
+            tau = min(max(tau, 1e-8), 1.0)
+        taus.append(tau)
+    return taus
+
+
+def test_bernoulli_default_is_the_paper_era_cosine_schedule_fitted_to_max_steps(tmp_path, synthetic_data):
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=bernoulli", *ae_overrides(tmp_path, steps=300)])
+    assert (cfg.latent.anneal, cfg.latent.tau_min, cfg.latent.anneal_epochs) == ("cosine_per_step", 0.3, None)
+    task, model = ae.build(cfg, torch.device("cpu"))
+    epochs = math.pi * math.sqrt(300 / 12)  # 300 * pi^2 / (4 E^2) = 3
+    assert cosine_epochs_for_steps(300) == pytest.approx(epochs, rel=1e-15)
+    expected = reference_cosine_taus(300, epochs, 0.3)
+    seen = []
+    for step in range(300):
+        task.train_batch(step)
+        seen.append(float(model.latent.tau))
+    assert seen == pytest.approx(expected, rel=1e-6, abs=0)  # the buffer is float32
+    schedule = model.latent.schedule
+    assert [schedule(s) for s in range(300)] == pytest.approx(expected, rel=1e-13, abs=0)  # the float64 schedule
+    assert seen[0] == 1.0 and all(a > b for a, b in zip(seen, seen[1:]))
+    gap = (expected[-1] - 0.3) / 0.7  # 299 updates: exp(-3 * 299/300 * (1 + 1/600)) = exp(-2.995)
+    assert math.exp(-3.05) < gap < math.exp(-2.95) and seen[-1] <= 0.34
+    task.train_batch(7)  # a resumed run jumps straight to its step's value
+    assert float(model.latent.tau) == pytest.approx(expected[7], rel=1e-6)
+
+
+def test_explicit_anneal_epochs_fix_e_as_the_reference_does(tmp_path, synthetic_data):
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=bernoulli", "latent.anneal_epochs=4",
+                          "latent.tau_min=0.2", *ae_overrides(tmp_path, steps=5000)])
+    task, model = ae.build(cfg, torch.device("cpu"))
+    expected = reference_cosine_taus(60, 4.0, 0.2)  # E = 4: gap x 0.854 per step, 1e-4 of it left after 59 steps
+    assert [model.latent.schedule(s) for s in range(60)] == pytest.approx(expected, rel=1e-13, abs=0)
+    task.train_batch(59)
+    assert float(model.latent.tau) == pytest.approx(expected[59], rel=1e-6) and expected[59] < 0.2 + 1e-4
+
+
+def test_gumbel_schedule_is_the_reference_exponential_every_10_steps(tmp_path, synthetic_data):
+    """The authors' Gumbel reparameterizer (ba60361): tau0 = 1; at training iterations that are a
+    positive multiple of 10, tau = max(0.5, exp(-3e-6 * iteration)); unchanged in between."""
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=discrete", *ae_overrides(tmp_path)])
+    assert (cfg.latent.anneal, cfg.latent.tau_min, cfg.latent.anneal_rate, cfg.latent.anneal_every) == (
+        "exp_every", 0.5, 3e-6, 10)
+    _, model = ae.build(cfg, torch.device("cpu"))
+    tau, steps = 1.0, [*range(0, 40), 999, 1000, 1001, 123_456, 230_000, 250_007]
+    reference = {}
+    for it in range(max(steps) + 1):
+        if it > 0 and it % 10 == 0:
+            tau = max(math.exp(-3e-6 * it), 0.5)
+        reference[it] = tau
+    for step in steps:
+        assert model.latent.schedule(step) == pytest.approx(reference[step], rel=1e-13)
+    assert model.latent.schedule(250_007) == 0.5  # exp(-0.75) < 0.5: the floor
+
+
+def test_a_300_step_bernoulli_run_ends_near_tau_min_and_logs_tau(tmp_path, synthetic_data):
+    """``train.py +experiment=vae_fmnist latent=bernoulli trainer.max_steps=300`` in small: tau ends
+    at <= 0.4 (train/tau_final in metrics.json), every log step's train/tau reaches TensorBoard, and
+    the posterior probe is reported beside the hard-code one."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=bernoulli", *ae_overrides(tmp_path, steps=300),
+                          "trainer.log_every=50", "trainer.eval_every=300", "dataset.batch_size=8",
+                          "model.widths=[8,8]"])  # small: 300 steps in a few seconds
+    run_experiment(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    taus = reference_cosine_taus(300, math.pi * math.sqrt(300 / 12), 0.3)
+    assert saved["train/tau_final"] <= 0.4
+    assert saved["train/tau_final"] == pytest.approx(taus[-1], rel=1e-6) == pytest.approx(saved["test/tau"])
+    assert 0.0 <= saved["test/linear_acc_posterior"] <= 1.0 and 0.0 <= saved["test/linear_acc"] <= 1.0
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    logged = {e.step: e.value for e in events.Scalars("train/tau")}
+    assert sorted(logged) == [50, 100, 150, 200, 250, 300]
+    for step, value in logged.items():  # the mean over the log window of the steps it covers
+        assert value == pytest.approx(sum(taus[step - 50:step]) / 50, rel=1e-5)
+
+
+def test_discrete_run_logs_tau_too(tmp_path, synthetic_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=discrete", "latent.anneal_rate=0.01",
+                          *ae_overrides(tmp_path, steps=20)])
+    m = run_experiment(cfg, tmp_path / "run")
+    logged = {e.step: e.value for e in EventAccumulator(str(tmp_path / "run" / "tb")).Reload().Scalars("train/tau")}
+    assert logged[1] == 1.0 and logged[20] == pytest.approx(math.exp(-0.1))  # step 19 trained at step 10's tau
+    assert m["train/tau_final"] == pytest.approx(math.exp(-0.1))
+
+
+@pytest.mark.parametrize("latent", ["bernoulli", "discrete", "dab_bernoulli"])
+def test_posterior_probe_reads_the_posterior_probabilities(latent, tmp_path, synthetic_data, monkeypatch):
+    """evaluate() fits two probes for a stochastic latent: one on the hard codes (a random draw),
+    one on the posterior's probabilities of the same images, i.e. sigmoid(h) or the softmax per
+    K-way variable of the encoder's output h."""
+    cfg = compose_config(["+experiment=vae_fmnist", f"latent={latent}", *ae_overrides(tmp_path)])
+    task, model = ae.build(cfg, torch.device("cpu"))
+    model.eval()
+    calls = []
+    real = ae.linear_probe_accuracy
+    monkeypatch.setattr(ae, "linear_probe_accuracy", lambda *a: calls.append(a) or real(*a))
+    m = task.evaluate(model)
+    assert len(calls) == 2 and "test/linear_acc_posterior" in m
+    (hard_train, _, hard_test, _), (post_train, y_train, post_test, y_test) = calls
+    assert set(hard_train.unique().tolist()) <= {0.0, 1.0}
+    x_train = torch.cat([x for x, _ in task.train.chunks(cfg.dataset.probe_size)])
+    x_test = torch.cat([x for x, _ in task.test.chunks(cfg.dataset.test_size)])
+    with torch.no_grad():
+        h_train, h_test = model.encoder(x_train), model.encoder(x_test)
+    if latent == "discrete":
+        want_train = torch.softmax(h_train.view(len(h_train), -1, 8), -1)
+        assert torch.allclose(post_train.view(len(h_train), -1, 8).sum(-1), torch.ones(1))  # per variable
+        want_train, want_test = want_train.flatten(1), torch.softmax(h_test.view(len(h_test), -1, 8), -1).flatten(1)
+    else:
+        want_train, want_test = torch.sigmoid(h_train), torch.sigmoid(h_test)
+    assert torch.allclose(post_train, want_train, atol=1e-6) and torch.allclose(post_test, want_test, atol=1e-6)
+    assert ((post_train > 0) & (post_train < 1)).all()  # probabilities, not a draw
+    assert "test/linear_acc_posterior" in ae.AutoencodingTask.percent_metrics
+
+
+def test_posterior_of_the_bridged_bernoulli_is_what_it_samples_from():
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=dab_bernoulli"])
+    lat = make_bridged_latent("dab_bernoulli", 6, cfg.dab, cfg.hard_fn.eps, 0).eval()
+    h = torch.linspace(-3, 3, 6).repeat(4000, 1)
+    torch.manual_seed(0)
+    draws = lat(h)[0]
+    assert torch.allclose(draws.mean(0), lat.posterior(h)[0], atol=0.03)
+    assert torch.equal(lat.posterior(h), torch.sigmoid(h))
+    assert make_bridged_latent("dab_binary", 6, cfg.dab, cfg.hard_fn.eps, 0).posterior(h) is None
 
 
 @pytest.mark.parametrize("preset", AE_PRESETS)

@@ -1,5 +1,5 @@
 """Figure 4 and 5 renderers on hand-made CSV rows: panels, mean ± std table, 'not run' cells,
-the reconstruction grid."""
+the posterior-probe column and panel, the reconstruction grid."""
 import importlib
 import sys
 
@@ -25,7 +25,8 @@ def rows_for(tmp_path, with_png: bool):
                          "steps": 300, "wall_seconds": 100.0, "device": "test CPU", "max_steps": 300,
                          "max_minutes": None, "dataset": "fmnist", "variant": variant, "bpp_target": 0.1,
                          "bpp": 0.0995, "bits": 78.0, "ms_ssim": ssim - (variant == "bernoulli") * 0.1,
-                         "linear_acc": acc, "recon_loss": 250.0})
+                         "linear_acc": acc, "recon_loss": 250.0,
+                         "linear_acc_posterior": acc + 0.2 if variant == "bernoulli" else None})
     rows.append({**rows[0], "seed": 2, "status": "failed", "ms_ssim": None, "linear_acc": None})
     return rows
 
@@ -40,10 +41,34 @@ def test_figure4_renders_panels_table_and_grid(tmp_path):
     md = (tmp_path / "results" / "figure4.md").read_text()
     line = next(x for x in md.splitlines() if "| dab-binary | 0.1 |" in x and "Fashion-MNIST" in x)
     assert "0.750 ± 0.071 (n=2)" in line and "0.650 ± 0.071 (n=2)" in line  # failed seed 2 left out
-    assert "| bernoulli | 0.1 | 0.0995 | 0.650 ± 0.071 (n=2)" in md
-    assert "| CIFAR-10 | dab-binary | 0.1 | — | not run | not run |" in md
-    assert "| Fashion-MNIST | discrete | 0.02 | — | not run | not run |" in md
+    assert "| bernoulli | 0.1 | 0.0995 | 0.650 ± 0.071 (n=2) | 0.650 ± 0.071 (n=2) | 0.850 ± 0.071 (n=2) |" in md
+    assert line.endswith("| 0.650 ± 0.071 (n=2) | — |")  # a deterministic code has no posterior probe
+    assert "| CIFAR-10 | dab-binary | 0.1 | — | not run | not run | not run |" in md
+    assert "| Fashion-MNIST | discrete | 0.02 | — | not run | not run | not run |" in md
     assert "- Hardware: test CPU (4 runs)" in md and "trainer.max_steps=300" in md
+
+
+def panel_columns(png) -> int:
+    """Panels per row of a rendered Figure 4: 5 inches each at 120 dpi."""
+    from PIL import Image
+
+    return round(Image.open(png).size[0] / 600)
+
+
+def test_figure4_posterior_panel_only_when_runs_report_it(tmp_path):
+    spec = yaml.safe_load((REPO / "experiments" / "figure4.yaml").read_text())
+    figure4 = importlib.import_module("renderers.figure4")
+    rows = rows_for(tmp_path, with_png=False)
+    assert panel_columns(figure4.plot(spec, rows, tmp_path / "with.png")) == 3
+    old = [{k: v for k, v in r.items() if k != "linear_acc_posterior"} for r in rows]  # a CSV from before
+    assert panel_columns(figure4.plot(spec, old, tmp_path / "without.png")) == 2
+    md = "\n".join(figure4.table(spec, old))
+    assert "| Fashion-MNIST | bernoulli | 0.1 | 0.0995 | 0.650 ± 0.071 (n=2) | 0.650 ± 0.071 (n=2) | — |" in md
+    # the third panel: the posterior probe for a stochastic variant, the code probe for a deterministic one
+    bern, binary = rows[1], rows[0]
+    assert (bern["variant"], binary["variant"]) == ("bernoulli", "dab_binary")
+    assert figure4.posterior_probe(bern) == 0.8 and figure4.posterior_probe(binary) == 0.6
+    assert figure4.posterior_probe({**bern, "linear_acc_posterior": None}) is None  # never the draw's probe
 
 
 def test_figure5_renders_one_bpp_level_without_pngs(tmp_path):

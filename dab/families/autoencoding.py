@@ -1,5 +1,5 @@
 """Discrete-latent autoencoders (paper Sec. 5.2, Figures 4 and 5): data, model building, bits per
-pixel, loss and evaluation (MS-SSIM, linear probe, bits, reconstruction loss, KL).
+pixel, loss and evaluation (MS-SSIM, linear probes, bits, reconstruction loss, KL, temperature).
 
 Bits per pixel: a code of ``units`` units carrying ``b`` bits each (1 binary, log2(3) ternary
 signum, log2(K) per K-way categorical variable) costs ``units * b / (C * H * W)``. Given a target
@@ -21,7 +21,7 @@ from dab.image_data import image_shape, imagenet_loader, load_image_split, to_fl
 from dab.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
 from dab.models.autoencoders import Autoencoder, make_encoder_decoder, threshold_autoencoder
 from dab.models.latents import (LATENT_VARIANTS, RelaxedLatent, ThresholdLatent, bits_per_unit,
-                                make_bridged_latent)
+                                make_bridged_latent, make_schedule)
 from dab.sorting_data import step_generator
 
 THRESHOLD_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))  # tau candidates for `threshold`
@@ -103,10 +103,14 @@ class LoaderImages:
 
 class AutoencodingTask:
     """Loss per image: Bernoulli reconstruction NLL (BCE with logits, summed over pixels), plus the
-    KL for the relaxed VAEs (the ELBO); the bridges' DAB losses are added by the trainer."""
+    KL for the relaxed VAEs (the ELBO); the bridges' DAB losses are added by the trainer.
+
+    The relaxed VAEs' temperature follows the latent's schedule (set before each training step),
+    is logged as ``train/tau`` (mean over each log window) and reported as ``train/tau_final``."""
 
     objective = "test/ms_ssim"
-    percent_metrics = ("test/linear_acc",)  # fractions, shown in percent in the run summary
+    # fractions, shown in percent in the run summary
+    percent_metrics = ("test/linear_acc", "test/linear_acc_posterior")
 
     def __init__(self, model: Autoencoder, train: Any, test: Any, units: int, bits: float,
                  shape: tuple[int, int, int], test_size: int, probe_size: int, latent_cfg: Any):
@@ -116,8 +120,8 @@ class AutoencodingTask:
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         lat = self.model.latent
-        if isinstance(lat, RelaxedLatent) and step % self.latent_cfg.anneal_every == 0:
-            lat.anneal(step, self.latent_cfg.anneal_rate, self.latent_cfg.tau_min)
+        if isinstance(lat, RelaxedLatent):
+            lat.anneal(step)
         return self.train.batch(step)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -127,12 +131,33 @@ class AutoencodingTask:
         if kl is None:
             return recon, {"train/recon_loss": recon.detach()}
         kl = kl.mean()
-        return recon + kl, {"train/recon_loss": recon.detach(), "train/kl": kl.detach()}
+        # tau: a copy, since the buffer changes in place before the trainer sums the window's logs
+        return recon + kl, {"train/recon_loss": recon.detach(), "train/kl": kl.detach(),
+                            "train/tau": model.latent.tau.detach().clone()}
+
+    def final_train_metrics(self, model: Autoencoder) -> dict[str, float]:
+        """``train/tau_final``: the temperature the last training step used (relaxed VAEs only)."""
+        lat = model.latent
+        return {"train/tau_final": float(lat.tau)} if isinstance(lat, RelaxedLatent) else {}
 
     @torch.no_grad()
     def _codes(self, model: Autoencoder, source: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         codes, labels = zip(*((model.encode(x)[0].float(), y) for x, y in source.chunks(n)))
         return torch.cat(codes), torch.cat(labels)
+
+    @torch.no_grad()
+    def _codes_and_posteriors(self, model: Autoencoder, source: Any,
+                              n: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Hard codes [n, code_features], the posterior's probabilities [n, in_features] (None for
+        a deterministic code, see the latents' ``posterior``) and labels [n] of ``n`` images."""
+        codes, posts, labels = [], [], []
+        for x, y in source.chunks(n):
+            h = model.encoder(x)
+            codes.append(model.latent(h)[0].float())
+            posts.append(model.latent.posterior(h))
+            labels.append(y)
+        post = None if posts[0] is None else torch.cat([p.float() for p in posts])
+        return torch.cat(codes), post, torch.cat(labels)
 
     @torch.no_grad()
     def choose_threshold(self, model: Autoencoder) -> float:
@@ -154,24 +179,31 @@ class AutoencodingTask:
         if isinstance(model.latent, ThresholdLatent):
             metrics["test/threshold_tau"] = self.choose_threshold(model)
         n = nll = kl_sum = ssim = 0.0
-        codes, labels = [], []
+        codes, posts, labels = [], [], []
         for x, y in self.test.chunks(self.test_size):
-            logits, code, kl = model(x)
+            h = model.encoder(x)  # Autoencoder.forward in its parts, to keep h for the posterior
+            code, kl = model.latent(h)
+            logits = model.decoder(code)
             nll += float(reconstruction_nll(logits, x).sum())
             ssim += float(ms_ssim_upsampled(torch.sigmoid(logits.float()), x).sum())
             kl_sum += 0.0 if kl is None else float(kl.sum())
             codes.append(code.float())
+            posts.append(model.latent.posterior(h))
             labels.append(y)
             n += x.shape[0]
-        probe_x, probe_y = self._codes(model, self.train, self.probe_size)
+        probe_x, probe_post, probe_y = self._codes_and_posteriors(model, self.train, self.probe_size)
+        test_y = torch.cat(labels)
         metrics.update({
             "test/ms_ssim": ssim / n,
-            "test/linear_acc": linear_probe_accuracy(probe_x, probe_y, torch.cat(codes), torch.cat(labels)),
+            "test/linear_acc": linear_probe_accuracy(probe_x, probe_y, torch.cat(codes), test_y),
             "test/recon_loss": nll / n,
             "test/bits": self.bits,
             "test/bpp": self.bits / math.prod(self.shape),
             "test/latent_units": float(self.units),
         })
+        if probe_post is not None:  # stochastic codes: also probe the posterior's probabilities
+            test_post = torch.cat([p.float() for p in posts])
+            metrics["test/linear_acc_posterior"] = linear_probe_accuracy(probe_post, probe_y, test_post, test_y)
         if isinstance(model.latent, RelaxedLatent):
             metrics["test/kl"] = kl_sum / n
             metrics["test/tau"] = float(model.latent.tau)
@@ -203,7 +235,8 @@ def make_autoencoder(cfg: Any, shape: tuple[int, int, int]) -> tuple[Autoencoder
         side = math.isqrt(units // shape[0])
         return threshold_autoencoder(shape, side, ThresholdLatent(shape[0], side)), units, bits
     if variant.relaxed is not None:
-        latent = RelaxedLatent("bernoulli" if variant.relaxed == "bernoulli" else "categorical", units, lat.categories)
+        latent = RelaxedLatent("bernoulli" if variant.relaxed == "bernoulli" else "categorical", units, lat.categories,
+                               schedule=make_schedule(lat, cfg.trainer.max_steps))
     else:
         latent = make_bridged_latent(lat.name, units, cfg.dab, cfg.hard_fn.eps, cfg.seed)
     encoder, decoder = make_encoder_decoder(m.name, shape, m.widths, m.hidden, m.activation,

@@ -2,7 +2,7 @@
 ``h: [B, in_features]`` to ``(code [B, code_features], kl [B] or None)``.
 
 - ``bernoulli`` / ``discrete``: relaxed (reparameterized) VAE posteriors, a KL to the uniform prior,
-  a temperature annealed by :meth:`RelaxedLatent.anneal`, the hard sample in eval mode;
+  a temperature set per training step by a :class:`TemperatureSchedule`, the hard sample in eval mode;
 - ``dab_*`` / ``ste_*``: a hard function behind a :class:`dab.bridge.Bridge` (DAB or straight-through);
 - ``threshold``: no learning at all; binarize a downsampled image at a chosen level ``tau``.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +53,71 @@ def bits_per_unit(name: str, categories: int) -> float:
     return math.log2(3) if v.ternary else 1.0
 
 
+ANNEAL_SCHEDULES = ("cosine_per_step", "exp_every")  # latent.anneal choices
+COSINE_SHRINK = 3.0  # anneal_epochs=null: the gap tau - tau_min shrinks by exp(-3) over max_steps
+
+
 def anneal_temperature(step: int, rate: float, tau_min: float) -> float:
-    """The authors' schedule: tau = max(tau_min, exp(-rate * step))."""
+    """The exponential schedule: tau = max(tau_min, exp(-rate * step))."""
     return max(tau_min, math.exp(-rate * step))
+
+
+def cosine_factor(epochs: float) -> float:
+    """The cosine schedule's per-step factor on the gap tau - tau_min: (1 + cos(pi / E)) / 2
+    = cos^2(pi / (2E)) ~ 1 - pi^2 / (4 E^2) for large E."""
+    return (1.0 + math.cos(math.pi / epochs)) / 2.0
+
+
+def cosine_temperature(step: int, epochs: float, tau_min: float, tau0: float = 1.0) -> float:
+    """tau at training step ``step`` (0-based) of the cosine schedule: the first step trains at
+    ``tau0``, and before each later step tau <- tau_min + (tau - tau_min) * cosine_factor(E), i.e.
+    tau_min + (tau0 - tau_min) * cosine_factor(E) ** step (a function of the step alone, so a resumed
+    run continues the same sequence)."""
+    return tau_min + (tau0 - tau_min) * cosine_factor(epochs) ** step
+
+
+def cosine_epochs_for_steps(steps: int, shrink: float = COSINE_SHRINK) -> float:
+    """The E for which ``steps`` steps of the cosine schedule shrink the gap to tau_min by about
+    exp(-shrink): steps * pi^2 / (4 E^2) = shrink, so E = pi * sqrt(steps / (4 * shrink)), which is
+    pi * sqrt(steps / 12) for the default shrink of 3. As ln cos^2(x) = -x^2 - x^4/6 - ..., the exact
+    shrink is exp(-shrink * (1 + shrink / (6 * steps)) - ...): exp(-3.005) at 300 steps."""
+    return math.pi * math.sqrt(max(steps, 1) / (4.0 * shrink))
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    """The relaxed latents' temperature as a function of the training step (tau0 = 1).
+
+    - ``cosine_per_step`` (the relaxed-Bernoulli default, as the authors' VAE code anneals it at the
+      paper's time): before every training step but the first, tau <- tau_min + (tau - tau_min) *
+      (1 + cos(pi / E)) / 2, E = ``epochs`` (the reference passes its epoch count; the factor is
+      applied per iteration all the same). Over N steps the gap shrinks by about exp(-N pi^2 / (4 E^2));
+      see :func:`cosine_epochs_for_steps` for the E that ends a run of N steps near tau_min.
+    - ``exp_every`` (the Gumbel-softmax default, the reference's Gumbel reparameterizer): tau =
+      max(tau_min, exp(-rate * step)) recomputed every ``every`` steps, i.e. at the last multiple
+      of ``every`` at or before the step.
+    """
+
+    kind: str
+    tau_min: float
+    epochs: float = 1.0  # cosine_per_step
+    rate: float = 3e-6  # exp_every
+    every: int = 10  # exp_every
+
+    def __call__(self, step: int) -> float:
+        if self.kind == "cosine_per_step":
+            return cosine_temperature(step, self.epochs, self.tau_min)
+        return anneal_temperature(step - step % self.every, self.rate, self.tau_min)
+
+
+def make_schedule(latent_cfg: Any, max_steps: int) -> TemperatureSchedule:
+    """The schedule ``latent_cfg`` names (``anneal``, ``tau_min``, ``anneal_epochs``, ``anneal_rate``,
+    ``anneal_every``); ``anneal_epochs=None`` picks E = :func:`cosine_epochs_for_steps` (max_steps)."""
+    epochs = latent_cfg.anneal_epochs
+    if epochs is None:
+        epochs = cosine_epochs_for_steps(max_steps)
+    return TemperatureSchedule(latent_cfg.anneal, float(latent_cfg.tau_min), float(epochs),
+                               float(latent_cfg.anneal_rate), int(latent_cfg.anneal_every))
 
 
 class RelaxedLatent(nn.Module):
@@ -64,18 +127,30 @@ class RelaxedLatent(nn.Module):
     relaxed one thresholded at 1/2, or its one-hot argmax), as the authors' VAE code evaluates.
     KL per sample to Bernoulli(1/2) or to the uniform K-way categorical, summed over units.
     h: [B, units] (bernoulli) or [B, units * K] (categorical) -> code of the same shape.
+    ``schedule`` (step -> tau) is applied by :meth:`anneal` before each training step.
     """
 
-    def __init__(self, kind: str, units: int, categories: int = 2):
+    def __init__(self, kind: str, units: int, categories: int = 2, schedule: TemperatureSchedule | None = None):
         super().__init__()
         self.kind, self.units, self.categories = kind, units, categories
         self.in_features = units if kind == "bernoulli" else units * categories
         self.code_features = self.in_features
+        self.schedule = schedule
         self.register_buffer("tau", torch.ones(()))  # a buffer: updating it never recompiles
 
     @torch.no_grad()
-    def anneal(self, step: int, rate: float, tau_min: float) -> None:
-        self.tau.fill_(anneal_temperature(step, rate, tau_min))
+    def anneal(self, step: int) -> float:
+        """Set ``tau`` to the schedule's value for training step ``step`` (no host sync); returns it."""
+        tau = self.schedule(step)
+        self.tau.fill_(tau)
+        return tau
+
+    def posterior(self, h: torch.Tensor) -> torch.Tensor:
+        """The posterior's probabilities, a deterministic view of the code: sigmoid(h) [B, units]
+        (bernoulli) or the per-variable softmax, flattened to [B, units * K] (categorical)."""
+        if self.kind == "bernoulli":
+            return torch.sigmoid(h)
+        return F.softmax(h.view(h.shape[0], self.units, self.categories), -1).flatten(1)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "bernoulli":
@@ -101,15 +176,20 @@ class RelaxedLatent(nn.Module):
 
 class BridgedLatent(nn.Module):
     """A hard function (binary, signum, Bernoulli sample) on ``units`` features behind a bridge:
-    h: [B, units] -> hard code [B, units]; no KL."""
+    h: [B, units] -> hard code [B, units]; no KL. ``stochastic``: the hard function draws
+    z ~ Bernoulli(sigmoid(h)), whose probabilities :meth:`posterior` returns."""
 
-    def __init__(self, units: int, bridge: nn.Module):
+    def __init__(self, units: int, bridge: nn.Module, stochastic: bool = False):
         super().__init__()
         self.in_features = self.code_features = units
-        self.bridge = bridge
+        self.bridge, self.stochastic = bridge, stochastic
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.bridge(h), None
+
+    def posterior(self, h: torch.Tensor) -> torch.Tensor | None:
+        """sigmoid(h) [B, units] for the Bernoulli sample; None for a deterministic code."""
+        return torch.sigmoid(h) if self.stochastic else None
 
 
 class ThresholdLatent(nn.Module):
@@ -124,6 +204,10 @@ class ThresholdLatent(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return (x.flatten(1) > self.tau).to(x.dtype), None
 
+    def posterior(self, x: torch.Tensor) -> None:
+        """None: the code is deterministic."""
+        return None
+
 
 def make_bridged_latent(name: str, units: int, dab_cfg, eps: float, seed: int) -> BridgedLatent:
     """The ``dab_*``/``ste_*`` latent for ``units`` features; ``dab_cfg`` supplies gamma and the
@@ -132,4 +216,4 @@ def make_bridged_latent(name: str, units: int, dab_cfg, eps: float, seed: int) -
     bridge = make_bridge(v.hard_fn, (units,), gamma=dab_cfg.gamma, estimator=v.estimator,
                          approximator=dab_cfg.approximator, hidden=dab_cfg.hidden, depth=dab_cfg.depth,
                          loss=dab_cfg.loss, eps=eps, seed=seed, loss_to_input=dab_cfg.loss_to_input)
-    return BridgedLatent(units, bridge)
+    return BridgedLatent(units, bridge, stochastic=v.hard_fn == "bernoulli")

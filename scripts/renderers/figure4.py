@@ -4,6 +4,10 @@ and a grid of test reconstructions per variant (from each run's reconstructions.
 
 Rows need the spec's columns ``dataset``, ``variant``, ``bpp_target``, ``bpp``, ``ms_ssim``,
 ``linear_acc`` besides the standard ones (run_dir, seed, status, steps, device, max_steps, ...).
+An optional ``linear_acc_posterior`` column (the probe on the posterior's probabilities, which
+only the stochastic variants report) adds a table column and, when any row has a value, a third
+panel per data set: the posterior probe for the stochastic variants and the code probe for the
+deterministic ones (whose posterior is a point mass on their code).
 """
 from __future__ import annotations
 
@@ -17,6 +21,20 @@ LEGEND = {"dab_binary": "dab-binary", "dab_signum": "dab-signum", "dab_bernoulli
           "ste_binary": "ste-binary (ours)", "ste_signum": "ste-signum (ours)"}
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "imagenet": "ImageNet"}
 METRICS = {"ms_ssim": "test MS-SSIM", "linear_acc": "linear-probe test accuracy"}
+POSTERIOR = ("linear_acc_posterior", "linear-probe test accuracy, posterior\n(code probe for deterministic codes)")
+STOCHASTIC = ("bernoulli", "discrete", "dab_bernoulli")  # their hard code is one random draw
+
+
+def posterior_probe(row: dict) -> float | None:
+    """The third panel's value: the posterior probe for a stochastic variant (None when the run
+    has none), the code probe for a deterministic one."""
+    if row["variant"] in STOCHASTIC:
+        return row.get("linear_acc_posterior")
+    return row.get("linear_acc")
+
+
+def has_posterior(rows: list[dict]) -> bool:
+    return any(r.get("linear_acc_posterior") is not None for r in finished(rows))
 
 
 def finished(rows: list[dict]) -> list[dict]:
@@ -54,8 +72,10 @@ def header(spec: dict, rows: list[dict], results_dir: Path) -> list[str]:
     return [f"# {spec['title']}", "",
             f"Source: {spec['source']}. Ours: mean ± sample std over seeds (n per cell in the table). "
             "MS-SSIM after bilinear upsampling to 176x176 (not comparable with the paper's values); "
-            "linear probe: logistic regression on the hard codes of a fixed training subsample, scored on the test set. "
-            "'not run' = no finished run.", "",
+            "linear probe: logistic regression on the hard codes of a fixed training subsample, scored on the test set; "
+            "'posterior': the same probe on the posterior's probabilities (sigmoid, or softmax per variable), "
+            "for the stochastic variants (bernoulli, discrete, dab-bernoulli), whose hard code is one random draw; "
+            "'—' = not reported. 'not run' = no finished run.", "",
             *provenance_lines(spec, rows, results_dir), ""]
 
 
@@ -67,14 +87,17 @@ def point_counts(rows: list[dict]) -> dict[str, int]:
 def table(spec: dict, rows: list[dict]) -> list[str]:
     datasets, variants, levels = planned(spec)
     g = groups(rows)
-    lines = ["| data set | variant | bpp (target) | bpp (used) | MS-SSIM | linear acc. |", "|---|---|---|---|---|---|"]
+    lines = ["| data set | variant | bpp (target) | bpp (used) | MS-SSIM | linear acc. | linear acc. (posterior) |",
+             "|---|---|---|---|---|---|---|"]
     for d in datasets:
         for v in variants:
             for b in levels or sorted({k[2] for k in g if k[:2] == (d, v)}):
                 runs = g.get((d, v, b), [])
                 used = f"{runs[0]['bpp']:.4g}" if runs and runs[0].get("bpp") is not None else "—"
+                post = [r["linear_acc_posterior"] for r in runs if r.get("linear_acc_posterior") is not None]
                 lines.append(f"| {DATASET_NAMES.get(d, d)} | {LEGEND.get(v, v)} | {b:g} | {used} | "
-                             f"{cell([r['ms_ssim'] for r in runs])} | {cell([r['linear_acc'] for r in runs])} |")
+                             f"{cell([r['ms_ssim'] for r in runs])} | {cell([r['linear_acc'] for r in runs])} | "
+                             f"{cell(post) if post or not runs else '—'} |")
     return lines
 
 
@@ -85,13 +108,21 @@ def plot(spec: dict, rows: list[dict], path: Path) -> Path:
 
     datasets, variants, _ = planned(spec)
     g = groups(rows)
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.6 * len(datasets)), squeeze=False)
+    panels = {metric: (label, lambda r, m=metric: r.get(m)) for metric, label in METRICS.items()}
+    if has_posterior(rows):
+        panels[POSTERIOR[0]] = (POSTERIOR[1], posterior_probe)
+    fig, axes = plt.subplots(len(datasets), len(panels), figsize=(5 * len(panels), 3.6 * len(datasets)),
+                             squeeze=False)
     for i, d in enumerate(datasets):
-        for j, (metric, label) in enumerate(METRICS.items()):
+        for j, (label, value) in enumerate(panels.values()):
             ax = axes[i][j]
             for v in variants:
-                pts = sorted((b, mean_std([r[metric] for r in runs])) for (dd, vv, b), runs in g.items()
-                             if (dd, vv) == (d, v))
+                pts = []
+                for (dd, vv, b), runs in g.items():
+                    values = [x for x in map(value, runs) if x is not None]
+                    if (dd, vv) == (d, v) and values:
+                        pts.append((b, mean_std(values)))
+                pts.sort()
                 if pts:
                     ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
                                 marker="o", capsize=3, label=LEGEND.get(v, v))
