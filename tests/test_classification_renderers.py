@@ -52,15 +52,76 @@ def test_figure6_left_reports_each_placement(tmp_path):
     assert "| 1 | 50.00 ± 0.00 (n=2) |" in text and "| 4 | 80.00 ± 0.00 (n=2) |" in text
 
 
-def test_figure6_middle_averages_emd_per_step_over_seeds(tmp_path):
-    rows = [run_row(i, accuracy=0.9, emd=1.0) for i in range(2)]
-    write_history(tmp_path / "figure6_middle_history.csv",
-                  [{"run_dir": f"runs/x/{i}", "seed": i, "experiment": "classify_sort", "step": s,
-                    "test/accuracy": 0.5, "test/emd": e + i} for i in range(2) for s, e in ((390, 4.0), (780, 2.0))])
+def emd_history(series: dict[bool, list[tuple[float, float]]]) -> tuple[list[dict], list[dict]]:
+    """Runs and history for Figure 6 middle: per loss_to_input, one run per (EMD at step 390, at 780)."""
+    rows, history, i = [], [], 0
+    for loss_to_input, runs in series.items():
+        for first, last in runs:
+            rows.append(run_row(i, accuracy=0.9, emd=last, loss_to_input=loss_to_input, head="pool"))
+            history += [{"run_dir": f"runs/x/{i}", "seed": i % 3, "experiment": "classify_sort", "step": s,
+                         "test/accuracy": 0.5, "test/emd": e} for s, e in ((390, first), (780, last))]
+            i += 1
+    return rows, history
+
+
+def test_figure6_middle_averages_emd_per_step_over_seeds_per_semantics(tmp_path):
+    rows, history = emd_history({False: [(4.0, 2.0), (5.0, 3.0)], True: [(1.0, 1.0)]})
+    write_history(tmp_path / "figure6_middle_history.csv", history)
     png, md = renderer.render(load_spec("figure6_middle"), rows, tmp_path)
     text = md.read_text()
-    assert "| 390 | 4.500 ± 0.707 (n=2) |" in text and "| 780 | 2.500 ± 0.707 (n=2) |" in text
+    ref, lti = "loss_to_input=false (reference)", "loss_to_input=true"
+    assert f"| {ref} | 390 | 4.500 ± 0.707 (n=2) |" in text and f"| {ref} | 780 | 2.500 ± 0.707 (n=2) |" in text
+    assert f"| {lti} | 390 | 1.000 (n=1) |" in text and f"| {lti} | 780 | 1.000 (n=1) |" in text
+    assert "Classifier head: pool (global average pool, the paper's)" in text
     assert png.exists()
+
+
+@pytest.mark.parametrize("series,falls,trends", [
+    # reference falls consistently (change -2 ± 0), loss_to_input=true rises
+    ({False: [(4.0, 2.0), (5.0, 3.0)], True: [(1.0, 1.5), (1.0, 1.7)]}, "loss_to_input=false (reference)",
+     {"loss_to_input=false (reference)": "| -2.000 ± 0.000 (n=2) | falls |",
+      "loss_to_input=true": "| 0.600 ± 0.141 (n=2) | rises |"}),
+    # true falls; the reference's changes (-1, +1.2) cancel within their spread
+    ({False: [(2.0, 1.0), (2.0, 3.2)], True: [(3.0, 1.0), (3.0, 1.5)]}, "loss_to_input=true",
+     {"loss_to_input=false (reference)": "| no clear trend (the change is within its seed spread) |",
+      "loss_to_input=true": "| -1.750 ± 0.354 (n=2) | falls |"}),
+    ({False: [(1.0, 2.0)], True: [(1.0, 1.0), (1.0, 1.0)]}, "neither series",
+     {"loss_to_input=false (reference)": "| rises (one run: no seed spread to judge by) |",
+      "loss_to_input=true": "| no clear trend |"}),
+])
+def test_figure6_middle_says_which_semantics_shows_the_papers_falling_emd(series, falls, trends, tmp_path):
+    rows, history = emd_history(series)
+    write_history(tmp_path / "figure6_middle_history.csv", history)
+    _, md = renderer.render(load_spec("figure6_middle"), rows, tmp_path)
+    text = md.read_text()
+    assert f"Shows the paper's falling EMD (computed from these runs): {falls}\n" in text
+    for name, tail in trends.items():
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| {name} | ") and ln.count("|") == 6)
+        assert line.endswith(tail), line
+
+
+def test_figure6_middle_report_rows_split_the_final_emd_by_semantics():
+    rows, _ = emd_history({False: [(4.0, 2.0), (5.0, 3.0)], True: [(1.0, 0.5)]})
+    rows.append(run_row(9, accuracy=0.9, emd=7.0))  # a CSV from before the column: not recorded
+    report = renderer.report_rows(load_spec("figure6_middle"), rows)
+    assert [(r.what.split(", ", 1)[1], r.values) for r in report] == [
+        ("loss_to_input=false (reference)", [2.0, 3.0]), ("loss_to_input=true", [0.5]),
+        ("loss_to_input not recorded", [7.0])]
+    assert all(r.planned == 3 for r in report)
+
+
+def test_figure6_middle_spec_sweeps_both_semantics():
+    spec = load_spec("figure6_middle")
+    assert spec["sweep"]["overrides"] == {"dab.loss_to_input": [False, True]} and spec["sweep"]["seeds"] == [0, 1, 2]
+    assert spec["columns"]["loss_to_input"] == "config.dab.loss_to_input" and spec["history"] is True
+
+
+def test_runs_without_a_head_column_are_labelled_flatten(tmp_path):
+    rows = [run_row(0, hard_fn="signum", accuracy=0.9), run_row(1, hard_fn="signum", accuracy=0.9, head="pool")]
+    [md] = renderer.render(load_spec("table2"), rows, tmp_path)
+    text = md.read_text()
+    assert "flatten (runs before model.head existed), pool (global average pool, the paper's)" in text
+    assert "runs on different data sets, widths or heads are mixed" in text
 
 
 def test_figure6_right_splits_curves_by_estimator(tmp_path):

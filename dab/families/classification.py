@@ -34,21 +34,43 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor
     return mean.float(), (total_sq / n - mean.pow(2)).clamp_min(1e-12).sqrt().float()
 
 
+def position_mass(z: torch.Tensor) -> torch.Tensor:
+    """Each row of z [B, N] as a distribution over its positions 0..N-1 [B, N] (float64, rows sum
+    to 1): the row minus its own minimum, divided by its total; a constant row spreads evenly.
+    Depends on the row's shape only: a·z + b with a > 0 gives the same masses."""
+    z = z.detach().double()
+    mass = z - z.min(1, keepdim=True).values
+    total = mass.sum(1, keepdim=True)
+    flat = total <= 0  # a constant row: no shape to read, so no position is preferred
+    return torch.where(flat, torch.full_like(mass, 1.0 / z.shape[1]), mass / torch.where(flat, 1.0, total))
+
+
 def positional_emd(z_in: torch.Tensor, z_out: torch.Tensor) -> float:
-    """Mean over samples of the 1-D earth mover's distance between two activation vectors read as
-    mass over positions 0..N-1 (so the unit is "positions moved"; both shifted by their joint minimum so the
-    mass is non-negative). z_in, z_out: [B, N], aligned position by position.
+    """Mean over samples of the 1-D earth mover's distance between the input's and the output's
+    position masses (``position_mass``), in positions moved. z_in, z_out: [B, N], aligned position
+    by position.
 
     Why positions rather than values: the value distributions of x and sort(x) are identical, so
-    their EMD is 0 whatever the network does; as mass over positions it measures how far the
-    values must move to become sorted, which shrinks as the layer before learns to emit
-    already-ordered maps (the paper's Figure 6 middle).
+    their EMD is 0 whatever the network does; read as mass over positions, the distance measures
+    how far the input's values must travel to lie in the output's order, which shrinks as the layer
+    before learns to emit already-ordered maps (the paper's Figure 6 middle). An input already in
+    the output's order gives 0.
+
+    Invariance: each vector is reduced to its own minimum and total, so x -> a·x + b (a > 0) on
+    the input, the output or both (e.g. a uniform shift or rescaling of the activations as training
+    goes on) leaves the distance unchanged, and an output that is a positive affine image of its
+    input (nothing reordered) gives 0. For a sort the output is a permutation of the input, so its
+    own min and total equal the input's, and this is the same as normalizing both jointly. Not
+    covered: order-preserving but non-affine maps (exp(x) vs x gives a positive distance); only
+    ranks would be blind to those, and ranks discard how much mass moves and break under the
+    ties of signum and k-means outputs. On the grid 0..N-1 the distance is the L1 gap between the
+    two cumulative masses: sum over i < N-1 of |F_in(i) - F_out(i)|.
     """
-    a, b = z_in.double().cpu().numpy(), z_out.double().cpu().numpy()
-    low = np.minimum(a.min(1, keepdims=True), b.min(1, keepdims=True))
-    a, b = a - low + 1e-12, b - low + 1e-12
-    pos = np.arange(a.shape[1], dtype=np.float64)
-    return float(np.mean([wasserstein_distance(pos, pos, u, v) for u, v in zip(a, b)]))
+    if z_in.shape != z_out.shape or z_in.dim() != 2:
+        raise ValueError(f"positional_emd needs two [B, N] tensors of one shape, got {tuple(z_in.shape)} "
+                         f"and {tuple(z_out.shape)}")
+    gap = position_mass(z_in).cumsum(1) - position_mass(z_out).cumsum(1)  # [B, N]
+    return float(gap[:, :-1].abs().sum(1).mean())
 
 
 def value_emd(z_in: torch.Tensor, z_out: torch.Tensor) -> float:
@@ -136,12 +158,14 @@ class ClassificationTask:
 
 
 def make_classifier(cfg: Any) -> ResNet18Classifier:
-    """ResNet18 with ``cfg.hard_fn``'s bridge after stage ``cfg.model.hard_fn_after``."""
+    """ResNet18 with ``cfg.hard_fn``'s bridge after stage ``cfg.model.hard_fn_after`` and the
+    classifier head ``cfg.model.head`` (pool | flatten)."""
     m = cfg.model
     in_shape = stage_output_shape(m.hard_fn_after, m.width)
     bridge = bridge_from_config(cfg, in_shape)
     out_shape = None if bridge is None else bridge.hard_fn.out_shape(in_shape)
-    return ResNet18Classifier(m.width, m.hard_fn_after, bridge, out_shape, CLASSES, activation=ACTIVATIONS[m.activation])
+    return ResNet18Classifier(m.width, m.hard_fn_after, bridge, out_shape, CLASSES,
+                              activation=ACTIVATIONS[m.activation], head=m.head)
 
 
 def build(cfg: Any, device: torch.device) -> tuple[ClassificationTask, nn.Module]:

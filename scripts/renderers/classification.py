@@ -6,7 +6,8 @@ parsed) and the curves come from results/<artifact>_history.csv. Writes, by ``sp
 
     table2           results/table2.md                          ours vs paper, in %
     figure6_left     results/figure6_left.{png,md}              accuracy per signum placement
-    figure6_middle   results/figure6_middle.{png,md}            test EMD over training (sort)
+    figure6_middle   results/figure6_middle.{png,md}            test EMD over training (sort), one curve
+                                                                per dab.loss_to_input, and which falls
     figure6_right    results/figure6_right.{png,md}             test accuracy over training, DAB vs STE
 
 Every output names the data set (the Fashion-MNIST-32 stand-in is labelled as such), widths and
@@ -26,6 +27,12 @@ from renderers.common import ReportRow, add_caption, caption, planned_seeds, pro
 DATASET_LABELS = {"cifar10": "CIFAR-10",
                   "fmnist32": "Fashion-MNIST-32 stand-in, not CIFAR-10"}
 ESTIMATOR_LABELS = {"dab": "DAB", "ste": "STE"}
+# Figure 6 middle's series: what the DAB loss trains (dab.loss_to_input; dab/bridge.py)
+LOSS_TO_INPUT_LABELS = {False: "loss_to_input=false (reference)", True: "loss_to_input=true",
+                        None: "loss_to_input not recorded"}
+# Runs aggregated before model.head existed have no head column: they used the flatten head.
+HEAD_LABELS = {"pool": "pool (global average pool, the paper's)", "flatten": "flatten (ours)",
+               None: "flatten (runs before model.head existed)"}
 
 
 def mean_std(values: list[float], scale: float = 1.0) -> tuple[float, float | None, int]:
@@ -51,10 +58,12 @@ def model_lines(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     datasets = sorted({str(r.get("dataset")) for r in rows})
+    heads = sorted({r.get("head") for r in rows}, key=str)
     lines = [f"- Data set: {', '.join(DATASET_LABELS.get(d, d) for d in datasets)}",
-             f"- ResNet18 width: {_distinct(rows, 'width')}"]
-    if len(datasets) > 1 or len({r.get("width") for r in rows}) > 1:
-        lines.append("- **Warning: runs on different data sets or widths are mixed in this output.**")
+             f"- ResNet18 width: {_distinct(rows, 'width')}",
+             f"- Classifier head: {', '.join(HEAD_LABELS.get(h, str(h)) for h in heads)}"]
+    if len(datasets) > 1 or len({r.get("width") for r in rows}) > 1 or len(heads) > 1:
+        lines.append("- **Warning: runs on different data sets, widths or heads are mixed in this output.**")
     return lines
 
 
@@ -202,6 +211,72 @@ def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], resu
     return [png, write_md(results_dir / "figure6_left.md", spec, all_rows, rows, body)]
 
 
+def loss_to_input_of(rows: list[dict]) -> dict:
+    """run_dir -> the Figure 6 middle series its run belongs to (LOSS_TO_INPUT_LABELS)."""
+    return {r["run_dir"]: LOSS_TO_INPUT_LABELS.get(r.get("loss_to_input"), str(r.get("loss_to_input")))
+            for r in rows}
+
+
+def emd_changes(history: list[dict], series_of: dict) -> dict[str, list[tuple[float, float]]]:
+    """{series: [(test/emd at the run's first evaluation, at its last) per run]} from history rows."""
+    by_run: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for h in history:
+        if h.get("test/emd") is not None and h.get("run_dir") in series_of:
+            by_run[h["run_dir"]].append((h["step"], h["test/emd"]))
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for run_dir, points in by_run.items():
+        points.sort()
+        out[series_of[run_dir]].append((points[0][1], points[-1][1]))
+    return out
+
+
+def trend(pairs: list[tuple[float, float]]) -> str:
+    """'falls', 'rises' or 'no clear trend' for runs' (first, last) EMD: the mean change (last -
+    first) must exceed its sample std over runs in size; one run goes by its sign (said so); a run
+    with a single evaluation has no trend."""
+    changes = [last - first for first, last in pairs]
+    if not changes or all(c == 0 for c in changes):
+        return "no clear trend"
+    mean = statistics.mean(changes)
+    word = "falls" if mean < 0 else "rises"
+    if len(changes) == 1:
+        return f"{word} (one run: no seed spread to judge by)"
+    return word if abs(mean) > statistics.stdev(changes) else "no clear trend (the change is within its seed spread)"
+
+
+def render_figure6_middle(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path) -> list[Path]:
+    """Test EMD over training, one curve per dab.loss_to_input, and per series whether it falls
+    from the first evaluation to the last (the paper: it falls)."""
+    series_of = loss_to_input_of(rows)
+    history = read_history(results_dir, "figure6_middle")
+    groups = curves(history, lambda h: series_of.get(h.get("run_dir")), "test/emd")
+    runs = {name: max(len(v) for v in by_step.values()) for name, by_step in groups.items()}
+    note = (caption(spec, all_rows, runs, "curve")
+            + "\n(n may be smaller at steps some runs did not reach; per step in the .md)")
+    png = plot_curves(results_dir / "figure6_middle.png", f"{spec['title']}\n({subtitle(rows)})", groups,
+                      "test EMD (positions moved)", 1.0, note)
+    changes = emd_changes(history, series_of)
+    body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "",
+            "Two series. With `dab.loss_to_input=false` (our default, the reference code's semantics) the DAB "
+            "loss trains only the approximator: it never reaches the layers before the sort, so it cannot condition "
+            "them, and any change of the EMD comes from the task loss. With `dab.loss_to_input=true` the DAB loss "
+            "also trains the layers before the sort, the mechanism the paper describes.", "",
+            f"![figure6_middle]({png.name})", "",
+            "Trend per series: test EMD at each run's first and last evaluation (mean ± sample std over runs); "
+            "it *falls* (or *rises*) when the mean change exceeds the change's sample std over runs:", "",
+            "| series | first evaluation | last evaluation | change | trend |", "|---|---|---|---|---|"]
+    for name in sorted(changes):
+        pairs = changes[name]
+        body.append(f"| {name} | {fmt([a for a, _ in pairs], 1.0, 3)} | {fmt([b for _, b in pairs], 1.0, 3)} | "
+                    f"{fmt([b - a for a, b in pairs], 1.0, 3)} | {trend(pairs)} |")
+    falling = [name for name in sorted(changes) if trend(changes[name]).startswith("falls")]
+    body += ["", "Shows the paper's falling EMD (computed from these runs): "
+             + (", ".join(falling) if falling else "neither series" if changes else "no runs"), "",
+             "test EMD (positions moved), mean ± sample std over seeds, at each evaluation:", "",
+             *curve_table(groups, 1.0, 3)]
+    return [png, write_md(results_dir / "figure6_middle.md", spec, all_rows, rows, body)]
+
+
 def unknown_artifact(artifact: str) -> ValueError:
     """The error for an artifact this renderer does not draw, naming those it does."""
     return ValueError(f"renderer 'classification' does not know artifact '{artifact}'; valid choices: "
@@ -215,7 +290,8 @@ def estimator_of(rows: list[dict]) -> dict:
 
 def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
     """REPORT.md rows, in % (EMD in positions): Table 2 per function beside the paper's CIFAR-10
-    numbers; Figure 6 per placement, the sort's final EMD, per estimator (the paper: plots only)."""
+    numbers; Figure 6 per placement, the sort's final EMD per dab.loss_to_input, per estimator
+    (the paper: plots only)."""
     metric = spec.get("metric", "accuracy")
     artifact, planned = spec["artifact"], planned_seeds(spec)
     done = with_metric(rows, metric)
@@ -228,7 +304,12 @@ def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
         return [ReportRow(f"signum after stage {s}", [100 * v for v in by_stage.get(s, [])], planned)
                 for s in (1, 2, 3, 4)]
     if artifact == "figure6_middle":
-        return [ReportRow("final test EMD (positions moved)", [r[metric] for r in done], planned, digits=3)]
+        series = loss_to_input_of(done)
+        labels = [LOSS_TO_INPUT_LABELS[False], LOSS_TO_INPUT_LABELS[True]]
+        labels += sorted(set(series.values()) - set(labels))  # e.g. runs aggregated without the column
+        return [ReportRow(f"final test EMD (positions moved), {label}",
+                          [r[metric] for r in done if series[r["run_dir"]] == label], planned, digits=3)
+                for label in labels]
     if artifact == "figure6_right":
         by_est = by_key(done, "estimator", metric)
         return [ReportRow(f"sort-1D, {label}", [100 * v for v in by_est.get(key, [])], planned)
@@ -247,8 +328,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     if artifact == "figure6_left":
         return render_figure6_left(spec, all_rows, rows, results_dir)
     if artifact == "figure6_middle":
-        return render_curves(spec, all_rows, rows, results_dir, "test/emd", lambda h: "sort-rows ⊕ cols (DAB)",
-                             "test EMD (positions moved)", 1.0, 3)
+        return render_figure6_middle(spec, all_rows, rows, results_dir)
     if artifact == "figure6_right":
         estimator = estimator_of(rows)
         return render_curves(spec, all_rows, rows, results_dir, "test/accuracy",
