@@ -22,7 +22,8 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
-from renderers.common import ReportRow, add_caption, caption, planned_seeds, provenance_lines
+from renderers.common import (ReportRow, add_caption, caption, planned_seeds, provenance_lines, ranking_lines,
+                              read_history)
 
 DATASET_LABELS = {"cifar10": "CIFAR-10",
                   "fmnist32": "Fashion-MNIST-32 stand-in, not CIFAR-10"}
@@ -97,25 +98,10 @@ def render_table2(spec: dict, all_rows: list[dict], rows: list[dict], results_di
     for p in paper["rows"]:
         body.append(f"| {p['name']} | {p['form']} | {fmt(by_fn.get(p['hard_fn'], []))} | "
                     f"{p['mean']:g} ± {p['std']:g} (x{p['n']}, CIFAR-10) |")
+    history = read_history(results_dir, spec["artifact"])
+    if history:
+        body += ["", *ranking_lines(history, "test/accuracy", lambda h: h.get("experiment"), lambda h: "all")]
     return [write_md(results_dir / "table2.md", spec, all_rows, rows, body)]
-
-
-def read_history(results_dir: Path, artifact: str) -> list[dict]:
-    """results/<artifact>_history.csv rows, numbers parsed (empty cells -> None)."""
-    path = results_dir / f"{artifact}_history.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        out = []
-        for row in csv.DictReader(f):
-            parsed = {}
-            for k, v in row.items():
-                try:
-                    parsed[k] = None if v in ("", "None") else float(v)
-                except ValueError:
-                    parsed[k] = v
-            out.append(parsed)
-    return out
 
 
 def curves(history: list[dict], group_of, metric: str) -> dict[str, dict[int, list[float]]]:

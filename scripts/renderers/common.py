@@ -8,9 +8,10 @@ import itertools
 import shlex
 import statistics
 import textwrap
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC_NAMES = {"all_or_none": "final test all-or-none accuracy",
@@ -421,3 +422,62 @@ def compare(row: ReportRow) -> tuple[str, str | None]:
     spread = std + (row.paper.get("std") or 0.0)
     outcome = "exceeds" if abs(gap) > spread else "within"
     return f"{gap:+.{d}f}, {outcome} the seed spread ({spread:.{d}f})", outcome
+
+
+def read_history(results_dir: Path, artifact: str) -> list[dict]:
+    """results/<artifact>_history.csv rows (one per evaluation of a run), numbers parsed (empty
+    cells -> None); [] when the spec keeps no history."""
+    path = Path(results_dir) / f"{artifact}_history.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        out = []
+        for row in csv.DictReader(f):
+            parsed = {}
+            for k, v in row.items():
+                try:
+                    parsed[k] = None if v in ("", "None") else float(v)
+                except ValueError:
+                    parsed[k] = v
+            out.append(parsed)
+    return out
+
+
+def orders_by_step(history: list[dict], metric: str, group_of: Callable[[dict], str | None],
+                   block_of: Callable[[dict], str]) -> dict[str, dict[int, list[str]]]:
+    """{block: {step: groups, best mean ``metric`` over runs first}} from history rows."""
+    values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for h in history:
+        group = group_of(h)
+        if group is not None and h.get(metric) is not None:
+            values[block_of(h)][int(h["step"])][group].append(h[metric])
+    return {block: {step: sorted(groups, key=lambda g: -statistics.fmean(groups[g]))
+                    for step, groups in sorted(steps.items())}
+            for block, steps in values.items()}
+
+
+def settled_step(orders: dict[int, list[str]]) -> int:
+    """The first evaluation step from which every later order equals the last one."""
+    steps = sorted(orders)
+    final = orders[steps[-1]]
+    return next(s for s in steps if all(orders[t] == final for t in steps if t >= s))
+
+
+def ranking_lines(history: list[dict], metric: str, group_of: Callable[[dict], str | None],
+                  block_of: Callable[[dict], str]) -> list[str]:
+    """Markdown: per block (e.g. one bpp level), the order of the groups (best mean ``metric`` over
+    seeds first) at every evaluation, whether it is the final order, and the step from which it no
+    longer changed. A step budget should reach that step for the ranking to mean something."""
+    table = orders_by_step(history, metric, group_of, block_of)
+    lines = [f"Ranking by evaluation step ({metric}, mean over seeds, best first):", "",
+             "| block | step | order | same as final |", "|---|---|---|---|"]
+    settled = []
+    for block in sorted(table, key=str):
+        orders = table[block]
+        final = orders[max(orders)]
+        lines += [f"| {block} | {step} | {' > '.join(order)} | {'yes' if order == final else 'no'} |"
+                  for step, order in orders.items()]
+        settled.append(f"{block}: step {settled_step(orders)} of {max(orders)}")
+    lines += ["", "The order no longer changed from: " + "; ".join(settled) + ". Where that is the last "
+              "evaluation, the ranking was still moving when the budget ended."]
+    return lines

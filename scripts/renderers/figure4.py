@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from renderers.common import add_caption, caption, provenance_lines
+from renderers.common import add_caption, caption, provenance_lines, ranking_lines, read_history
 
 LEGEND = {"dab_binary": "dab-binary", "dab_signum": "dab-signum", "dab_bernoulli": "dab-bernoulli",
           "bernoulli": "bernoulli", "discrete": "discrete", "threshold": "threshold",
@@ -171,12 +171,32 @@ def reconstruction_grid(spec: dict, rows: list[dict], path: Path, bpp: float = 0
     return path
 
 
+def cell_value(history_row: dict, key: str) -> str | None:
+    """The value of override ``key`` in a history row's cell name ('vae_fmnist latent=x model.bpp=y')."""
+    for word in str(history_row.get("cell", "")).split():
+        name, _, value = word.partition("=")
+        if name == key:
+            return value
+    return None
+
+
+def rankings(history: list[dict]) -> list[str]:
+    """Per bpp level, the variants' order at each evaluation (MS-SSIM, then the code probe)."""
+    lines = []
+    for metric in ("test/ms_ssim", "test/linear_acc"):
+        if any(h.get(metric) is not None for h in history):
+            lines += ["", *ranking_lines(history, metric, lambda h: cell_value(h, "latent"),
+                                         lambda h: f"bpp {cell_value(h, 'model.bpp')}")]
+    return lines
+
+
 def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     name = spec["artifact"]
     md = results_dir / f"{name}.md"
-    md.write_text("\n".join(header(spec, rows, results_dir) + table(spec, rows)) + "\n")
+    md.write_text("\n".join(header(spec, rows, results_dir) + table(spec, rows)
+                             + rankings(read_history(results_dir, name))) + "\n")
     outputs = [md, plot(spec, rows, results_dir / f"{name}.png")]
     grid = reconstruction_grid(spec, rows, results_dir / f"{name}_reconstructions.png")
     return outputs + ([grid] if grid is not None else [])
