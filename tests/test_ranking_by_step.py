@@ -41,3 +41,10 @@ def test_figure4_rankings_cover_both_metrics_only_where_present():
     text = "\n".join(rankings(rows))
     assert "test/ms_ssim" in text and "test/linear_acc" not in text and "| bpp 0.1 | 100 | a > b | yes |" in text
     assert rankings([]) == []
+
+
+def test_a_training_free_baseline_evaluated_once_keeps_its_place_at_later_steps():
+    rows = [{"cell": "vae_fmnist latent=threshold model.bpp=0.1", "step": 0, "test/ms_ssim": 0.55},
+            *history({("a", 0.1, 150): [0.5], ("a", 0.1, 300): [0.6]})]
+    orders = orders_by_step(rows, "test/ms_ssim", lambda h: cell_value(h, "latent"), lambda h: "b")
+    assert orders == {"b": {150: ["threshold", "a"], 300: ["a", "threshold"]}}

@@ -445,15 +445,24 @@ def read_history(results_dir: Path, artifact: str) -> list[dict]:
 
 def orders_by_step(history: list[dict], metric: str, group_of: Callable[[dict], str | None],
                    block_of: Callable[[dict], str]) -> dict[str, dict[int, list[str]]]:
-    """{block: {step: groups, best mean ``metric`` over runs first}} from history rows."""
+    """{block: {step: groups, best mean ``metric`` over runs first}} from history rows. A group
+    without an evaluation at a step keeps its latest earlier mean (a training-free baseline is
+    evaluated once, at step 0); steps where not every group has a value yet are left out."""
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for h in history:
         group = group_of(h)
         if group is not None and h.get(metric) is not None:
             values[block_of(h)][int(h["step"])][group].append(h[metric])
-    return {block: {step: sorted(groups, key=lambda g: -statistics.fmean(groups[g]))
-                    for step, groups in sorted(steps.items())}
-            for block, steps in values.items()}
+    out = {}
+    for block, steps in values.items():
+        groups = {g for per_step in steps.values() for g in per_step}
+        latest, orders = {}, {}
+        for step, per_step in sorted(steps.items()):
+            latest.update({g: statistics.fmean(v) for g, v in per_step.items()})
+            if set(latest) == groups:
+                orders[step] = sorted(groups, key=lambda g: -latest[g])
+        out[block] = orders
+    return out
 
 
 def settled_step(orders: dict[int, list[str]]) -> int:
