@@ -102,6 +102,7 @@ def test_output_shapes_for_every_function_and_placement(hard_fn, placement, head
     model = make_classifier(cfg).train()
     x = torch.randn(3, 3, 32, 32)
     assert model(x).shape == (3, 10)
+    pop_dab_loss(model)  # collected, as after every training-mode forward
     # pool: one feature per channel of the final map; flatten: every value of it
     c, h, w = model.final_shape
     assert model.head.in_features == (c if head == "pool" else c * h * w)
