@@ -312,6 +312,7 @@ def test_positional_emd_is_zero_for_an_input_already_in_the_sorts_order_and_posi
     (["+experiment=classify_signum", "model.hard_fn_after=5"], ["model.hard_fn_after", "1, 2, 3, 4"]),
     (["+experiment=classify_signum", "model.width=0"], ["model.width", ">= 1"]),
     (["+experiment=classify_sort", "model.head=avg"], ["model.head", "'avg'", "pool, flatten"]),
+    (["+experiment=classify_sort", "model.channels_last=nhwc"], ["model.channels_last", "auto, true, false"]),
     (["+experiment=classify_signum", "dataset=sort"], ["dataset", "cifar10", "fmnist32"]),
     (["+experiment=classify_signum", "model=dense"], ["model", "resnet18"]),
     (["+experiment=classify_signum", "dataset.crop_pad=-1"], ["dataset.crop_pad", ">= 0"]),

@@ -38,6 +38,7 @@ BAD_VALUES = [
     (["trainer.max_steps=0"], ["trainer.max_steps", ">= 1"]),
     (["trainer.eval_every=0"], ["trainer.eval_every", ">= 1"]),
     (["trainer.max_minutes=0"], ["trainer.max_minutes", "> 0"]),
+    (["trainer.stop_grace_seconds=0"], ["trainer.stop_grace_seconds", "> 0"]),
     (["optimizer.schedule=linear"], ["optimizer.schedule", "constant", "cosine", "onecycle"]),
     (["optimizer.warmup_steps=-1"], ["optimizer.warmup_steps", ">= 0"]),
     (["optimizer.warmup_fraction=1.5"], ["optimizer.warmup_fraction", "[0, 1)"]),
