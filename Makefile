@@ -47,9 +47,15 @@ bench: $(VENV_STAMP)  ## sorting, then the autoencoder and classifier benchmarks
 # tables and figures. run_artifact.py options go in ARTIFACT_ARGS, e.g. a CPU subset:
 #   make table1 ARTIFACT_ARGS="--only sort_t5 --seeds 0,1 --set trainer.max_minutes=2"
 # One target per spec: $(ARTIFACTS) below.
-# `make figures` only re-aggregates finished runs and re-renders (no training); `make report`
-# then writes results/REPORT.md over every spec. Launchers: ARTIFACT_ARGS="--jobs 2" (joblib),
-# "--launcher submitit_local" or "--launcher slurm" (conf/hydra/launcher/slurm.yaml).
+# No training in these three:
+#   make aggregate  collects the finished runs under $(RUNS)/ into $(RESULTS)/<artifact>_runs.csv
+#                   (needs the run directories; an artifact without runs keeps its CSV);
+#   make figures    aggregate, then re-render every tier's tables and figures from its CSVs;
+#   make report     re-render every tier and write $(RESULTS)/REPORT.md, one report over every spec
+#                   and every tier (results/ and each results/<tier>/ holding CSVs: gpu, cpu), from
+#                   the CSVs alone: it does not aggregate, so it works on a fresh clone.
+# Launchers: ARTIFACT_ARGS="--jobs 2" (joblib), "--launcher submitit_local" or "--launcher slurm"
+# (conf/hydra/launcher/slurm.yaml).
 ARTIFACTS := table1 table1_paper_recipe figure3 ablation_estimators figure4 figure5 table2 figure6_left \
              figure6_middle figure6_right
 .PHONY: $(ARTIFACTS) aggregate figures report
@@ -69,5 +75,6 @@ aggregate: $(VENV_STAMP)
 figures: aggregate
 	$(PY) scripts/make_figures.py --results $(RESULTS)
 
-report: figures
+report: $(VENV_STAMP)
+	$(PY) scripts/make_figures.py --results $(RESULTS)
 	$(PY) scripts/make_report.py --results $(RESULTS)

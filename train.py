@@ -8,12 +8,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dab.cli import check_overrides
-from dab.config import register_configs, validate
+from dab.suite.cli import check_overrides
+from dab.suite.config import register_configs, validate
 from dab.errors import ConfigError, TrainingFailed
-from dab.experiment import run_experiment, with_interpreter
-from dab.stop_signals import stop_on_signals
-from dab.trainer import Interrupted, StopRequest
+from dab.suite.experiment import run_experiment, with_interpreter
+from dab.suite.stop_signals import stop_on_signals
+from dab.suite.trainer import Interrupted, StopRequest
 
 CONF = Path(__file__).resolve().parent / "conf"
 register_configs()
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> float:
     try:
         validate(cfg)  # before the signal handlers read trainer.stop_grace_seconds
         # `kill` or Ctrl-C: finish the current step, checkpoint, exit 130; a second signal, or a step
-        # that does not end within the grace period, ends the process (dab/stop_signals.py)
+        # that does not end within the grace period, ends the process (dab/suite/stop_signals.py)
         with stop_on_signals(StopRequest.request, cfg.trainer.stop_grace_seconds):
             metrics = run_experiment(cfg, hc.runtime.output_dir, command)
     except ConfigError as err:

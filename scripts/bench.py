@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dab.benchmarking import throughput
-from dab.experiment import hardware_name, make_lr_factor, resolve_device
-from dab.families.sorting import SortingTask, make_sorting_model
+from dab.suite.benchmarking import throughput
+from dab.suite.experiment import hardware_name, make_lr_factor, resolve_device
+from dab.suite.families.sorting import SortingTask, make_sorting_model
 from dab.hard_fns import signum_with_margin
-from dab.trainer import (compile_forward_loss, evaluate, make_autocast, make_forward_loss, make_optimizer,
+from dab.suite.trainer import (compile_forward_loss, evaluate, make_autocast, make_forward_loss, make_optimizer,
                          train_step)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def compose(experiment: str, *overrides: str):
     """The real Hydra config for ``+experiment=<experiment>`` plus overrides."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from dab.config import register_configs
+    from dab.suite.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -107,7 +107,7 @@ class PlainLoop:
 
 
 class OurLoop:
-    """This suite's training step (dab.trainer.train_step) for one config."""
+    """This suite's training step (dab.suite.trainer.train_step) for one config."""
 
     def __init__(self, cfg, device: torch.device):
         torch.manual_seed(cfg.seed)

@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's dab/
 
-from dab.benchmarking import endless, throughput  # noqa: E402
-from dab.config import Config, LatentConfig  # noqa: E402
-from dab.experiment import hardware_name, resolve_device  # noqa: E402
-from dab.families import autoencoding as ae  # noqa: E402
-from dab.image_data import data_root, unpack_local_fashion_mnist  # noqa: E402
-from dab.trainer import compile_forward_loss, make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
+from dab.suite.benchmarking import endless, throughput  # noqa: E402
+from dab.suite.config import Config, LatentConfig  # noqa: E402
+from dab.suite.experiment import hardware_name, resolve_device  # noqa: E402
+from dab.suite.families import autoencoding as ae  # noqa: E402
+from dab.suite.image_data import data_root, unpack_local_fashion_mnist  # noqa: E402
+from dab.suite.trainer import compile_forward_loss, make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
 
 
 def fmnist_config(batch_size: int, compile_: bool) -> Config:

@@ -26,12 +26,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dab.benchmarking import endless, throughput  # noqa: E402
-from dab.config import Config, DabConfig, DatasetConfig, HardFnConfig, ModelConfig  # noqa: E402
-from dab.experiment import hardware_name, resolve_device  # noqa: E402
-from dab.families.classification import ClassificationTask, make_classifier  # noqa: E402
-from dab.image_data import ImageSplit  # noqa: E402
-from dab.trainer import compile_forward_loss, make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
+from dab.suite.benchmarking import endless, throughput  # noqa: E402
+from dab.suite.config import Config, DabConfig, DatasetConfig, HardFnConfig, ModelConfig  # noqa: E402
+from dab.suite.experiment import hardware_name, resolve_device  # noqa: E402
+from dab.suite.families.classification import ClassificationTask, make_classifier  # noqa: E402
+from dab.suite.image_data import ImageSplit  # noqa: E402
+from dab.suite.trainer import compile_forward_loss, make_autocast, make_forward_loss, make_optimizer, train_step  # noqa: E402
 
 
 def bench_ours(hard_fn: str, args, device: torch.device, precision: str, channels_last: bool) -> float:

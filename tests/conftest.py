@@ -51,7 +51,7 @@ def compose_config(overrides: list[str], config_dir: Path | str = CONF_DIR):
     """Compose ``config.yaml`` from ``config_dir`` exactly as train.py would (without Hydra's own keys)."""
     from hydra import compose, initialize_config_dir
 
-    from dab.config import register_configs
+    from dab.suite.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):

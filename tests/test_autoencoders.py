@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import dab.families.autoencoding as ae
+import dab.suite.families.autoencoding as ae
 from dab.bridge import pop_dab_loss
 from dab.errors import ConfigError
-from dab.experiment import run_experiment
-from dab.image_data import ImageSplit, image_shape
-from dab.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
-from dab.models.latents import (LATENT_NAMES, RelaxedLatent, anneal_temperature, cosine_epochs_for_steps,
+from dab.suite.experiment import run_experiment
+from dab.suite.image_data import ImageSplit, image_shape
+from dab.suite.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
+from dab.suite.models.latents import (LATENT_NAMES, RelaxedLatent, anneal_temperature, cosine_epochs_for_steps,
                                 make_bridged_latent)
 
 from conftest import REPO, compose_config, presets_for_task, small_overrides
@@ -180,7 +180,7 @@ def test_too_small_bpp_exits_2_without_metrics(tmp_path, main_inprocess, synthet
     (["latent=bernoulli", "latent.anneal_epochs=0.5"], ["latent.anneal_epochs", ">= 1", "got 0.5"]),
 ])
 def test_bad_autoencoder_config_names_valid_choices(overrides, words, tmp_path):
-    from dab.config import validate
+    from dab.suite.config import validate
 
     cfg = compose_config(["+experiment=vae_fmnist", *overrides])
     with pytest.raises(ConfigError) as err:
@@ -190,7 +190,7 @@ def test_bad_autoencoder_config_names_valid_choices(overrides, words, tmp_path):
 
 
 def test_good_annealing_settings_validate():
-    from dab.config import validate
+    from dab.suite.config import validate
 
     for extra in (["latent.tau_min=0.01"], ["latent.tau_min=0.99"], ["latent.anneal_epochs=1"],
                   ["latent.anneal_epochs=250"], ["latent.anneal=exp_every"]):

@@ -12,13 +12,13 @@ import yaml
 from omegaconf import OmegaConf
 from scipy.stats import wasserstein_distance
 
-from dab import image_data
+from dab.suite import image_data
 from dab.bridge import pop_dab_loss
-from dab.config import validate
+from dab.suite.config import validate
 from dab.errors import ConfigError
-from dab.experiment import run_experiment
-from dab.families.classification import align_for_emd, make_classifier, position_mass, positional_emd, value_emd
-from dab.models.resnet import ResNet18Classifier, stage_output_shape
+from dab.suite.experiment import run_experiment
+from dab.suite.families.classification import align_for_emd, make_classifier, position_mass, positional_emd, value_emd
+from dab.suite.models.resnet import ResNet18Classifier, stage_output_shape
 
 from conftest import PRESETS, REPO, compose_config
 
@@ -332,7 +332,7 @@ def test_bad_classification_input_is_one_config_error(overrides, words, syntheti
 
 
 def test_bf16_is_refused_on_a_cpu_without_bf16(monkeypatch, synthetic_data, tmp_path):
-    monkeypatch.setattr("dab.trainer.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("dab.suite.trainer.cpu_supports_bf16", lambda: False)
     cfg = compose_config(["+experiment=classify_signum", "trainer.precision=bf16", *classify_overrides(tmp_path)])
     with pytest.raises(ConfigError, match="bf16"):
         run_experiment(cfg, tmp_path / "out")
@@ -340,7 +340,7 @@ def test_bf16_is_refused_on_a_cpu_without_bf16(monkeypatch, synthetic_data, tmp_
 
 
 def test_train_batches_are_a_function_of_seed_and_step(synthetic_data):
-    from dab.families.classification import build
+    from dab.suite.families.classification import build
     cfg = compose_config(["+experiment=classify_signum", "model.width=4", "dataset.batch_size=32"])
     (task_a, _), (task_b, _) = build(cfg, torch.device("cpu")), build(cfg, torch.device("cpu"))
     xa, ya = task_a.train_batch(17)

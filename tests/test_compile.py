@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dab.bridge import Bridge
-from dab.families import build_task
-from dab.trainer import compile_forward_loss, make_autocast, make_forward_loss
+from dab.suite.families import build_task
+from dab.suite.trainer import compile_forward_loss, make_autocast, make_forward_loss
 
 from conftest import compose_config, small_overrides
 

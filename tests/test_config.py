@@ -8,9 +8,9 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from dab.config import Config, validate
+from dab.suite.config import Config, validate
 from dab.errors import ConfigError
-from dab.experiment import resolve_device, run_experiment
+from dab.suite.experiment import resolve_device, run_experiment
 from dab.hard_fns import HARD_FN_NAMES, make_hard_fn
 
 from conftest import CONF_DIR, compose_config, small_overrides
@@ -115,7 +115,7 @@ def test_legitimate_zeros_are_accepted(tmp_path):
 def test_config_group_options_train_a_few_steps(overrides, tmp_path):
     """bf16 runs where the CPU has bf16 kernels (the LSTM itself stays fp32 on a CPU: some CPUs
     lack bf16 LSTM kernels) and is refused with a ConfigError, before anything is written, where not."""
-    from dab.trainer import cpu_supports_bf16
+    from dab.suite.trainer import cpu_supports_bf16
 
     cfg = compose_config([*small_overrides(tmp_path / "runs", steps=2), *overrides])
     if "trainer.precision=bf16" in overrides and not cpu_supports_bf16():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dab import image_data
+from dab.suite import image_data
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = {"train": 3000, "t10k": 500}  # images per split; large enough that unpacking takes a while
@@ -27,7 +27,7 @@ CHILD = r"""
 import hashlib, json, os, sys, time
 from pathlib import Path
 import torchvision.datasets  # imported lazily by the loader: import it before "ready"
-from dab.image_data import load_image_split
+from dab.suite.image_data import load_image_split
 root, ready, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 ready.touch()
 while not go.exists():

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dab.image_data import (DataMissingError, data_root, load_image_split, pad_to_32_rgb, random_crop_flip,
+from dab.suite.image_data import (DataMissingError, data_root, load_image_split, pad_to_32_rgb, random_crop_flip,
                             to_float)
 
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")

@@ -10,7 +10,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dab.config import register_configs
+from dab.suite.config import register_configs
 
 from conftest import CONF_DIR, REPO, small_overrides
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dab.errors import ConfigError
-from dab.families.classification import make_classifier
-from dab.memory_layout import onednn_avx2_unsafe_convs, use_channels_last
+from dab.suite.families.classification import make_classifier
+from dab.suite.memory_layout import onednn_avx2_unsafe_convs, use_channels_last
 
 from conftest import REPO, compose_config
 
@@ -52,8 +52,8 @@ def test_the_preset_asks_for_auto():
 CHILD = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, "tests")
-    from dab import image_data
-    from dab.experiment import run_experiment
+    from dab.suite import image_data
+    from dab.suite.experiment import run_experiment
     from conftest import compose_config
 
     def fake(channels, side):

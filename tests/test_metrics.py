@@ -1,8 +1,8 @@
 """Sorting metrics on hand-made logits, and the sorting data they score."""
 import torch
 
-from dab.metrics import all_or_none_accuracy, per_element_accuracy
-from dab.sorting_data import sort_batch, step_generator
+from dab.suite.metrics import all_or_none_accuracy, per_element_accuracy
+from dab.suite.sorting_data import sort_batch, step_generator
 
 
 def one_hot_logits(pred: list[list[int]], t: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from dab.experiment import run_experiment
+from dab.suite.experiment import run_experiment
 
 from conftest import PRESET_DIR, PRESETS, compose_config, presets_for_task, small_overrides
 
@@ -59,7 +59,7 @@ def test_preset_trains_a_few_steps_on_cpu(preset, tmp_path):
 
 
 def test_default_config_composes_and_validates(tmp_path):
-    from dab.config import validate
+    from dab.suite.config import validate
 
     cfg = compose_config(small_overrides(tmp_path))
     validate(cfg)

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from dab.checkpoint import CHECKPOINT, CONFIG, find_resumable, resolve_resume
+from dab.suite.checkpoint import CHECKPOINT, CONFIG, find_resumable, resolve_resume
 from dab.errors import ConfigError
-from dab.experiment import run_experiment
-from dab.families.sorting import SortingTask
+from dab.suite.experiment import run_experiment
+from dab.suite.families.sorting import SortingTask
 
 from conftest import REPO, compose_config, small_overrides
 
@@ -276,7 +276,7 @@ def test_cli_sigterm_checkpoints_and_resume_finishes(tmp_path):
 def test_stop_request_finishes_the_step_then_checkpoints(monkeypatch, tmp_path, reference):
     """A signal (StopRequest, as train.py installs for SIGTERM/SIGINT) arriving inside step 6
     lets that step finish, checkpoints step 7, and resuming still matches the uninterrupted run."""
-    from dab.trainer import StopRequest
+    from dab.suite.trainer import StopRequest
 
     original = SortingTask.train_batch
 
@@ -345,7 +345,7 @@ def test_a_bad_checkpoint_is_a_clear_error_naming_the_file(damage, tmp_path):
 
 def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
     """A kill inside torch.save (simulated: it raises) leaves the previous checkpoint as it was."""
-    import dab.checkpoint as checkpoint_module
+    import dab.suite.checkpoint as checkpoint_module
 
     run_dir = tmp_path / "job"
     run_experiment(make_cfg(tmp_path / "runs", steps=3), run_dir)

@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from dab.checkpoint import CHECKPOINT
+from dab.suite.checkpoint import CHECKPOINT
 from dab.errors import TrainingFailed
-from dab.experiment import interpreter, run_experiment
-from dab.families.sorting import SortingTask
+from dab.suite.experiment import interpreter, run_experiment
+from dab.suite.families.sorting import SortingTask
 
 from conftest import REPO, compose_config, small_overrides
 
@@ -142,7 +142,7 @@ def test_multirun_job_dirs_name_preset_sweep_values_and_seed(tmp_path, main_inpr
 
 
 def test_interrupt_message_names_the_run_dir_the_saved_step_and_the_resume_command(tmp_path, monkeypatch, caplog):
-    from dab.trainer import Interrupted
+    from dab.suite.trainer import Interrupted
 
     original = SortingTask.train_batch
 

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from dab.errors import ConfigError
-from dab.experiment import make_lr_factor
-from dab.schedules import lr_factor
+from dab.suite.experiment import make_lr_factor
+from dab.suite.schedules import lr_factor
 
 from conftest import compose_config
 

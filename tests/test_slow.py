@@ -1,7 +1,7 @@
 """End-to-end runs kept out of the default test command: `make test-slow` (pytest -m slow)."""
 import pytest
 
-from dab.experiment import run_experiment
+from dab.suite.experiment import run_experiment
 
 from conftest import PRESETS, compose_config
 

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from dab.bridge import Bridge
-from dab.experiment import run_experiment
-from dab.families import build_task
+from dab.suite.experiment import run_experiment
+from dab.suite.families import build_task
 
 from conftest import PRESETS, compose_config, small_overrides
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dab.stop_signals import stop_on_signals
+from dab.suite.stop_signals import stop_on_signals
 
 from conftest import REPO, small_overrides
 
@@ -19,7 +19,7 @@ from conftest import REPO, small_overrides
 # (SA_RESTART) and that holds no GIL: the shape of a hung kernel
 STUCK_RUN = textwrap.dedent("""
     import ctypes, os, runpy, signal, sys
-    from dab.families.sorting import SortingTask
+    from dab.suite.families.sorting import SortingTask
 
     original = SortingTask.train_batch
 
@@ -133,7 +133,7 @@ def test_grace_must_be_positive():
 
 SELF_INTERRUPTING_SWEEP = textwrap.dedent("""
     import os, runpy, signal, sys
-    from dab.families.sorting import SortingTask
+    from dab.suite.families.sorting import SortingTask
 
     original, calls = SortingTask.train_batch, []
 

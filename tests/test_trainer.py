@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from dab.bridge import Bridge, pop_dab_loss
-from dab.checkpoint import CHECKPOINT
-from dab.experiment import run_experiment
-from dab.families import build_task as make_task
+from dab.suite.checkpoint import CHECKPOINT
+from dab.suite.experiment import run_experiment
+from dab.suite.families import build_task as make_task
 
 from conftest import compose_config, small_overrides
 

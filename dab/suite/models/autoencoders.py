@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dab.errors import ConfigError
-from dab.models.sorting import make_activation
+from dab.suite.models.sorting import make_activation
 
 AUTOENCODER_MODELS = ("conv_unet", "coordconv_dense", "resnet18_dense")
 

@@ -8,9 +8,9 @@ from torch import nn
 
 from dab.bridge import bridge_from_config
 from dab.errors import ConfigError
-from dab.metrics import all_or_none_accuracy, per_element_accuracy
-from dab.models.sorting import DenseSorter, LSTMSorter
-from dab.sorting_data import sort_batch, step_generator
+from dab.suite.metrics import all_or_none_accuracy, per_element_accuracy
+from dab.suite.models.sorting import DenseSorter, LSTMSorter
+from dab.suite.sorting_data import sort_batch, step_generator
 
 
 class SortingTask:

@@ -23,9 +23,9 @@ from torch import nn
 from dab.errors import ConfigError
 
 FAMILIES = {
-    "sort": "dab.families.sorting",
-    "classify": "dab.families.classification",
-    "autoencode": "dab.families.autoencoding",
+    "sort": "dab.suite.families.sorting",
+    "classify": "dab.suite.families.classification",
+    "autoencode": "dab.suite.families.autoencoding",
 }
 
 

@@ -13,14 +13,14 @@ from dab.approximators import APPROXIMATOR_NAMES
 from dab.bridge import ESTIMATORS
 from dab.errors import ConfigError
 from dab.hard_fns import HARD_FN_NAMES
-from dab.families import FAMILIES
-from dab.image_data import IMAGE_DATASETS
+from dab.suite.families import FAMILIES
+from dab.suite.image_data import IMAGE_DATASETS
 from dab.losses import DAB_LOSSES
-from dab.memory_layout import CHANNELS_LAST_CHOICES
-from dab.models.autoencoders import AUTOENCODER_MODELS
-from dab.models.latents import LATENT_NAMES
-from dab.models.sorting import ACTIVATIONS, NORMS
-from dab.schedules import SCHEDULES
+from dab.suite.memory_layout import CHANNELS_LAST_CHOICES
+from dab.suite.models.autoencoders import AUTOENCODER_MODELS
+from dab.suite.models.latents import LATENT_NAMES
+from dab.suite.models.sorting import ACTIVATIONS, NORMS
+from dab.suite.schedules import SCHEDULES
 
 DATASETS = ("sort",) + IMAGE_DATASETS
 MODELS = ("dense", "lstm", "resnet18") + AUTOENCODER_MODELS
@@ -58,8 +58,8 @@ class ModelConfig:
     norm: str = "batchnorm"  # lstm only: batchnorm | layernorm | none (keeps the bridge input alive)
     width: int = 64  # resnet18: channels of the first stage (stages: w, 2w, 4w, 8w); 64 = standard
     hard_fn_after: int = 4  # resnet18: residual stage (1..4) whose output goes through the bridge
-    channels_last: Any = "auto"  # resnet18: NHWC layout; auto | true | false (dab/memory_layout.py)
-    head: str = "pool"  # resnet18: pool (global average pool, the paper's) | flatten (ours; dab/models/resnet.py)
+    channels_last: Any = "auto"  # resnet18: NHWC layout; auto | true | false (dab/suite/memory_layout.py)
+    head: str = "pool"  # resnet18: pool (global average pool, the paper's) | flatten (ours; dab/suite/models/resnet.py)
     # autoencode: widths = conv channels per encoder stage (mirrored by conv_unet's decoder),
     # hidden = the dense decoder's width, bpp = the latent's bit budget per pixel (C*H*W values)
     bpp: float = 0.1
@@ -67,11 +67,11 @@ class ModelConfig:
 
 @dataclass
 class LatentConfig:
-    """autoencode: the discrete latent variant (dab/models/latents.py); it also fixes the hard
+    """autoencode: the discrete latent variant (dab/suite/models/latents.py); it also fixes the hard
     function and estimator, so hard_fn.name and dab.estimator are not read (hard_fn.eps is)."""
     name: str = "dab_binary"
     categories: int = 8  # discrete: K of each Gumbel-softmax variable (log2 K bits)
-    # bernoulli/discrete: the temperature schedule (dab/models/latents.py TemperatureSchedule), tau0 = 1.
+    # bernoulli/discrete: the temperature schedule (dab/suite/models/latents.py TemperatureSchedule), tau0 = 1.
     # exp_every: tau = max(tau_min, exp(-anneal_rate * step)), set every anneal_every steps.
     # cosine_per_step: before every step but the first, tau <- tau_min + (tau - tau_min) * (1 + cos(pi/E)) / 2,
     # E = anneal_epochs; null: E = pi * sqrt(trainer.max_steps / 12) (the gap to tau_min shrinks by ~e^-3).
@@ -96,7 +96,7 @@ class OptimizerConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # max global grad norm; None = off
-    schedule: str = "constant"  # learning-rate schedule over trainer.max_steps (dab/schedules.py)
+    schedule: str = "constant"  # learning-rate schedule over trainer.max_steps (dab/suite/schedules.py)
     warmup_steps: int = 0  # linear warm-up from 0 (cosine, constant)
     warmup_fraction: float = 0.0  # or this fraction of trainer.max_steps, whichever is longer
     final_lr_ratio: float = 0.0  # cosine: the last step's lr as a fraction of lr
@@ -143,7 +143,7 @@ class PaperConfig:
 
 @dataclass
 class Config:
-    task: str = "sort"  # the experiment family (dab/families)
+    task: str = "sort"  # the experiment family (dab/suite/families)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     hard_fn: HardFnConfig = field(default_factory=HardFnConfig)
@@ -240,7 +240,7 @@ def _validate_autoencode(cfg: Any) -> None:
     if cfg.model.bpp is None or cfg.model.bpp <= 0:
         raise ConfigError(f"model.bpp must be > 0, got {cfg.model.bpp}")
     _at_least(cfg.latent.categories, 2, "latent.categories")
-    from dab.models.latents import ANNEAL_SCHEDULES
+    from dab.suite.models.latents import ANNEAL_SCHEDULES
 
     _choice(cfg.latent.anneal, ANNEAL_SCHEDULES, "latent.anneal")
     if cfg.latent.tau_min is None or not 0 < cfg.latent.tau_min < 1:
@@ -257,7 +257,7 @@ def _validate_autoencode(cfg: Any) -> None:
 
 def _validate_classify(cfg: Any) -> None:
     """Checks only task=classify reads (image data set, ResNet shape and head, augmentation, EMD probe)."""
-    from dab.models.resnet import HEADS as RESNET_HEADS
+    from dab.suite.models.resnet import HEADS as RESNET_HEADS
     _choice(cfg.dataset.name, CLASSIFY_DATASETS, "dataset for task classify")
     _choice(cfg.model.name, ("resnet18",), "model for task classify")
     _at_least(cfg.model.width, 1, "model.width")

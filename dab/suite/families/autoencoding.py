@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from dab.errors import ConfigError
-from dab.image_data import image_shape, imagenet_loader, load_image_split, to_float
-from dab.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
-from dab.models.autoencoders import Autoencoder, make_encoder_decoder, threshold_autoencoder
-from dab.models.latents import (LATENT_VARIANTS, RelaxedLatent, ThresholdLatent, bits_per_unit,
+from dab.suite.image_data import image_shape, imagenet_loader, load_image_split, to_float
+from dab.suite.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
+from dab.suite.models.autoencoders import Autoencoder, make_encoder_decoder, threshold_autoencoder
+from dab.suite.models.latents import (LATENT_VARIANTS, RelaxedLatent, ThresholdLatent, bits_per_unit,
                                 make_bridged_latent, make_schedule)
-from dab.sorting_data import step_generator
+from dab.suite.sorting_data import step_generator
 
 THRESHOLD_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))  # tau candidates for `threshold`
 EVAL_CHUNK = 500

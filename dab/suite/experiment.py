@@ -1,5 +1,5 @@
 """One run end to end: validate, build, train, write ``metrics.json``. Needs no Hydra: pass a
-:class:`dab.config.Config` (or any object with the same attributes) and an output directory."""
+:class:`dab.suite.config.Config` (or any object with the same attributes) and an output directory."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,12 +15,12 @@ from typing import Any
 import torch
 import yaml
 
-from dab.checkpoint import CONFIG, resolve_resume
-from dab.config import validate
+from dab.suite.checkpoint import CONFIG, resolve_resume
+from dab.suite.config import validate
 from dab.errors import ConfigError, TrainingFailed
-from dab.families import build_task
-from dab.schedules import lr_factor
-from dab.trainer import Interrupted, make_autocast, make_optimizer, train
+from dab.suite.families import build_task
+from dab.suite.schedules import lr_factor
+from dab.suite.trainer import Interrupted, make_autocast, make_optimizer, train
 
 METRICS = "metrics.json"
 STATUS = "status.json"  # written instead of metrics.json when a run fails
@@ -141,7 +141,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
     no ``metrics.json`` behind. ``command`` (how the run was launched, e.g. ``python train.py
     +experiment=sort_t5``) is recorded and used in the resume hints. A non-finite loss raises
     :class:`TrainingFailed` after writing ``status.json`` (no metrics.json); an interrupt raises
-    :class:`dab.trainer.Interrupted` after logging where the run was saved.
+    :class:`dab.suite.trainer.Interrupted` after logging where the run was saved.
     """
     validate(cfg)
     out_dir = Path(out_dir)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dab.bridge import pop_dab_loss
-from dab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from dab.suite.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from dab.errors import ConfigError, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class StopRequest:
-    """Set from a signal handler (dab/stop_signals.py): the loop stops at the next step boundary,
+    """Set from a signal handler (dab/suite/stop_signals.py): the loop stops at the next step boundary,
     checkpointing first; the loop clears it when it stops."""
 
     requested = False

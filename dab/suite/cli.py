@@ -6,7 +6,7 @@ import difflib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-from dab.config import Config
+from dab.suite.config import Config
 from dab.errors import ConfigError
 
 # Hydra flags that take a value (the next word): that word is not an override
@@ -53,7 +53,7 @@ def override_values(override) -> list[str]:
 
 def check_overrides(args: list[str], conf_dir: Path) -> None:
     """Check train.py's command-line overrides: config groups must name a file under
-    ``conf_dir/<group>/`` and keys must exist in :class:`dab.config.Config`. Hydra's own keys,
+    ``conf_dir/<group>/`` and keys must exist in :class:`dab.suite.config.Config`. Hydra's own keys,
     flags and anything Hydra's parser rejects are left to Hydra."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException

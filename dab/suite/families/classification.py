@@ -9,13 +9,13 @@ import torch
 from scipy.stats import wasserstein_distance
 from torch import nn
 
-from dab import image_data
+from dab.suite import image_data
 from dab.bridge import Bridge, bridge_from_config
 from dab.errors import ConfigError
-from dab.memory_layout import use_channels_last
-from dab.models.resnet import ResNet18Classifier, stage_output_shape
-from dab.models.sorting import ACTIVATIONS
-from dab.sorting_data import step_generator
+from dab.suite.memory_layout import use_channels_last
+from dab.suite.models.resnet import ResNet18Classifier, stage_output_shape
+from dab.suite.models.sorting import ACTIVATIONS
+from dab.suite.sorting_data import step_generator
 
 CLASSES = 10
 EVAL_CHUNK = 1000
