@@ -16,37 +16,22 @@ cell without runs says "not run". ``report_rows(spec, rows)`` gives REPORT.md it
 """
 from __future__ import annotations
 
-import csv
-import statistics
 import textwrap
 from collections import defaultdict
 from pathlib import Path
 
-from renderers.common import (ReportRow, add_caption, caption, planned_seeds, provenance_lines, ranking_lines,
-                              read_history)
+from renderers.common import (ReportRow, add_caption, caption, cell_summary, fmt_ours, fmt_paper, planned_seeds,
+                              provenance_lines, ranking_lines, read_history, summary)
 
 DATASET_LABELS = {"cifar10": "CIFAR-10",
                   "fmnist32": "Fashion-MNIST-32 stand-in, not CIFAR-10"}
 ESTIMATOR_LABELS = {"dab": "DAB", "ste": "STE"}
 # Figure 6 middle's series: what the DAB loss trains (dab.loss_to_input; dab/bridge.py)
-LOSS_TO_INPUT_LABELS = {False: "loss_to_input=false (reference)", True: "loss_to_input=true",
-                        None: "loss_to_input not recorded"}
-# Runs aggregated before model.head existed have no head column: they used the flatten head.
+LOSS_TO_INPUT_LABELS = {False: "loss_to_input=false (reference)", True: "loss_to_input=true"}
+# Runs aggregated before model.head existed have no head column: they used the flatten head
+# (results/gpu/table2_runs.csv, results/cpu/figure6_left_runs.csv, results/cpu/figure6_right_runs.csv).
 HEAD_LABELS = {"pool": "pool (global average pool, the paper's)", "flatten": "flatten (ours)",
                None: "flatten (runs before model.head existed)"}
-
-
-def mean_std(values: list[float], scale: float = 1.0) -> tuple[float, float | None, int]:
-    """Mean and sample std (None for one value) of ``values * scale``, and n."""
-    v = [scale * x for x in values]
-    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else None), len(v)
-
-
-def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    if not values:
-        return "not run"
-    mean, std, n = mean_std(values, scale)
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if std is not None else f"{mean:.{digits}f} (n=1)"
 
 
 def _distinct(rows: list[dict], key: str) -> str:
@@ -77,7 +62,7 @@ def write_md(path: Path, spec: dict, all_rows: list[dict], rows: list[dict], bod
 
 
 def with_metric(rows: list[dict], metric: str) -> list[dict]:
-    """The runs that report ``metric`` (aggregate.py lists finished runs only)."""
+    """The runs that report ``metric`` (the finished ones: a failed run's metric columns are empty)."""
     return [r for r in rows if r.get(metric) is not None]
 
 
@@ -91,13 +76,13 @@ def by_key(rows: list[dict], key: str, metric: str) -> dict:
 
 def render_table2(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path) -> list[Path]:
     metric = spec.get("metric", "accuracy")
-    by_fn = by_key(rows, "hard_fn", metric)
     paper = spec["paper"]
-    body = [f"Test accuracy in % (ours: {metric}, mean ± sample std over seeds; paper: {paper['note']}).", "",
+    body = [f"Test accuracy in % (ours: {metric}, mean ± sample std over n of the planned seeds; paper: "
+            f"{paper['note']}).", "",
             "| function | form | ours | paper |", "|---|---|---|---|"]
     for p in paper["rows"]:
-        body.append(f"| {p['name']} | {p['form']} | {fmt(by_fn.get(p['hard_fn'], []))} | "
-                    f"{p['mean']:g} ± {p['std']:g} (x{p['n']}, CIFAR-10) |")
+        body.append(f"| {p['name']} | {p['form']} | {cell_summary(spec, all_rows, metric, hard_fn=p['hard_fn'])} | "
+                    f"{fmt_paper(p)}, CIFAR-10 |")
     history = read_history(results_dir, spec["artifact"])
     if history:
         body += ["", *ranking_lines(history, "test/accuracy", lambda h: h.get("experiment"), lambda h: "all")]
@@ -122,7 +107,7 @@ def plot_curves(path: Path, title: str, groups: dict, ylabel: str, scale: float,
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, by_step in sorted(groups.items()):
         steps = sorted(by_step)
-        stats = [mean_std(by_step[s], scale) for s in steps]
+        stats = [summary(by_step[s], scale) for s in steps]
         mean = [m for m, _, _ in stats]
         std = [sd or 0.0 for _, sd, _ in stats]
         ax.plot(steps, mean, label=name)
@@ -144,7 +129,7 @@ def curve_table(groups: dict, scale: float, digits: int) -> list[str]:
     body = ["| series | step | mean ± std (n) |", "|---|---|---|"]
     for name, by_step in sorted(groups.items()):
         for step in sorted(by_step):
-            body.append(f"| {name} | {step} | {fmt(by_step[step], scale, digits)} |")
+            body.append(f"| {name} | {step} | {fmt_ours(by_step[step], scale=scale, digits=digits)} |")
     return body
 
 
@@ -178,7 +163,7 @@ def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], resu
     by_stage = {s: [r[metric] for r in rows if r.get("hard_fn_after") == s] for s in (1, 2, 3, 4)}
     fig, ax = plt.subplots(figsize=(5, 3.6))
     stages = [s for s, v in by_stage.items() if v]
-    stats = [mean_std(by_stage[s], 100.0) for s in stages]
+    stats = [summary(by_stage[s]) for s in stages]
     ax.bar(stages, [m for m, _, _ in stats], yerr=[sd or 0.0 for _, sd, _ in stats], capsize=4)
     if not stages:
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
@@ -193,14 +178,13 @@ def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], resu
     plt.close(fig)
     body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "", f"![figure6_left]({png.name})", "",
             "| signum after stage | test accuracy % (mean ± std) |", "|---|---|"]
-    body += [f"| {s} | {fmt(v)} |" for s, v in by_stage.items()]
+    body += [f"| {s} | {cell_summary(spec, all_rows, metric, hard_fn_after=s)} |" for s in by_stage]
     return [png, write_md(results_dir / "figure6_left.md", spec, all_rows, rows, body)]
 
 
 def loss_to_input_of(rows: list[dict]) -> dict:
     """run_dir -> the Figure 6 middle series its run belongs to (LOSS_TO_INPUT_LABELS)."""
-    return {r["run_dir"]: LOSS_TO_INPUT_LABELS.get(r.get("loss_to_input"), str(r.get("loss_to_input")))
-            for r in rows}
+    return {r["run_dir"]: LOSS_TO_INPUT_LABELS[r["loss_to_input"]] for r in rows}
 
 
 def emd_changes(history: list[dict], series_of: dict) -> dict[str, list[tuple[float, float]]]:
@@ -223,11 +207,11 @@ def trend(pairs: list[tuple[float, float]]) -> str:
     changes = [last - first for first, last in pairs]
     if not changes or all(c == 0 for c in changes):
         return "no clear trend"
-    mean = statistics.mean(changes)
+    mean, std, _ = summary(changes, 1.0)
     word = "falls" if mean < 0 else "rises"
-    if len(changes) == 1:
+    if std is None:
         return f"{word} (one run: no seed spread to judge by)"
-    return word if abs(mean) > statistics.stdev(changes) else "no clear trend (the change is within its seed spread)"
+    return word if abs(mean) > std else "no clear trend (the change is within its seed spread)"
 
 
 def render_figure6_middle(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path) -> list[Path]:
@@ -253,8 +237,9 @@ def render_figure6_middle(spec: dict, all_rows: list[dict], rows: list[dict], re
             "| series | first evaluation | last evaluation | change | trend |", "|---|---|---|---|---|"]
     for name in sorted(changes):
         pairs = changes[name]
-        body.append(f"| {name} | {fmt([a for a, _ in pairs], 1.0, 3)} | {fmt([b for _, b in pairs], 1.0, 3)} | "
-                    f"{fmt([b - a for a, b in pairs], 1.0, 3)} | {trend(pairs)} |")
+        body.append(f"| {name} | {fmt_ours([a for a, _ in pairs], scale=1.0, digits=3)} | "
+                    f"{fmt_ours([b for _, b in pairs], scale=1.0, digits=3)} | "
+                    f"{fmt_ours([b - a for a, b in pairs], scale=1.0, digits=3)} | {trend(pairs)} |")
     falling = [name for name in sorted(changes) if trend(changes[name]).startswith("falls")]
     body += ["", "Shows the paper's falling EMD (computed from these runs): "
              + (", ".join(falling) if falling else "neither series" if changes else "no runs"), "",
@@ -291,11 +276,9 @@ def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
                 for s in (1, 2, 3, 4)]
     if artifact == "figure6_middle":
         series = loss_to_input_of(done)
-        labels = [LOSS_TO_INPUT_LABELS[False], LOSS_TO_INPUT_LABELS[True]]
-        labels += sorted(set(series.values()) - set(labels))  # e.g. runs aggregated without the column
         return [ReportRow(f"final test EMD (positions moved), {label}",
                           [r[metric] for r in done if series[r["run_dir"]] == label], planned, digits=3)
-                for label in labels]
+                for label in LOSS_TO_INPUT_LABELS.values()]
     if artifact == "figure6_right":
         by_est = by_key(done, "estimator", metric)
         return [ReportRow(f"sort-1D, {label}", [100 * v for v in by_est.get(key, [])], planned)

@@ -1,6 +1,8 @@
-"""Helpers every renderer shares: CSV loading, mean ± std cells, seed coverage ("n=2 of 3"), the
-provenance every rendered file states (hardware, budget, seeds, n per cell, overrides beyond the
-spec, the commands that produced the runs and re-render the file), and the rows of REPORT.md."""
+"""Helpers every renderer and the report share: the one place that loads CSVs (runs and history)
+and finds the hardware tiers under results/, the one formatter of numbers (mean ± std, n of the
+planned seeds, fractions shown in %), seed coverage ("n=2 of 3"), the provenance every rendered
+file states (hardware, budget, seeds, n per cell, overrides beyond the spec, the commands that
+produced the runs and re-render the file), and the rows of REPORT.md."""
 from __future__ import annotations
 
 import csv
@@ -35,17 +37,28 @@ def parse_value(text: str | None):
 
 
 def load_rows(path: Path) -> list[dict]:
-    """CSV rows with numbers parsed; empty cells become None. A CSV written before runs had a
-    ``status`` column holds finished runs only."""
+    """CSV rows (a runs or a history CSV) with numbers parsed; empty cells become None."""
     with open(path, newline="") as f:
-        rows = [{k: parse_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    for row in rows:
-        row.setdefault("status", "finished")
-    return rows
+        return [{k: parse_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def read_history(results_dir: Path, artifact: str) -> list[dict]:
+    """results/<artifact>_history.csv rows (one per evaluation of a run); [] when the spec keeps no
+    history."""
+    path = Path(results_dir) / f"{artifact}_history.csv"
+    return load_rows(path) if path.exists() else []
+
+
+def tier_dirs(results: Path) -> list[Path]:
+    """The hardware tiers under ``results``: the folder itself and each folder directly below it
+    that holds an ``<artifact>_runs.csv`` (results/gpu, results/cpu; results/bench holds none)."""
+    results = Path(results)
+    candidates = [results, *sorted(p for p in results.iterdir() if p.is_dir())] if results.is_dir() else []
+    return [d for d in candidates if any(d.glob("*_runs.csv"))]
 
 
 def finished(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r.get("status") in (None, "finished")]
+    return [r for r in rows if r["status"] == "finished"]
 
 
 def summary(values: list[float], scale: float = 100.0) -> tuple[float, float | None, int]:
@@ -59,15 +72,19 @@ def count_text(n: int, planned: int | None) -> str:
     return f"n={n}" if planned is None or n >= planned else f"n={n} of {planned}"
 
 
+def fmt_mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """'mean ± std' of ``scale * values`` (scale 100: a fraction shown in %); one value alone."""
+    mean, std, _ = summary(values, scale)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
 def fmt_ours(values: list[float], planned: int | None = None, failed: int = 0, scale: float = 100.0,
              digits: int = 2) -> str:
     """A table cell: 'mean ± std (n=...)', 'failed' when every run failed, 'not run' when none ran."""
     if not values:
         return "failed" if failed else "not run"
-    mean, std, n = summary(values, scale)
-    text = f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
     extra = f", {failed} failed" if failed else ""
-    return f"{text} ({count_text(n, planned)}{extra})"
+    return f"{fmt_mean_std(values, scale, digits)} ({count_text(len(values), planned)}{extra})"
 
 
 def fmt_paper(cell: dict | None) -> str:
@@ -154,10 +171,18 @@ def run_overrides(command: str | None) -> list[str]:
     return [w for w in words[start:] if not w.startswith("-")]
 
 
+# Config keys renamed after committed runs recorded their commands: old spelling -> current one.
+# The autoencoder's bit budget moved from model.bpp to latent.bpp after the runs in
+# results/gpu/figure4_runs.csv and results/cpu/figure4_runs.csv (and figure4_history.csv) were made;
+# read with the current key, those runs fall in the spec's cells and carry no extra override.
+RENAMED_KEYS = {"model.bpp": "latent.bpp"}
+
+
 def command_overrides(command: str | None) -> dict[str, str]:
-    """key -> value (as Hydra spells it) of a recorded ``python train.py ...`` command."""
+    """key -> value (as Hydra spells it) of a recorded ``python train.py ...`` command, keys in their
+    current spelling (RENAMED_KEYS)."""
     pairs = (item.partition("=") for item in run_overrides(command))
-    return {key: hydra_value(value) for key, _, value in pairs}
+    return {RENAMED_KEYS.get(key, key): hydra_value(value) for key, _, value in pairs}
 
 
 def swept_from_command(spec: dict, command: str | None) -> dict | None:
@@ -168,15 +193,11 @@ def swept_from_command(spec: dict, command: str | None) -> dict | None:
     return {k: given[k] for k in keys} if all(k in given for k in keys) else None
 
 
-def row_cell(spec: dict, row: dict) -> str:
+def row_cell(spec: dict, row: dict) -> str | None:
     """A row's cell: from its recorded command where that names every swept value, else the CSV's
-    ``cell`` column, else (CSVs without either) from the columns named after the swept keys."""
+    ``cell`` column (aggregate.py's, from the run's config)."""
     swept = swept_from_command(spec, row.get("command")) if row.get("experiment") else None
-    if swept is not None:
-        return cell_name(row["experiment"], swept)
-    if row.get("cell"):
-        return row["cell"]
-    return cell_name(row["experiment"], {k: row.get(k.split(".")[-1]) for k in swept_keys(spec)})
+    return cell_name(row["experiment"], swept) if swept is not None else row.get("cell")
 
 
 def coverage(spec: dict, rows: list[dict]) -> list[dict]:
@@ -422,25 +443,6 @@ def compare(row: ReportRow) -> tuple[str, str | None]:
     spread = std + (row.paper.get("std") or 0.0)
     outcome = "exceeds" if abs(gap) > spread else "within"
     return f"{gap:+.{d}f}, {outcome} the seed spread ({spread:.{d}f})", outcome
-
-
-def read_history(results_dir: Path, artifact: str) -> list[dict]:
-    """results/<artifact>_history.csv rows (one per evaluation of a run), numbers parsed (empty
-    cells -> None); [] when the spec keeps no history."""
-    path = Path(results_dir) / f"{artifact}_history.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        out = []
-        for row in csv.DictReader(f):
-            parsed = {}
-            for k, v in row.items():
-                try:
-                    parsed[k] = None if v in ("", "None") else float(v)
-                except ValueError:
-                    parsed[k] = v
-            out.append(parsed)
-    return out
 
 
 def orders_by_step(history: list[dict], metric: str, group_of: Callable[[dict], str | None],

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from renderers.common import (METRIC_NAMES, REPO, add_caption, caption, count_text, coverage_lines, failed_seeds,
-                              finished, planned_seeds, provenance_lines, span, summary)
+                              finished, fmt_mean_std, planned_seeds, provenance_lines, span, summary)
 
 
 def preset_length(preset: str, rows: list[dict]) -> int | None:
@@ -40,17 +40,17 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
         mine = [r for r in rows if r["experiment"] == preset]
         xs = sorted({r["ponder_steps"] for r in mine})
         ticks = sorted(set(xs) | set(swept))
-        stats = {x: summary([r[metric] for r in mine if r["ponder_steps"] == x]) for x in xs}
+        values = {x: [r[metric] for r in mine if r["ponder_steps"] == x] for x in xs}
+        stats = {x: summary(values[x]) for x in xs}
         for x in ticks:
             failed = failed_seeds(all_rows, experiment=preset, ponder_steps=x)
             if x not in stats:
                 table.append(f"| {T} | {x} | {'failed' if failed else 'not run'} | 0 of {planned} | — |")
                 continue
-            m, s, n = stats[x]
-            counts[f"T={T} ponder {x}"] = n
+            n = counts[f"T={T} ponder {x}"] = len(values[x])
             steps = span([r["steps"] for r in mine if r["ponder_steps"] == x])
             count = count_text(n, planned)[2:] + (f", {failed} failed" if failed else "")
-            table.append(f"| {T} | {x} | {m:.2f}" + (f" ± {s:.2f}" if s is not None else "") + f" | {count} | {steps} |")
+            table.append(f"| {T} | {x} | {fmt_mean_std(values[x])} | {count} | {steps} |")
 
         ax.set_title(f"T={T} ({preset})" if T is not None else preset)
         ax.set_xlabel("ponder steps")

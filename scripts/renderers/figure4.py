@@ -2,19 +2,20 @@
 one row of panels per data set, the paper's legend names; a markdown table of the same numbers
 and a grid of test reconstructions per variant (from each run's reconstructions.png).
 
-Rows need the spec's columns ``dataset``, ``variant``, ``bpp_target``, ``bpp``, ``ms_ssim``,
-``linear_acc`` besides the standard ones (run_dir, seed, status, steps, device, max_steps, ...).
-An optional ``linear_acc_posterior`` column (the probe on the posterior's probabilities, which
-only the stochastic variants report) adds a table column and, when any row has a value, a third
-panel per data set: the posterior probe for the stochastic variants and the code probe for the
-deterministic ones (whose posterior is a point mass on their code).
+Rows need the spec's columns ``dataset``, ``variant``, ``bpp_target`` (the swept ``latent.bpp``),
+``bpp``, ``ms_ssim``, ``linear_acc`` besides the standard ones (run_dir, seed, status, steps,
+device, max_steps, ...). The ``linear_acc_posterior`` column (the probe on the posterior's
+probabilities, which only the stochastic variants report; results/gpu/figure4_runs.csv predates it
+and lacks it) adds a table column and, when any row has a value, a third panel per data set: the
+posterior probe for the stochastic variants and the code probe for the deterministic ones (whose
+posterior is a point mass on their code).
 """
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
-from renderers.common import add_caption, caption, provenance_lines, ranking_lines, read_history
+from renderers.common import (add_caption, caption, failed_seeds, finished, fmt_ours, planned_seeds,
+                              provenance_lines, ranking_lines, read_history, summary)
 
 LEGEND = {"dab_binary": "dab-binary", "dab_signum": "dab-signum", "dab_bernoulli": "dab-bernoulli",
           "bernoulli": "bernoulli", "discrete": "discrete", "threshold": "threshold",
@@ -37,21 +38,6 @@ def has_posterior(rows: list[dict]) -> bool:
     return any(r.get("linear_acc_posterior") is not None for r in finished(rows))
 
 
-def finished(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r.get("status") in (None, "finished") and r.get("ms_ssim") is not None]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def cell(values: list[float]) -> str:
-    if not values:
-        return "not run"
-    m, s = mean_std(values)
-    return f"{m:.3f} ± {s:.3f} (n={len(values)})" if len(values) > 1 else f"{m:.3f} (n=1)"
-
-
 def groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     """(dataset, variant, bpp_target) -> its finished runs (one per seed)."""
     out: dict[tuple, list[dict]] = {}
@@ -64,7 +50,7 @@ def planned(spec: dict) -> tuple[list[str], list[str], list[float]]:
     """Data sets (from the presets' names), variants and bpp levels the spec sweeps."""
     over = spec["sweep"].get("overrides") or {}
     datasets = [p.removeprefix("vae_") for p in spec["sweep"]["presets"]]
-    return datasets, list(over.get("latent", LEGEND)), [float(b) for b in over.get("model.bpp", [])]
+    return datasets, list(over.get("latent", LEGEND)), [float(b) for b in over.get("latent.bpp", [])]
 
 
 def header(spec: dict, rows: list[dict], results_dir: Path) -> list[str]:
@@ -75,7 +61,8 @@ def header(spec: dict, rows: list[dict], results_dir: Path) -> list[str]:
             "linear probe: logistic regression on the hard codes of a fixed training subsample, scored on the test set; "
             "'posterior': the same probe on the posterior's probabilities (sigmoid, or softmax per variable), "
             "for the stochastic variants (bernoulli, discrete, dab-bernoulli), whose hard code is one random draw; "
-            "'—' = not reported. 'not run' = no finished run.", "",
+            "'—' = not reported. n counts the finished runs of the planned seeds; 'not run' = no run, "
+            "'failed' = every run failed.", "",
             *provenance_lines(spec, rows, results_dir), ""]
 
 
@@ -93,11 +80,14 @@ def table(spec: dict, rows: list[dict]) -> list[str]:
         for v in variants:
             for b in levels or sorted({k[2] for k in g if k[:2] == (d, v)}):
                 runs = g.get((d, v, b), [])
+                failed = failed_seeds(rows, dataset=d, variant=v, bpp_target=b)
+                ours = {m: fmt_ours([r[m] for r in runs if r.get(m) is not None], planned_seeds(spec), failed,
+                                    scale=1.0, digits=3) for m in ("ms_ssim", "linear_acc", "linear_acc_posterior")}
+                if runs and all(r.get("linear_acc_posterior") is None for r in runs):
+                    ours["linear_acc_posterior"] = "—"  # a deterministic code: no posterior to probe
                 used = f"{runs[0]['bpp']:.4g}" if runs and runs[0].get("bpp") is not None else "—"
-                post = [r["linear_acc_posterior"] for r in runs if r.get("linear_acc_posterior") is not None]
-                lines.append(f"| {DATASET_NAMES.get(d, d)} | {LEGEND.get(v, v)} | {b:g} | {used} | "
-                             f"{cell([r['ms_ssim'] for r in runs])} | {cell([r['linear_acc'] for r in runs])} | "
-                             f"{cell(post) if post or not runs else '—'} |")
+                lines.append(f"| {DATASET_NAMES.get(d, d)} | {LEGEND.get(v, v)} | {b:g} | {used} | {ours['ms_ssim']} | "
+                             f"{ours['linear_acc']} | {ours['linear_acc_posterior']} |")
     return lines
 
 
@@ -121,10 +111,10 @@ def plot(spec: dict, rows: list[dict], path: Path) -> Path:
                 for (dd, vv, b), runs in g.items():
                     values = [x for x in map(value, runs) if x is not None]
                     if (dd, vv) == (d, v) and values:
-                        pts.append((b, mean_std(values)))
+                        pts.append((b, summary(values, 1.0)[:2]))
                 pts.sort()
                 if pts:
-                    ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
+                    ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] or 0.0 for p in pts],
                                 marker="o", capsize=3, label=LEGEND.get(v, v))
             ax.set(xlabel="bits per pixel", ylabel=label, title=f"{DATASET_NAMES.get(d, d)}", xscale="log")
             levels = sorted({b for (dd, _, b) in g if dd == d})
@@ -171,22 +161,15 @@ def reconstruction_grid(spec: dict, rows: list[dict], path: Path, bpp: float = 0
     return path
 
 
-def cell_value(history_row: dict, key: str) -> str | None:
-    """The value of override ``key`` in a history row's cell name ('vae_fmnist latent=x model.bpp=y')."""
-    for word in str(history_row.get("cell", "")).split():
-        name, _, value = word.partition("=")
-        if name == key:
-            return value
-    return None
-
-
-def rankings(history: list[dict]) -> list[str]:
-    """Per bpp level, the variants' order at each evaluation (MS-SSIM, then the code probe)."""
+def rankings(history: list[dict], rows: list[dict]) -> list[str]:
+    """Per bpp level, the variants' order at each evaluation (MS-SSIM, then the code probe). A
+    history row's variant and bpp level are its run's (``rows``, by run_dir)."""
+    run = {r["run_dir"]: r for r in rows}
     lines = []
     for metric in ("test/ms_ssim", "test/linear_acc"):
         if any(h.get(metric) is not None for h in history):
-            lines += ["", *ranking_lines(history, metric, lambda h: cell_value(h, "latent"),
-                                         lambda h: f"bpp {cell_value(h, 'model.bpp')}")]
+            lines += ["", *ranking_lines(history, metric, lambda h: run[h["run_dir"]]["variant"],
+                                         lambda h: f"bpp {run[h['run_dir']]['bpp_target']:g}")]
     return lines
 
 
@@ -196,7 +179,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     name = spec["artifact"]
     md = results_dir / f"{name}.md"
     md.write_text("\n".join(header(spec, rows, results_dir) + table(spec, rows)
-                             + rankings(read_history(results_dir, name))) + "\n")
+                             + rankings(read_history(results_dir, name), rows)) + "\n")
     outputs = [md, plot(spec, rows, results_dir / f"{name}.png")]
     grid = reconstruction_grid(spec, rows, results_dir / f"{name}_reconstructions.png")
     return outputs + ([grid] if grid is not None else [])

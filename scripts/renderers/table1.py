@@ -9,8 +9,6 @@ from renderers.common import (METRIC_NAMES, ReportRow, cell_summary, cell_values
 
 def model_label(row: dict) -> str:
     """The paper's column name for a run: Signum-Dense, Signum-RNN or ELU-Dense."""
-    if row.get("model") is not None:  # CSVs written before the label moved here
-        return row["model"]
     model, hard, activation = row["model_name"], row["hard_fn"], row.get("activation")
     if hard == "signum":
         return {"dense": "Signum-Dense", "lstm": "Signum-RNN"}.get(model, f"Signum-{model}")
