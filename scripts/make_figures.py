@@ -1,11 +1,13 @@
-"""Render every paper artifact from its CSV (scripts/aggregate.py) and its spec:
+"""Render every paper artifact from its CSV (scripts/aggregate.py) and its spec, in every hardware
+tier: the results folder itself and each folder below it that holds <artifact>_runs.csv
+(results/gpu, results/cpu); each tier's files are written beside its CSVs.
 
-    experiments/<artifact>.yaml  --render: <name>-->  scripts/renderers/<name>.py
-    results/<artifact>_runs.csv  ------------------>  render(spec, rows, results_dir) -> [paths]
+    experiments/<artifact>.yaml         --render: <name>-->  scripts/renderers/<name>.py
+    results/<tier>/<artifact>_runs.csv  ------------------>  render(spec, rows, results/<tier>) -> [paths]
 
 Only measured numbers are shown as "ours": a cell without runs says "not run", one whose runs
-all failed says "failed". An artifact without `render:` is reported and skipped; the artifacts
-without a CSV (no runs aggregated) are listed together in one line.
+all failed says "failed". An artifact without `render:` is reported and skipped; per tier, the
+artifacts without a CSV (no runs aggregated) are listed together in one line.
 
     scripts/make_figures.py [--experiments experiments] [--results results]
 """
@@ -21,7 +23,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 RENDERERS = Path(__file__).resolve().parent / "renderers"
 
-from renderers.common import load_rows  # noqa: E402
+from renderers.common import load_rows, tier_dirs  # noqa: E402
 
 
 def render_artifact(spec: dict, results_dir: Path) -> list[Path] | None:
@@ -50,15 +52,14 @@ def render_artifact(spec: dict, results_dir: Path) -> list[Path] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", type=Path, default=Path("experiments"), help="artifact specs (*.yaml)")
-    parser.add_argument("--results", type=Path, default=Path("results"), help="reads <artifact>_runs.csv, writes here")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="reads each tier's <artifact>_runs.csv, writes beside it")
     args = parser.parse_args()
-    without = []
-    for spec_file in sorted(args.experiments.glob("*.yaml")):
-        spec = yaml.safe_load(spec_file.read_text())
-        if render_artifact(spec, args.results) is None:
-            without.append(spec["artifact"])
-    if without:
-        print(f"not rendered, no runs aggregated into {args.results}/ (no <artifact>_runs.csv): {', '.join(without)}")
+    specs = [yaml.safe_load(p.read_text()) for p in sorted(args.experiments.glob("*.yaml"))]
+    for tier in tier_dirs(args.results) or [args.results]:
+        without = [spec["artifact"] for spec in specs if render_artifact(spec, tier) is None]
+        if without:
+            print(f"not rendered, no runs aggregated into {tier}/ (no <artifact>_runs.csv): {', '.join(without)}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""Write results/REPORT.md: every paper artifact in experiments/*.yaml on one page: ours beside
-the paper's, the budget, hardware and seeds the runs used, how many planned runs finished, failed
-or are missing, and a verdict about exactly those runs.
+"""Write results/REPORT.md: one page over every paper artifact in experiments/*.yaml and every
+hardware tier under results/ (the folder itself and each folder below it that holds an
+<artifact>_runs.csv: results/gpu, results/cpu, ...). Per artifact and tier: ours beside the
+paper's, the hardware, budget and seeds of the runs, how many planned runs finished, failed or are
+missing, and a verdict about exactly those runs; an artifact no tier has runs for gets one line.
 
-Numbers come from results/<artifact>_runs.csv (scripts/aggregate.py). A renderer may offer
-``report_rows(spec, rows) -> list[ReportRow]`` (renderers/common.py) for the side-by-side lines;
-otherwise the report shows the spec's metric per cell.
+Numbers come from the tiers' <artifact>_runs.csv (scripts/aggregate.py) and nothing else, so the
+report needs no run directories. A renderer may offer ``report_rows(spec, rows) -> list[ReportRow]``
+(renderers/common.py) for the side-by-side lines; otherwise the report shows the spec's metric per
+cell.
 
-The verdict: a spec's hand-written ``verdicts`` entry is shown only when the aggregated runs are
-the ones it was written about (its ``about``: hardware, step budget, number of finished runs and
+The verdict, per tier: a spec's hand-written ``verdicts`` entry is shown only when that tier's runs
+are the ones it was written about (its ``about``: hardware, step budget, number of finished runs and
 the overrides beyond the spec all match). Otherwise the report computes one from the numbers
 beside it, labelled as computed (per cell: ours minus the paper, and whether that gap exceeds our
 seed std plus the paper's), or says that it has no verdict for these runs.
@@ -26,8 +29,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from renderers.common import (ReportRow, compare, coverage, distinct, finished, fmt_paper,  # noqa: E402
-                              hydra_value, load_rows, planned_seeds, row_cell, same_value, setting_overrides)
+from renderers.common import (ReportRow, compare, coverage, distinct, finished, fmt_paper, hydra_value,  # noqa: E402
+                              load_rows, planned_seeds, row_cell, same_value, setting_overrides, span, tier_dirs)
 
 ABOUT_KEYS = ("hardware", "max_steps", "runs", "overrides")
 SPREAD_RULE = "a gap exceeds the seed spread when it is larger than our sample std plus the paper's std"
@@ -37,18 +40,23 @@ class SpecError(ValueError):
     pass
 
 
-def counts(spec: dict, rows: list[dict]) -> dict:
+def counts(spec: dict, rows: list[dict]) -> str:
+    """'finished / failed / missing of planned' over the spec's cells."""
     cells = coverage(spec, rows)
-    return {k: sum(c[k] for c in cells) for k in ("finished", "failed", "missing", "planned")}
+    c = {k: sum(cell[k] for cell in cells) for k in ("finished", "failed", "missing", "planned")}
+    return f"{c['finished']} / {c['failed']} / {c['missing']} of {c['planned']}"
 
 
-def budget_note(spec: dict, rows: list[dict]) -> str:
-    """The budget the runs used, and how it compares with the spec's."""
-    used = f"max_steps {distinct(rows, 'max_steps')}, max_minutes {distinct(rows, 'max_minutes')}"
+def budget_text(spec: dict, rows: list[dict]) -> str:
+    """The budget the runs set (with the spec's where it differs) and what they used."""
+    text = f"max_steps {distinct(rows, 'max_steps')}, max_minutes {distinct(rows, 'max_minutes')}"
     planned = {k.split(".")[-1]: hydra_value(v) for k, v in (spec.get("budget") or {}).items()
                if k in ("trainer.max_steps", "trainer.max_minutes")}
     differs = [k for k, v in planned.items() if distinct(rows, k) != v]
-    return used + (f" (spec: {', '.join(f'{k} {planned[k]}' for k in differs)})" if differs else "")
+    if differs:
+        text += f" (spec: {', '.join(f'{k} {planned[k]}' for k in differs)})"
+    minutes = [r["wall_seconds"] / 60 for r in rows if r.get("wall_seconds") is not None]
+    return text + f"; ran {span([r['steps'] for r in rows])} steps, {span(minutes, '{:.1f}')} min per run"
 
 
 # ---- which runs a verdict is about ----
@@ -141,82 +149,151 @@ def verdict(spec: dict, rows: list[dict], lines: list[ReportRow]) -> tuple[str, 
 
 
 def side_by_side(spec: dict, rows: list[dict]) -> list[ReportRow]:
-    """The renderer's report_rows, else the spec's metric per cell (as stored, no paper number)."""
+    """The renderer's report_rows, else the spec's metric per cell with runs (as stored, no paper
+    number), in the sweep's order."""
     renderer = importlib.import_module(f"renderers.{spec['render']}") if spec.get("render") else None
     if renderer is not None and hasattr(renderer, "report_rows"):
         return renderer.report_rows(spec, rows)
-    metric, planned = spec["metric"], planned_seeds(spec)
-    out = []
-    for cell in dict.fromkeys(row_cell(spec, r) for r in rows):
-        mine = [r for r in rows if row_cell(spec, r) == cell]
-        failed = len({r["seed"] for r in mine if r["status"] == "failed"} - {r["seed"] for r in finished(mine)})
-        out.append(ReportRow(f"{cell}: `{metric}`", [r[metric] for r in finished(mine)], planned, failed, digits=4))
-    return out
+    metric, cells = spec["metric"], [row_cell(spec, r) for r in rows]
+    return [ReportRow(f"{c['cell']}: `{metric}`", [r[metric] for r, cell in zip(rows, cells)
+                                                   if cell == c["cell"] and r["status"] == "finished"],
+                      planned_seeds(spec), c["failed"], digits=4)
+            for c in coverage(spec, rows) if c["finished"] or c["failed"]]
 
 
-def table_lines(spec: dict, lines: list[ReportRow], comparable: bool) -> list[str]:
-    """The detail table: what, ours, the paper's, and the computed gap (none where the runs are
-    not in the paper's setting)."""
+def merged_order(lists: list[list[str]]) -> list[str]:
+    """The union of several ordered lists, each list's order kept (an item new to the union goes
+    right after its predecessor in its own list)."""
+    order: list[str] = []
+    for items in lists:
+        at = 0
+        for item in items:
+            if item in order:
+                at = order.index(item) + 1
+            else:
+                order.insert(at, item)
+                at += 1
+    return order
+
+
+def tier_name(folder: Path, results: Path) -> str:
+    """A tier as the report labels it: its folder, from results/ on ('results/gpu')."""
+    return folder.relative_to(results.parent).as_posix()
+
+
+class Tier:
+    """One artifact's runs in one hardware tier (a folder of results/), and what the report says
+    about them."""
+
+    def __init__(self, spec: dict, folder: Path, results: Path):
+        self.name = tier_name(folder, results)
+        self.rows = load_rows(folder / f"{spec['artifact']}_runs.csv")
+        done = finished(self.rows)
+        shown = done or self.rows  # the facts of the runs whose numbers are shown
+        self.hardware = distinct(shown, "device")
+        self.budget = budget_text(spec, shown)
+        self.seeds = ", ".join(map(str, sorted({r["seed"] for r in shown})))
+        self.counts = counts(spec, self.rows)
+        self.lines = side_by_side(spec, self.rows)
+        self.comparable = not setting_mismatch(spec, done)
+        self.verdict, self.notes = (verdict(spec, self.rows, self.lines) if done
+                                    else ("no verdict: every run failed", []))
+        self.outputs = [f.relative_to(results).as_posix() for f in sorted(folder.glob(f"{spec['artifact']}.*"))
+                        if f.suffix in (".md", ".png")]
+
+    def gap(self, line: ReportRow | None) -> str:
+        """Ours minus the paper for one line (computed), or why there is none."""
+        if line is None or not line.values:
+            return "—"
+        return compare(line)[0] if self.comparable or line.paper is None else "not computed: not the paper's setting"
+
+
+def paper_text(spec: dict, line: ReportRow, said: bool) -> str:
+    """The paper's number for a line, or its claim (said once, then '(same)')."""
+    if line.paper_text is not None:
+        return line.paper_text
+    if line.paper:
+        return fmt_paper(line.paper)
     claim = (spec.get("paper") or {}).get("claim")
+    return "(same)" if said else f"no numbers published; claim: {claim}" if claim else f"see {spec['source']}"
+
+
+def table_lines(spec: dict, tiers: list[Tier]) -> list[str]:
+    """One row per line any tier has: the paper's number, then each tier's numbers (and, where the
+    paper gives numbers, the computed gap) side by side."""
+    per_tier = [{line.what: line for line in tier.lines} for tier in tiers]
+    whats = merged_order([list(lines) for lines in per_tier])
+    with_gap = any(line.paper and line.paper.get("mean") is not None for t in tiers for line in t.lines)
+    header = ["what", "paper"]
+    for tier in tiers:
+        header += [f"ours: {tier.name}"] + ([f"ours − paper: {tier.name} (computed)"] if with_gap else [])
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     said = False
-    out = ["| what | ours | paper | ours − paper (computed) |", "|---|---|---|---|"]
-    for line in lines:
-        paper = line.paper_text if line.paper_text is not None else fmt_paper(line.paper) if line.paper else None
-        if paper is None:  # the paper's claim, said once
-            paper = "(same)" if said else f"no numbers published; claim: {claim}" if claim else f"see {spec['source']}"
-            said = True
-        gap = compare(line)[0] if comparable or line.paper is None else "not computed: not the paper's setting"
-        out.append(f"| {line.what} | {line.ours()} | {paper} | {gap} |")
+    for what in whats:
+        first = next(lines[what] for lines in per_tier if what in lines)
+        cells = [what, paper_text(spec, first, said)]
+        said = said or (first.paper_text is None and not first.paper)
+        for tier, lines in zip(tiers, per_tier):
+            line = lines.get(what)
+            cells.append(line.ours() if line else "not run")
+            if with_gap:
+                cells.append(tier.gap(line))
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
-def section(spec: dict, results: Path) -> tuple[str, list[str]]:
-    """(summary table line, detail lines) for one artifact."""
+def section(spec: dict, results: Path, folders: list[Path]) -> tuple[list[str], list[str]]:
+    """(overview rows, detail lines) for one artifact over every tier."""
     artifact = spec["artifact"]
-    csv_path = results / f"{artifact}_runs.csv"
-    rows = load_rows(csv_path) if csv_path.exists() else []
-    done = finished(rows)
+    hand_verdicts(spec)
+    tiers = [Tier(spec, f, results) for f in folders if (f / f"{artifact}_runs.csv").exists()]
+    tiers = [t for t in tiers if t.rows]
     detail = [f"## {spec['title']}", "", f"Spec `experiments/{artifact}.yaml`; paper: {spec['source']}.", ""]
-    if done:
-        lines = side_by_side(spec, rows)
-        text, notes = verdict(spec, rows, lines)
-    else:
-        hand_verdicts(spec)
-        text = "not run here (" + ("every run failed" if rows else f"no runs aggregated into {csv_path.name}") + ")"
-        lines, notes = [], []
-    c = counts(spec, rows)
-    line = (f"| {artifact} | {spec['source']} | {c['finished']} / {c['failed']} / {c['missing']} of "
-            f"{c['planned']} | {budget_note(spec, done) if done else '—'} | "
-            f"{distinct(done, 'device') if done else '—'} | "
-            f"{', '.join(map(str, sorted({r['seed'] for r in done}))) or '—'} | {text} |")
-    outputs = [p.name for p in sorted(results.glob(f"{artifact}.*")) if p.suffix in (".md", ".png")]
-    if outputs:
-        detail += ["Rendered: " + ", ".join(f"[{n}]({n})" for n in outputs), ""]
-    if done:
-        detail += [f"Verdict: {text}", "", *notes, *([""] if notes else []), *table_lines(spec, lines, not setting_mismatch(spec, done))]
-    else:
-        detail.append(f"No finished runs: `make {artifact}` (or scripts/run_artifact.py) runs the sweep.")
-    return line, detail + [""]
+    if not tiers:
+        where = ", ".join(tier_name(f, results) for f in folders) or tier_name(results, results)
+        line = (f"| {artifact} | {spec['source']} | — | — | — | — | {counts(spec, [])} | "
+                f"not run in any tier (no {artifact}_runs.csv in {where}) |")
+        return [line], detail + [f"No runs in any tier: `make {artifact}` (or scripts/run_artifact.py) runs the "
+                                 "sweep.", ""]
+    overview = [f"| {artifact} | {spec['source']} | {t.name} | {t.hardware} | {t.budget} | {t.seeds} | {t.counts} | "
+                f"{t.verdict} |" for t in tiers]
+    for t in tiers:
+        rendered = ", ".join(f"[{Path(o).name}]({o})" for o in t.outputs) or "none"
+        detail += [f"- **{t.name}**: {t.hardware}; budget {t.budget}; seeds {t.seeds}; finished / failed / missing "
+                   f"{t.counts}; rendered: {rendered}", f"  - Verdict: {t.verdict}", *(f"  - {n}" for n in t.notes)]
+    return overview, detail + ["", *table_lines(spec, tiers), ""]
 
 
 def write_report(experiments: Path, results: Path) -> Path:
     specs = [yaml.safe_load(p.read_text()) for p in sorted(experiments.glob("*.yaml"))]
+    folders = tier_dirs(results)
+    tiers = []
+    for folder in folders:
+        rows = [r for p in sorted(folder.glob("*_runs.csv")) for r in load_rows(p)]
+        artifacts = sorted(p.name.removesuffix("_runs.csv") for p in folder.glob("*_runs.csv"))
+        tiers.append(f"- `{tier_name(folder, results)}`: {distinct(rows, 'device')}; "
+                     f"{', '.join(artifacts)}")
     lines = ["# Reproduction report", "",
-             "Every paper artifact this repository has a spec for (`experiments/`), from the aggregated runs in "
-             "`results/` (`make report` rewrites this file). Counts are runs finished / failed / missing of the "
-             "runs the spec plans (presets × swept values × seeds); a budget in parentheses is the spec's when "
-             "the runs used a different one. A verdict is either hand-written for exactly these runs (the spec "
+             "Every paper artifact this repository has a spec for (`experiments/`), from the aggregated runs of "
+             "every hardware tier in `results/` (`make report` rewrites this file from the committed CSVs; no run "
+             "directories needed). The tiers found, with their hardware and artifacts:", "",
+             *(tiers or ["- none: no folder of results/ holds an <artifact>_runs.csv"]), "",
+             "The overview has one row per artifact and tier with runs, and one row for an artifact no tier has "
+             "runs for. Counts are runs finished / failed / missing of the runs the spec plans (presets × swept "
+             "values × seeds); a budget in parentheses is the spec's where the runs set another, then the steps "
+             "and minutes the runs took. A verdict is either hand-written for exactly that tier's runs (the spec "
              "records their hardware, step budget, count and overrides) or computed from the numbers beside it, "
-             "and says which.", "",
-             "| artifact | paper | finished / failed / missing | budget used | hardware | seeds | verdict |",
-             "|---|---|---|---|---|---|---|"]
+             "and says which. Each artifact's section then puts every tier's numbers side by side with the "
+             "paper's.", "",
+             "| artifact | paper | tier | hardware | budget: steps, minutes | seeds | finished / failed / missing | "
+             "verdict |", "|---|---|---|---|---|---|---|---|"]
     details = []
     for spec in specs:
         try:
-            line, detail = section(spec, results)
+            overview, detail = section(spec, results, folders)
         except SpecError as err:
             raise SpecError(f"experiments/{spec['artifact']}.yaml: {err}") from None
-        lines.append(line)
+        lines += overview
         details += detail
     out = results / "REPORT.md"
     results.mkdir(parents=True, exist_ok=True)
@@ -227,7 +304,8 @@ def write_report(experiments: Path, results: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", type=Path, default=Path("experiments"), help="artifact specs (*.yaml)")
-    parser.add_argument("--results", type=Path, default=Path("results"), help="reads <artifact>_runs.csv, writes REPORT.md")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="reads every tier's <artifact>_runs.csv, writes REPORT.md")
     args = parser.parse_args()
     try:
         print(f"report: {write_report(args.experiments, args.results)}")
