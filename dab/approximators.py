@@ -7,10 +7,9 @@ import torch
 from torch import nn
 
 from dab.errors import ConfigError
+from dab.registry import Registry
 
 Shape = tuple[int, ...]
-
-APPROXIMATOR_NAMES = ("dense", "elementwise", "conv")
 
 
 def tanh_mlp(sizes: list[int]) -> nn.Sequential:
@@ -111,16 +110,27 @@ class ConvApproximator(nn.Module):
         return torch.cat([rows, cols], dim=-1)
 
 
+APPROXIMATORS = Registry("approximator")  # name -> builder(in_shape, out_shape, hidden, depth)
+
+
+@APPROXIMATORS.register("dense")
+def _dense(in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
+    return DenseApproximator(in_shape, out_shape, hidden, depth)
+
+
+@APPROXIMATORS.register("elementwise")
+def _elementwise(in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
+    if tuple(in_shape) != tuple(out_shape):
+        raise ConfigError(f"the elementwise approximator cannot map shape {tuple(in_shape)} to {tuple(out_shape)}; "
+                          "use approximator=dense for shape-changing hard functions")
+    return ElementwiseApproximator(hidden, depth)
+
+
+@APPROXIMATORS.register("conv")
+def _conv(in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
+    return ConvApproximator(in_shape, out_shape, hidden, depth)
+
+
 def make_approximator(name: str, in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
-    """Build an approximator by config name for per-sample shapes ``in_shape -> out_shape``."""
-    if name == "dense":
-        return DenseApproximator(in_shape, out_shape, hidden, depth)
-    if name == "elementwise":
-        if tuple(in_shape) != tuple(out_shape):
-            raise ConfigError(
-                f"the elementwise approximator cannot map shape {tuple(in_shape)} to {tuple(out_shape)}; "
-                "use approximator=dense for shape-changing hard functions")
-        return ElementwiseApproximator(hidden, depth)
-    if name == "conv":
-        return ConvApproximator(in_shape, out_shape, hidden, depth)
-    raise ConfigError(f"unknown approximator '{name}'; valid choices: {', '.join(APPROXIMATOR_NAMES)}")
+    """Build the approximator registered as ``name`` for per-sample shapes ``in_shape -> out_shape``."""
+    return APPROXIMATORS[name](in_shape, out_shape, hidden, depth)

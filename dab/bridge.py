@@ -13,10 +13,8 @@ approximator** and the layers before the bridge learn from the task gradient alo
 default here (``loss_to_input=False``: the DAB loss sees ``x.detach()``). ``loss_to_input=True``
 also sends ``gamma * dL_DAB/dx`` into the earlier layers; it is kept for the estimator ablation.
 
-Implementation: the task path evaluates the approximator with *detached* parameters, so autograd
-computes only the input VJP on it, and :class:`_ForwardValue` swaps in the exact hard values.
-Everything stays in one autograd graph: no nested ``autograd.grad`` or ``retain_graph``, which
-keeps the step compilable and free of host syncs.
+How the gradient is formed is the estimator's business (``dab/estimators.py``: ``dab``, ``ste``);
+the bridge runs the hard function, checks shapes, and holds the approximator and the pending loss.
 
 Collecting the DAB loss: call :func:`pop_dab_loss` once after every training-mode forward. A
 bridge holds at most one pending loss: a forward that finds an uncollected loss from an earlier
@@ -32,27 +30,12 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from dab.approximators import make_approximator
 from dab.errors import ConfigError
+from dab.estimators import ESTIMATORS
 from dab.hard_fns import HardFn, make_hard_fn
 from dab.losses import LossFn, get_dab_loss
-
-ESTIMATORS = ("dab", "ste")
-
-
-class _ForwardValue(torch.autograd.Function):
-    """Returns ``value`` exactly in the forward pass; the backward sends the gradient to ``surrogate``."""
-
-    @staticmethod
-    def forward(ctx, surrogate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad, None
-
 
 class Bridge(nn.Module):
     """Wraps a hard function; x: [B, *in_shape] -> hard(x): [B, *out_shape].
@@ -73,14 +56,14 @@ class Bridge(nn.Module):
                  loss: str | LossFn = "l2", estimator: str = "dab", loss_to_input: bool = False,
                  in_shape: tuple[int, ...] | None = None):
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise ConfigError(f"unknown estimator '{estimator}'; valid choices: {', '.join(ESTIMATORS)}")
+        option = ESTIMATORS[estimator]
         if gamma is None or gamma < 0:
             raise ConfigError(f"dab.gamma must be >= 0, got {gamma}")
-        if estimator == "dab" and approximator is None:
-            raise ConfigError("estimator 'dab' needs an approximator")
+        if option.info["needs_approximator"] and approximator is None:
+            raise ConfigError(f"estimator '{estimator}' needs an approximator")
         self.hard_fn = hard_fn
-        self.approximator = approximator if estimator == "dab" else None
+        self.approximator = approximator if option.info["needs_approximator"] else None
+        self._estimator = option.build
         self.gamma = float(gamma)
         self.loss_fn = get_dab_loss(loss) if isinstance(loss, str) else loss
         self.estimator = estimator
@@ -107,7 +90,7 @@ class Bridge(nn.Module):
     def _hard_name(self) -> str:
         return getattr(self.hard_fn, "name", None) or getattr(self.hard_fn, "__name__", type(self.hard_fn).__name__)
 
-    def _record(self, loss: torch.Tensor) -> None:
+    def record(self, loss: torch.Tensor) -> None:
         """Keep ``loss`` (a scalar) as the pending DAB loss, replacing an uncollected one (warned once)."""
         if self.dab_loss is not None and not self._warned_unpopped:
             self._warned_unpopped = True
@@ -115,7 +98,7 @@ class Bridge(nn.Module):
                 f"bridge ({self._hard_name()}): a DAB loss from an earlier forward was never collected; it is "
                 "replaced by this forward's (a bridge keeps only its latest loss). Call pop_dab_loss(model) "
                 "after every training-mode forward; pop after each call if one forward uses the bridge twice.",
-                RuntimeWarning, stacklevel=5)  # _record, forward, Module._call_impl, __call__, the caller
+                RuntimeWarning, stacklevel=6)  # record, the estimator, forward, Module._call_impl, __call__, the caller
         self.dab_loss = loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,17 +108,7 @@ class Bridge(nn.Module):
         hard = hard.detach()  # a hard function returning x itself (identity) would keep x's graph
         if not (self.training and torch.is_grad_enabled() and x.requires_grad):
             return hard
-        if self.estimator == "ste":
-            if hard.shape != x.shape:
-                raise ConfigError(f"the straight-through estimator needs a same-shape hard function; "
-                                  f"got {tuple(x.shape)} -> {tuple(hard.shape)}. Use estimator=dab")
-            return _ForwardValue.apply(x, hard)
-        frozen = {name: p.detach() for name, p in self.approximator.named_parameters()}
-        soft_for_task = functional_call(self.approximator, frozen, (x,))
-        soft = self.approximator(x if self.loss_to_input else x.detach())
-        loss = self.gamma * self.loss_fn(soft, hard)
-        self._record(loss)
-        return _ForwardValue.apply(soft_for_task, hard)
+        return self._estimator.forward(self, x, hard)
 
 
 def pop_dab_loss(model: nn.Module, *, none_if_empty: bool = False) -> torch.Tensor | None:
@@ -168,26 +141,15 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def make_bridge(hard_fn: str, in_shape: tuple[int, ...], gamma: float = 10.0, estimator: str = "dab",
                 approximator: str = "dense", hidden: int = 256, depth: int = 2, loss: str = "l2",
-                eps: float = 0.5, k: int = 10, kmeans_iters: int = 10, seed: int = 0,
-                loss_to_input: bool = False) -> Bridge:
+                loss_to_input: bool = False, **hard_fn_args) -> Bridge:
     """Build a bridge by names for per-sample input shape ``in_shape`` (batch dim excluded).
-    ``loss_to_input`` picks what the DAB loss trains (see the module docstring)."""
-    fn = make_hard_fn(hard_fn, eps=eps, k=k, kmeans_iters=kmeans_iters, seed=seed)
+    ``hard_fn_args`` are the hard function's own settings (signum ``eps``, topk ``k``, kmeans
+    ``k``, ``iters``, ``seed``); ``loss_to_input`` picks what the DAB loss trains (see the module
+    docstring)."""
+    fn = make_hard_fn(hard_fn, **hard_fn_args)
     out_shape = fn.out_shape(tuple(in_shape))
-    if estimator == "ste" and tuple(out_shape) != tuple(in_shape):
-        raise ConfigError(f"estimator 'ste' cannot be used with hard_fn '{hard_fn}', which changes shape "
-                          f"{tuple(in_shape)} -> {tuple(out_shape)}; use estimator=dab")
-    approx = make_approximator(approximator, in_shape, out_shape, hidden, depth) if estimator == "dab" else None
+    option = ESTIMATORS[estimator]
+    option.build.check(hard_fn, tuple(in_shape), tuple(out_shape))
+    approx = make_approximator(approximator, in_shape, out_shape, hidden, depth) if option.info["needs_approximator"] else None
     return Bridge(fn, approx, gamma=gamma, loss=loss, estimator=estimator, loss_to_input=loss_to_input,
                   in_shape=tuple(in_shape))
-
-
-def bridge_from_config(cfg, in_shape: tuple[int, ...]) -> Bridge | None:
-    """The bridge a composed config asks for (``cfg.hard_fn``, ``cfg.dab``, ``cfg.seed``) on inputs of
-    per-sample shape ``in_shape``; None for ``hard_fn=identity``, the plain-network baseline."""
-    h, d = cfg.hard_fn, cfg.dab
-    if h.name == "identity":
-        return None
-    return make_bridge(h.name, tuple(in_shape), gamma=d.gamma, estimator=d.estimator, approximator=d.approximator,
-                       hidden=d.hidden, depth=d.depth, loss=d.loss, eps=h.eps, k=h.k, kmeans_iters=h.kmeans_iters,
-                       seed=cfg.seed, loss_to_input=d.loss_to_input)

@@ -1,19 +1,20 @@
 """Non-differentiable ("hard") functions, as pure batched torch functions.
 
 Every function takes a batch ``x: [B, *in_shape]`` and returns ``[B, *out_shape]``; the first
-dimension is always the batch and no function mixes samples. ``HARD_FNS`` maps a config name to a
-:class:`HardFn` that also knows the per-sample output shape, so a bridge can size its approximator
+dimension is always the batch and no function mixes samples. The registry ``HARD_FNS`` maps a config
+name to a builder of a :class:`HardFn`, which also knows the per-sample output shape, so a bridge can size its approximator
 (and refuse the straight-through estimator on shape-changing ops) before seeing data.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
 from dab.errors import ConfigError
+from dab.registry import Registry
 
 Shape = tuple[int, ...]
 
@@ -177,29 +178,70 @@ def _kmeans_shape(k: int) -> Callable[[Shape], Shape]:
     return shape_fn
 
 
-HARD_FN_NAMES: Sequence[str] = (
-    "signum", "binary", "bernoulli", "sort1d", "sort_rows_cols", "topk", "kmeans", "identity",
-)
+HARD_FNS = Registry("hard_fn")  # name -> builder(args) -> HardFn; its schema is the option's settings
 
 
-def make_hard_fn(name: str, eps: float = 0.5, k: int = 10, kmeans_iters: int = 10, seed: int = 0) -> HardFn:
-    """Build a hard function by config name; ``eps`` is signum's margin, ``k`` top-k's/k-means' k."""
-    if name == "signum":
-        if eps < 0:
-            raise ConfigError(f"signum margin eps must be >= 0, got {eps}")
-        return HardFn(name, lambda x: signum_with_margin(x, eps), _same)
-    if name == "binary":
-        return HardFn(name, binary_above_mean, _same)
-    if name == "bernoulli":
-        return HardFn(name, bernoulli_sample, _same)
-    if name == "sort1d":
-        return HardFn(name, sort_1d, _same)
-    if name == "sort_rows_cols":
-        return HardFn(name, sort_rows_cols, _rows_cols_shape)
-    if name == "topk":
-        return HardFn(name, lambda x: topk_rows_cols(x, k), _topk_shape(k))
-    if name == "kmeans":
-        return HardFn(name, lambda x: kmeans_quantize(x, k, kmeans_iters, seed), _kmeans_shape(k))
-    if name == "identity":
-        return HardFn(name, identity, _same)
-    raise ConfigError(f"unknown hard_fn '{name}'; valid choices: {', '.join(HARD_FN_NAMES)}")
+@dataclass
+class SignumArgs:
+    eps: float = 0.5  # the margin of Eq. 11
+
+
+@dataclass
+class TopkArgs:
+    k: int = 10
+
+
+@dataclass
+class KMeansArgs:
+    k: int = 10
+    iters: int = 10  # Lloyd iterations
+    seed: int = 0  # picks the first centroid (farthest-point initialization)
+
+
+@HARD_FNS.register("signum", schema=SignumArgs)
+def _signum(args: SignumArgs) -> HardFn:
+    if args.eps < 0:
+        raise ConfigError(f"signum margin eps must be >= 0, got {args.eps}")
+    return HardFn("signum", lambda x: signum_with_margin(x, args.eps), _same)
+
+
+@HARD_FNS.register("binary")
+def _binary(args: None) -> HardFn:
+    return HardFn("binary", binary_above_mean, _same)
+
+
+@HARD_FNS.register("bernoulli", stochastic=True)
+def _bernoulli(args: None) -> HardFn:
+    return HardFn("bernoulli", bernoulli_sample, _same)
+
+
+@HARD_FNS.register("sort1d")
+def _sort1d(args: None) -> HardFn:
+    return HardFn("sort1d", sort_1d, _same)
+
+
+@HARD_FNS.register("sort_rows_cols")
+def _sort_rows_cols(args: None) -> HardFn:
+    return HardFn("sort_rows_cols", sort_rows_cols, _rows_cols_shape)
+
+
+@HARD_FNS.register("topk", schema=TopkArgs)
+def _topk(args: TopkArgs) -> HardFn:
+    return HardFn("topk", lambda x: topk_rows_cols(x, args.k), _topk_shape(args.k))
+
+
+@HARD_FNS.register("kmeans", schema=KMeansArgs)
+def _kmeans(args: KMeansArgs) -> HardFn:
+    return HardFn("kmeans", lambda x: kmeans_quantize(x, args.k, args.iters, args.seed), _kmeans_shape(args.k))
+
+
+@HARD_FNS.register("identity")
+def _identity(args: None) -> HardFn:
+    return HardFn("identity", identity, _same)
+
+
+def make_hard_fn(name: str, **args) -> HardFn:
+    """Build the hard function registered as ``name`` with its settings (signum: ``eps``; topk:
+    ``k``; kmeans: ``k``, ``iters``, ``seed``); a setting the function does not have is an error."""
+    option = HARD_FNS[name]
+    return option(option.args(args, where="hard_fn"))

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from dab.errors import ConfigError
+from dab.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -31,10 +31,11 @@ def cosine_loss(soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
     return (1.0 - F.cosine_similarity(soft.flatten(1), hard.flatten(1), dim=1)).mean()
 
 
-DAB_LOSSES: dict[str, LossFn] = {"l2": l2_loss, "huber": huber_loss, "l1": l1_loss, "cosine": cosine_loss}
+DAB_LOSSES = Registry("dab.loss")
+for _name, _fn in (("l2", l2_loss), ("huber", huber_loss), ("l1", l1_loss), ("cosine", cosine_loss)):
+    DAB_LOSSES.register(_name, _fn)
 
 
 def get_dab_loss(name: str) -> LossFn:
-    if name not in DAB_LOSSES:
-        raise ConfigError(f"unknown dab.loss '{name}'; valid choices: {', '.join(DAB_LOSSES)}")
-    return DAB_LOSSES[name]
+    """The DAB loss registered as ``name`` (l2, huber, l1, cosine)."""
+    return DAB_LOSSES[name].build

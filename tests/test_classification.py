@@ -332,7 +332,7 @@ def test_bad_classification_input_is_one_config_error(overrides, words, syntheti
 
 
 def test_bf16_is_refused_on_a_cpu_without_bf16(monkeypatch, synthetic_data, tmp_path):
-    monkeypatch.setattr("dab.suite.trainer.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("dab.suite.step.cpu_supports_bf16", lambda: False)
     cfg = compose_config(["+experiment=classify_signum", "trainer.precision=bf16", *classify_overrides(tmp_path)])
     with pytest.raises(ConfigError, match="bf16"):
         run_experiment(cfg, tmp_path / "out")

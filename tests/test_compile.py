@@ -8,7 +8,7 @@ import torch
 
 from dab.bridge import Bridge
 from dab.suite.families import build_task
-from dab.suite.trainer import compile_forward_loss, make_autocast, make_forward_loss
+from dab.suite.step import compile_forward_loss, make_autocast, make_forward_loss
 
 from conftest import compose_config, small_overrides
 

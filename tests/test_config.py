@@ -115,7 +115,7 @@ def test_legitimate_zeros_are_accepted(tmp_path):
 def test_config_group_options_train_a_few_steps(overrides, tmp_path):
     """bf16 runs where the CPU has bf16 kernels (the LSTM itself stays fp32 on a CPU: some CPUs
     lack bf16 LSTM kernels) and is refused with a ConfigError, before anything is written, where not."""
-    from dab.suite.trainer import cpu_supports_bf16
+    from dab.suite.step import cpu_supports_bf16
 
     cfg = compose_config([*small_overrides(tmp_path / "runs", steps=2), *overrides])
     if "trainer.precision=bf16" in overrides and not cpu_supports_bf16():

@@ -2,7 +2,8 @@
 import torch
 
 from dab.suite.metrics import all_or_none_accuracy, per_element_accuracy
-from dab.suite.sorting_data import sort_batch, step_generator
+from dab.suite.rng import step_generator
+from dab.suite.sorting_data import sort_batch
 
 
 def one_hot_logits(pred: list[list[int]], t: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from dab.errors import ConfigError
-from dab.suite.experiment import make_lr_factor
+from dab.suite.step import make_lr_factor
 from dab.suite.schedules import lr_factor
 
 from conftest import compose_config

@@ -18,9 +18,8 @@ import yaml
 from dab.suite.checkpoint import CONFIG, resolve_resume
 from dab.suite.config import validate
 from dab.errors import ConfigError, TrainingFailed
-from dab.suite.families import build_task
-from dab.suite.schedules import lr_factor
-from dab.suite.trainer import Interrupted, make_autocast, make_optimizer, train
+from dab.suite.step import build_run
+from dab.suite.trainer import Interrupted, train
 
 METRICS = "metrics.json"
 STATUS = "status.json"  # written instead of metrics.json when a run fails
@@ -56,15 +55,6 @@ def config_to_dict(cfg: Any) -> dict:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-def make_lr_factor(cfg: Any):
-    """step -> lr multiplier for ``cfg.optimizer``'s schedule over ``cfg.trainer.max_steps``."""
-    o, total = cfg.optimizer, cfg.trainer.max_steps
-    warmup = max(o.warmup_steps, round(o.warmup_fraction * total))
-    if o.schedule == "constant" and warmup == 0:
-        return None
-    return lambda step: lr_factor(o.schedule, step, total, warmup, o.final_lr_ratio)
 
 
 def interpreter() -> str:
@@ -146,15 +136,10 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
     validate(cfg)
     out_dir = Path(out_dir)
     device = resolve_device(cfg.trainer.device)
-    make_autocast(device, cfg.trainer.precision)  # refuses bf16 where the device lacks it
     config = config_to_dict(cfg)
-    torch.manual_seed(cfg.seed)
-    task, model = build_task(cfg, device)
-    model.to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # a model with nothing to train (a training-free baseline) is evaluated once, with no steps
-    optimizer = (make_optimizer(cfg.optimizer.name, trainable, cfg.optimizer.lr, cfg.optimizer.weight_decay)
-                 if trainable else None)
+    # a model with nothing to train (a training-free baseline) gets no optimizer: evaluated once, no steps
+    run = build_run(cfg, device)
+    task, model = run.task, run.model
     resume_path = resolve_resume(cfg.trainer, Path(cfg.runs_root), config, out_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +151,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
             log.info(f"resuming from {resume_path}")
         (out_dir / STATUS).unlink(missing_ok=True)  # a failure record from an earlier attempt in this dir
         try:
-            state = train(model, task, optimizer, cfg.trainer, cfg.optimizer.grad_clip, device, out_dir, config,
-                          resume_path=resume_path, writer=writer, lr_factor=make_lr_factor(cfg))
+            state = train(run.step, cfg.trainer, out_dir, config, resume_path=resume_path, writer=writer)
         except TrainingFailed as err:
             write_failure(out_dir, cfg, err, command, device)
             log.error(f"failed: {err}. Run dir: {out_dir} (status.json, no metrics.json)")

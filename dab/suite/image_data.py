@@ -28,8 +28,8 @@ from typing import Iterator
 import torch
 
 from dab.errors import ConfigError
+from dab.suite.datasets import DATASETS, FMNISTData, ImageNetData, SmallImageData
 
-IMAGE_DATASETS = ("fmnist", "fmnist32", "cifar10", "imagenet")
 _FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -164,29 +164,37 @@ def pad_to_32_rgb(images: torch.Tensor) -> torch.Tensor:
 
 def load_image_split(name: str, root: str | os.PathLike | None, train: bool, device: torch.device | str,
                      download: bool = True) -> ImageSplit:
-    """A whole small-image split as device tensors. ``name`` in fmnist, fmnist32, cifar10."""
-    root = data_root(root)
-    if name == "fmnist":
-        images, labels = load_fashion_mnist(root, train, download)
-    elif name == "fmnist32":
-        images, labels = load_fashion_mnist(root, train, download)
-        images = pad_to_32_rgb(images)
-    elif name == "cifar10":
-        images, labels = load_cifar10(root, train, download)
-    elif name == "imagenet":
-        raise ConfigError("imagenet is too large for device tensors; use imagenet_loader()")
-    else:
-        raise ConfigError(f"unknown image data set '{name}'; valid choices: {', '.join(IMAGE_DATASETS)}")
+    """A whole small-image split as device tensors (the data sets registered with a ``load``)."""
+    option = DATASETS[name]
+    if "load" not in option.info:
+        raise ConfigError(f"{name} is not a small-image data set held on the device; valid choices: "
+                          + ", ".join(DATASETS.where(lambda o: "load" in o.info)))
+    images, labels = option.info["load"](data_root(root), train, download)
     return ImageSplit(images.to(device), labels.to(device))
 
 
 def image_shape(name: str, image_size: int = 512) -> tuple[int, int, int]:
-    """Per-sample [C, H, W] of a data set, known before loading it (imagenet: ``image_size``)."""
-    shapes = {"fmnist": (1, 28, 28), "fmnist32": (3, 32, 32), "cifar10": (3, 32, 32),
-              "imagenet": (3, image_size, image_size)}
-    if name not in shapes:
-        raise ConfigError(f"unknown image data set '{name}'; valid choices: {', '.join(IMAGE_DATASETS)}")
-    return shapes[name]
+    """Per-sample [C, H, W] of an image data set, known before loading it (imagenet: ``image_size``)."""
+    option = DATASETS[name]
+    if "shape" not in option.info:
+        raise ConfigError(f"{name} is not an image data set; valid choices: {', '.join(image_datasets())}")
+    return option.info["shape"](image_size)
+
+
+def image_datasets() -> tuple[str, ...]:
+    """The registered image data sets."""
+    return DATASETS.where(lambda o: "shape" in o.info)
+
+
+def _fmnist32(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = load_fashion_mnist(root, train, download)
+    return pad_to_32_rgb(images), labels
+
+
+DATASETS.register("fmnist", None, schema=FMNISTData, load=load_fashion_mnist, shape=lambda size: (1, 28, 28))
+DATASETS.register("fmnist32", None, schema=SmallImageData, load=_fmnist32, shape=lambda size: (3, 32, 32))
+DATASETS.register("cifar10", None, schema=SmallImageData, load=load_cifar10, shape=lambda size: (3, 32, 32))
+DATASETS.register("imagenet", None, schema=ImageNetData, shape=lambda size: (3, size, size))  # imagenet_loader()
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

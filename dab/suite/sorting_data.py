@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from dab.errors import ConfigError
+from dab.suite.datasets import DATASETS, SortData
 
 
 def sort_batch(batch_size: int, length: int, generator: torch.Generator,
@@ -16,7 +17,4 @@ def sort_batch(batch_size: int, length: int, generator: torch.Generator,
     return x, torch.argsort(x, dim=1)
 
 
-def step_generator(seed: int, step: int, device: torch.device | str) -> torch.Generator:
-    """A generator whose state depends only on (seed, step): training batches need no saved
-    RNG state, so a resumed run sees exactly the batches an uninterrupted one would."""
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (2**63))
+DATASETS.register("sort", None, schema=SortData)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dab.bridge import pop_dab_loss
 from dab.suite.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from dab.errors import ConfigError, TrainingFailed
+from dab.suite.step import TrainStep
+from dab.errors import TrainingFailed
 
 log = logging.getLogger(__name__)
 
@@ -51,72 +50,6 @@ class TrainState:
     saved_step: int | None = None  # the step of the newest checkpoint on disk
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam and RMSprop use the fused (single-kernel) update; the maths is the standard one."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, foreach=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9)
-    raise ConfigError(f"unknown optimizer '{name}'; valid choices: adam, rmsprop, sgd")
-
-
-def make_forward_loss(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> Callable:
-    """batch -> (task loss, DAB loss or None, logs): model, task loss and the bridges' DAB losses
-    in one function, so ``torch.compile`` can fuse all of it."""
-
-    def forward_loss(batch: Any):
-        with autocast():
-            task_loss, logs = task.loss(model, batch)
-            dab_loss = pop_dab_loss(model, none_if_empty=True)  # None: no zero to add
-        return task_loss, dab_loss, logs
-
-    return forward_loss
-
-
-def compile_forward_loss(forward_loss: Callable, device: torch.device) -> Callable:
-    """``torch.compile`` the forward + loss (and, through AOTAutograd, its backward). On CUDA with
-    ``mode="reduce-overhead"``: CUDA graphs, which remove the per-kernel launch cost that dominates
-    small models. Each call is marked as a new step, and the returned losses and logs are cloned:
-    the next graph replay would otherwise overwrite them while the loop still sums them."""
-    if device.type != "cuda":
-        return torch.compile(forward_loss)
-    compiled = torch.compile(forward_loss, mode="reduce-overhead")
-
-    def step(batch: Any):
-        torch.compiler.cudagraph_mark_step_begin()
-        task_loss, dab_loss, logs = compiled(batch)
-        return (task_loss.clone(), None if dab_loss is None else dab_loss.clone(),
-                {k: v.clone() for k, v in logs.items()})
-
-    return step
-
-
-def train_step(forward_loss: Callable, params: list, optimizer: torch.optim.Optimizer, batch: Any,
-               grad_clip: float | None, skip_nonfinite: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict, bool]:
-    """One optimizer step; returns detached (task loss, DAB loss, logs) still on the device and
-    whether the step was taken.
-    ``skip_nonfinite`` checks the loss on the host first (one sync per step) and skips the update
-    when it is not finite."""
-    task_loss, dab_loss, logs = forward_loss(batch)
-    loss = task_loss if dab_loss is None else task_loss + dab_loss
-    optimizer.zero_grad(set_to_none=True)
-    dab_value = torch.zeros((), device=task_loss.device) if dab_loss is None else dab_loss.detach()
-    task_value, logs = task_loss.detach(), {k: v.detach() for k, v in logs.items()}
-    if skip_nonfinite and not math.isfinite(float(loss.detach())):
-        return task_value, dab_value, logs, False
-    loss.backward()
-    if grad_clip is not None:
-        nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    return task_value, dab_value, logs, True
-
-
-def cpu_supports_bf16() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def time_estimate(steps_done: int, seconds: float, steps_left: int, budget_s: float | None, used_s: float) -> str:
     """'<rate> steps/s: about <m> min to go' from the steps so far, and whether the minute budget ends it first."""
     rate = steps_done / max(seconds, 1e-9)
@@ -139,16 +72,6 @@ def first_nonfinite(window: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tup
     return step, {"train/task_loss": float(task_loss), "train/dab_loss": float(dab_loss)}
 
 
-def make_autocast(device: torch.device, precision: str) -> Callable[[], Any]:
-    """A context-manager factory for ``precision``; bf16 on a CPU without bf16 support is refused."""
-    if precision == "bf16":
-        if device.type == "cpu" and not cpu_supports_bf16():
-            raise ConfigError("trainer.precision=bf16 needs a CPU with bf16 support (AVX512-BF16/AMX) or "
-                              "CUDA; this CPU has none. Valid choices here: fp32")
-        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def evaluate(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> dict[str, float]:
     model.eval()
     with autocast():
@@ -157,14 +80,12 @@ def evaluate(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> dict[s
     return metrics
 
 
-def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer_cfg: Any, grad_clip: float | None,
-          device: torch.device, out_dir: Path, config: dict, resume_path: Path | None = None,
-          writer: Any = None, lr_factor: Callable[[int], float] | None = None) -> TrainState:
+def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, resume_path: Path | None = None,
+          writer: Any = None) -> TrainState:
     """Train until ``trainer_cfg.max_steps`` or ``max_minutes``; checkpoint to ``out_dir``.
-    ``optimizer=None`` (a model without trainable parameters) takes no steps: evaluate and save.
-
-    ``lr_factor(step)`` scales every param group's initial lr at each step (a schedule that is a
-    pure function of the step, so resuming needs no scheduler state).
+    ``step_fn`` (:class:`dab.suite.step.TrainStep`) holds the model, the task and the optimizer and
+    takes one step; an optimizer of None (a model without trainable parameters) takes no steps:
+    evaluate and save.
 
     A KeyboardInterrupt between steps saves a checkpoint before it propagates as
     :class:`Interrupted` (inside a step the last periodic one stands), so ``trainer.resume``
@@ -175,20 +96,13 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
     previous one were checked, so the one on disk is the last good one. ``nan_policy=skip``
     skips such steps instead and counts them in ``skipped_steps``.
     """
+    model, task, optimizer = step_fn.model, step_fn.task, step_fn.optimizer
     state = TrainState()
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path, model, optimizer)
         state = TrainState(ckpt["step"], ckpt["train_seconds"], list(ckpt["history"]),
                            ckpt.get("skipped_steps", 0), ckpt["step"])
-    autocast = make_autocast(device, trainer_cfg.precision)
-    forward_loss = make_forward_loss(model, task, autocast)
-    if trainer_cfg.compile:
-        forward_loss = compile_forward_loss(forward_loss, device)
-    params = list(model.parameters())
-    groups = [] if optimizer is None else optimizer.param_groups
-    base_lrs = [g.get("initial_lr", g["lr"]) for g in groups]
-    for g, lr in zip(groups, base_lrs):
-        g["initial_lr"] = lr
+    autocast = step_fn.autocast
     budget_s = None if trainer_cfg.max_minutes is None else 60.0 * trainer_cfg.max_minutes
     ckpt_path = out_dir / CHECKPOINT
 
@@ -197,7 +111,6 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
                         state.skipped_steps)
         state.saved_step = state.step
 
-    skip_nonfinite = trainer_cfg.nan_policy == "skip"
     window: list = []  # (step, task loss, DAB loss) on the device since the last finiteness check
 
     def check_finite() -> None:
@@ -238,13 +151,8 @@ def train(model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, trainer
             while (optimizer is not None and state.step < trainer_cfg.max_steps  # no optimizer: nothing to train
                    and (budget_s is None or state.train_seconds < budget_s)):
                 in_step = True
-                batch = task.train_batch(state.step)
-                if lr_factor is not None:
-                    factor = lr_factor(state.step)
-                    for g, lr in zip(optimizer.param_groups, base_lrs):
-                        g["lr"] = lr * factor
-                task_loss, dab_loss, logs, taken = train_step(forward_loss, params, optimizer, batch, grad_clip,
-                                                              skip_nonfinite)
+                out = step_fn(state.step)
+                task_loss, dab_loss, logs, taken = out.task_loss, out.dab_loss, out.logs, out.taken
                 state.step += 1
                 in_step = False
                 if not taken:

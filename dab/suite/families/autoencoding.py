@@ -3,32 +3,64 @@ pixel, loss and evaluation (MS-SSIM, linear probes, bits, reconstruction loss, K
 
 Bits per pixel: a code of ``units`` units carrying ``b`` bits each (1 binary, log2(3) ternary
 signum, log2(K) per K-way categorical variable) costs ``units * b / (C * H * W)``. Given a target
-``model.bpp`` the latent gets the most units that fit, ``floor(bpp * C*H*W / b)``; metrics report
+``latent.bpp`` the latent gets the most units that fit, ``floor(bpp * C*H*W / b)``; metrics report
 the bpp actually used. The threshold baseline keeps a C x s x s binary image, s = floor(sqrt(bits / C)).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dab.errors import ConfigError
-from dab.suite.image_data import image_shape, imagenet_loader, load_image_split, to_float
+from dab.registry import Registry
+from dab.suite.config import check_choice, check_min, option_args
+from dab.suite.datasets import DATASETS
+from dab.suite.image_data import image_datasets, image_shape, imagenet_loader, load_image_split, to_float
 from dab.suite.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
-from dab.suite.models.autoencoders import Autoencoder, make_encoder_decoder, threshold_autoencoder
-from dab.suite.models.latents import (LATENT_VARIANTS, RelaxedLatent, ThresholdLatent, bits_per_unit,
-                                make_bridged_latent, make_schedule)
-from dab.suite.sorting_data import step_generator
+from dab.suite.models.autoencoders import (Autoencoder, ConvDecoder, conv_encoder, dense_decoder, resnet18_encoder,
+                                           threshold_autoencoder)
+from dab.suite.models.latents import (ANNEAL_SCHEDULES, LATENTS, RelaxedArgs, RelaxedLatent, SignumLatentArgs,
+                                      ThresholdLatent, bits_per_unit, make_bridged_latent, make_schedule)
+from dab.suite.models.sorting import ACTIVATIONS
+from dab.suite.rng import EpochOrder
+
+MODELS = Registry("model")  # the autoencoders: name -> builder(args, shape, in_features, code_features)
+
+
+@dataclass
+class ConvArgs:
+    """Conv encoders: channels per encoder stage; dense decoders: ``hidden`` units per layer."""
+    widths: List[int] = field(default_factory=lambda: [32, 64, 128])
+    hidden: int = 512
+    activation: str = "elu"
+
+
+@MODELS.register("conv_unet", schema=ConvArgs)
+def _conv_unet(a: ConvArgs, shape, in_features: int, code_features: int):
+    return conv_encoder(shape, a.widths, a.activation, in_features), ConvDecoder(code_features, shape, a.widths, a.activation)
+
+
+@MODELS.register("coordconv_dense", schema=ConvArgs)
+def _coordconv_dense(a: ConvArgs, shape, in_features: int, code_features: int):
+    return (conv_encoder(shape, a.widths, a.activation, in_features, coord=True),
+            dense_decoder(code_features, shape, a.hidden, a.activation))
+
+
+@MODELS.register("resnet18_dense", schema=ConvArgs)
+def _resnet18_dense(a: ConvArgs, shape, in_features: int, code_features: int):
+    return resnet18_encoder(shape, in_features), dense_decoder(code_features, shape, a.hidden, a.activation)
 
 THRESHOLD_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))  # tau candidates for `threshold`
 EVAL_CHUNK = 500
 
 
-def latent_size(bpp: float, shape: tuple[int, int, int], variant: str, categories: int = 2) -> tuple[int, float]:
+def latent_size(bpp: float, shape: tuple[int, int, int], variant: str, categories: int = 8) -> tuple[int, float]:
     """(units, bits) of the largest code within ``bpp`` bits per pixel for images ``shape``
     (threshold: units = C*s*s pixels of its downsampled image). Too small a ``bpp`` is a
     ConfigError naming the smallest valid value."""
@@ -42,7 +74,7 @@ def latent_size(bpp: float, shape: tuple[int, int, int], variant: str, categorie
         units = int(budget / unit_bits + 1e-9)
     if units < 1:
         least = (shape[0] if variant == "threshold" else unit_bits) / pixels
-        raise ConfigError(f"model.bpp={bpp} leaves no latent unit for latent={variant} on {shape[0]}x{shape[1]}x"
+        raise ConfigError(f"latent.bpp={bpp} leaves no latent unit for latent={variant} on {shape[0]}x{shape[1]}x"
                           f"{shape[2]} images; the smallest valid value is {math.ceil(least * 1e6) / 1e6:g}")
     return units, units * unit_bits
 
@@ -54,16 +86,10 @@ class DeviceImages:
 
     def __init__(self, split, batch_size: int, seed: int):
         self.split, self.batch_size, self.seed = split, batch_size, seed
-        self.per_epoch = max(1, len(split) // batch_size)
-        self._epoch, self._perm = -1, None
+        self.order = EpochOrder(len(split), batch_size, seed, split.images.device)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, i = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            gen = step_generator(self.seed, epoch, self.split.images.device)
-            self._perm = torch.randperm(len(self.split), generator=gen, device=self.split.images.device)
-            self._epoch = epoch
-        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.order.indices(step)
         return to_float(self.split.images[idx]), self.split.labels[idx]
 
     def chunks(self, n: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -113,10 +139,10 @@ class AutoencodingTask:
     percent_metrics = ("test/linear_acc", "test/linear_acc_posterior")
 
     def __init__(self, model: Autoencoder, train: Any, test: Any, units: int, bits: float,
-                 shape: tuple[int, int, int], test_size: int, probe_size: int, latent_cfg: Any):
+                 shape: tuple[int, int, int], test_size: int, probe_size: int):
         self.model, self.train, self.test = model, train, test
         self.units, self.bits, self.shape = units, bits, shape
-        self.test_size, self.probe_size, self.latent_cfg = test_size, probe_size, latent_cfg
+        self.test_size, self.probe_size = test_size, probe_size
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         lat = self.model.latent
@@ -226,34 +252,72 @@ def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none").flatten(1).sum(1)
 
 
+def validate(cfg: Any) -> None:
+    """An image data set, an autoencoder, a latent, and their settings' values."""
+    _, d = option_args(cfg, "dataset", DATASETS, image_datasets(), "autoencode")
+    _, m = option_args(cfg, "model", MODELS, task="autoencode")
+    _, lat = option_args(cfg, "latent", LATENTS, task="autoencode")
+    if cfg.dab.estimator != "dab":
+        raise ConfigError("for task autoencode the latent variant picks the estimator (dab.estimator is not read); "
+                          "for the straight-through estimator use latent=ste_binary or latent=ste_signum")
+    check_min(d.batch_size, 1, "dataset.batch_size")
+    check_min(d.test_size, 1, "dataset.test_size")
+    check_min(d.probe_size, 10, "dataset.probe_size")
+    for key in ("image_size", "workers"):
+        if hasattr(d, key):
+            check_min(getattr(d, key), 32 if key == "image_size" else 0, f"dataset.{key}")
+    if len(m.widths) < 1 or min(m.widths) < 1:
+        raise ConfigError(f"model.widths needs at least one width >= 1, got {list(m.widths)}")
+    check_min(m.hidden, 1, "model.hidden")
+    check_choice(m.activation, tuple(ACTIVATIONS), "model.activation")
+    if lat.bpp is None or lat.bpp <= 0:
+        raise ConfigError(f"latent.bpp must be > 0, got {lat.bpp}")
+    if isinstance(lat, SignumLatentArgs) and lat.eps < 0:
+        raise ConfigError(f"latent.eps (the signum margin) must be >= 0, got {lat.eps}")
+    if isinstance(lat, RelaxedArgs):
+        if hasattr(lat, "categories"):
+            check_min(lat.categories, 2, "latent.categories")
+        check_choice(lat.anneal, ANNEAL_SCHEDULES, "latent.anneal")
+        if lat.tau_min is None or not 0 < lat.tau_min < 1:
+            raise ConfigError(f"latent.tau_min must be > 0 and < 1 (tau starts at 1), got {lat.tau_min}")
+        if lat.anneal_epochs is not None and lat.anneal_epochs < 1:
+            raise ConfigError(f"latent.anneal_epochs must be >= 1, or null to fit E to trainer.max_steps; "
+                              f"got {lat.anneal_epochs}")
+        check_min(lat.anneal_rate, 0, "latent.anneal_rate")
+        check_min(lat.anneal_every, 1, "latent.anneal_every")
+
+
 def make_autoencoder(cfg: Any, shape: tuple[int, int, int]) -> tuple[Autoencoder, int, float]:
     """The model for ``cfg.model`` and ``cfg.latent`` on images ``shape``; returns (model, units, bits)."""
-    m, lat = cfg.model, cfg.latent
-    units, bits = latent_size(m.bpp, shape, lat.name, lat.categories)
-    variant = LATENT_VARIANTS[lat.name]
-    if lat.name == "threshold":
+    model_opt, m = option_args(cfg, "model", MODELS, task="autoencode")
+    lat_opt, lat = option_args(cfg, "latent", LATENTS, task="autoencode")
+    categories = getattr(lat, "categories", 8)
+    units, bits = latent_size(lat.bpp, shape, lat_opt.name, categories)
+    variant = lat_opt.build
+    if lat_opt.name == "threshold":
         side = math.isqrt(units // shape[0])
         return threshold_autoencoder(shape, side, ThresholdLatent(shape[0], side)), units, bits
     if variant.relaxed is not None:
-        latent = RelaxedLatent("bernoulli" if variant.relaxed == "bernoulli" else "categorical", units, lat.categories,
+        latent = RelaxedLatent("bernoulli" if variant.relaxed == "bernoulli" else "categorical", units, categories,
                                schedule=make_schedule(lat, cfg.trainer.max_steps))
     else:
-        latent = make_bridged_latent(lat.name, units, cfg.dab, cfg.hard_fn.eps, cfg.seed)
-    encoder, decoder = make_encoder_decoder(m.name, shape, m.widths, m.hidden, m.activation,
-                                            latent.in_features, latent.code_features)
+        hard_args = {"eps": lat.eps} if isinstance(lat, SignumLatentArgs) else {}
+        latent = make_bridged_latent(lat_opt.name, units, cfg.dab, **hard_args)
+    encoder, decoder = model_opt(m, shape, latent.in_features, latent.code_features)
     return Autoencoder(encoder, latent, decoder), units, bits
 
 
 def build(cfg: Any, device: torch.device) -> tuple[AutoencodingTask, Autoencoder]:
-    d = cfg.dataset
-    shape = image_shape(d.name, d.image_size)
-    latent_size(cfg.model.bpp, shape, cfg.latent.name, cfg.latent.categories)  # a too-small bpp fails first
-    if d.name == "imagenet":
+    data, d = option_args(cfg, "dataset", DATASETS, image_datasets(), "autoencode")
+    lat_opt, lat = option_args(cfg, "latent", LATENTS, task="autoencode")
+    shape = image_shape(data.name, getattr(d, "image_size", 512))
+    latent_size(lat.bpp, shape, lat_opt.name, getattr(lat, "categories", 8))  # a too-small bpp fails first
+    if data.name == "imagenet":
         train = LoaderImages(imagenet_loader(d.root, d.image_size, d.batch_size, True, d.workers), device)
         test = LoaderImages(imagenet_loader(d.root, d.image_size, d.batch_size, False, d.workers), device)
     else:
-        train = DeviceImages(load_image_split(d.name, d.root, True, device), d.batch_size, cfg.seed)
-        test = DeviceImages(load_image_split(d.name, d.root, False, device), d.batch_size, cfg.seed)
+        train = DeviceImages(load_image_split(data.name, d.root, True, device), d.batch_size, cfg.seed)
+        test = DeviceImages(load_image_split(data.name, d.root, False, device), d.batch_size, cfg.seed)
     model, units, bits = make_autoencoder(cfg, shape)
-    task = AutoencodingTask(model, train, test, units, bits, shape, d.test_size, d.probe_size, cfg.latent)
+    task = AutoencodingTask(model, train, test, units, bits, shape, d.test_size, d.probe_size)
     return task, model

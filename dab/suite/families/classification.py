@@ -2,23 +2,46 @@
 data as device tensors, the model, cross-entropy and the test metrics (accuracy, EMD)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 from torch import nn
 
-from dab.suite import image_data
-from dab.bridge import Bridge, bridge_from_config
+from dab.bridge import Bridge
 from dab.errors import ConfigError
-from dab.suite.memory_layout import use_channels_last
-from dab.suite.models.resnet import ResNet18Classifier, stage_output_shape
+from dab.hard_fns import HARD_FNS
+from dab.registry import Registry
+from dab.suite import image_data
+from dab.suite.config import bridge_from_config, check_choice, check_min, option_args
+from dab.suite.datasets import DATASETS
+from dab.suite.memory_layout import CHANNELS_LAST_CHOICES, use_channels_last
+from dab.suite.models.resnet import HEADS, STAGES, ResNet18Classifier, stage_output_shape
 from dab.suite.models.sorting import ACTIVATIONS
-from dab.suite.sorting_data import step_generator
+from dab.suite.rng import EpochOrder, step_generator
 
 CLASSES = 10
 EVAL_CHUNK = 1000
+DATASETS_HERE = ("cifar10", "fmnist32")  # 32x32 RGB images, 10 classes
+MODELS = Registry("model")  # the classifiers
+
+
+@dataclass
+class ResNetArgs:
+    width: int = 64  # channels of the first stage (stages: w, 2w, 4w, 8w); 64 = standard
+    hard_fn_after: int = 4  # the residual stage (1..4) whose output goes through the bridge
+    head: str = "pool"  # pool (global average pool, the paper's) | flatten (ours; dab/suite/models/resnet.py)
+    activation: str = "elu"
+    channels_last: Any = "auto"  # NHWC layout: auto | true | false (dab/suite/memory_layout.py)
+
+
+@MODELS.register("resnet18", schema=ResNetArgs)
+def _resnet18(args: ResNetArgs, bridge: Bridge | None) -> ResNet18Classifier:
+    in_shape = stage_output_shape(args.hard_fn_after, args.width)
+    out_shape = None if bridge is None else bridge.hard_fn.out_shape(in_shape)
+    return ResNet18Classifier(args.width, args.hard_fn_after, bridge, out_shape, CLASSES,
+                              activation=ACTIVATIONS[args.activation], head=args.head)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,8 +128,8 @@ class ClassificationTask:
         self.crop_pad, self.flip = crop_pad, flip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.mean, self.std = (t.view(1, -1, 1, 1).to(train.images.device) for t in channel_stats(train.images))
-        self.steps_per_epoch = len(train) // batch_size  # the last partial batch is dropped
-        self._epoch, self._perm = None, None
+        # salt 2**40: the crop/flip draws use step_generator(seed, step) (see EpochOrder)
+        self.order = EpochOrder(len(train), batch_size, seed, train.images.device, salt=2**40)
         self.emd_x = None if emd_batch == 0 else self.prepare(test.images[:emd_batch])
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -115,16 +138,11 @@ class ClassificationTask:
         return x.contiguous(memory_format=self.memory_format)
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, i = divmod(step, self.steps_per_epoch)
-        device = self.train.images.device
-        if epoch != self._epoch:
-            gen = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch + 2**40)
-            self._epoch, self._perm = epoch, torch.randperm(len(self.train), generator=gen, device=device)
-        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.order.indices(step)
         images = self.train.images[idx]
         if self.crop_pad > 0 or self.flip:
-            images = image_data.random_crop_flip(images, step_generator(self.seed, step, device), self.crop_pad,
-                                                 self.flip)
+            images = image_data.random_crop_flip(images, step_generator(self.seed, step, images.device),
+                                                 self.crop_pad, self.flip)
         return self.prepare(images), self.train.labels[idx]
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -157,20 +175,40 @@ class ClassificationTask:
         return {"test/emd": positional_emd(align_for_emd(x, out), out.flatten(1)), "test/emd_values": value_emd(x, out)}
 
 
+def validate(cfg: Any) -> None:
+    """A 32x32 RGB data set, the ResNet18, a hard function, and their settings' values."""
+    _, d = option_args(cfg, "dataset", DATASETS, DATASETS_HERE, "classify")
+    _, m = option_args(cfg, "model", MODELS, task="classify")
+    option_args(cfg, "hard_fn", HARD_FNS, task="classify")
+    if getattr(cfg, "latent", None) is not None:
+        raise ConfigError("latent applies to task autoencode only; task classify reads hard_fn and dab")
+    check_min(d.batch_size, 1, "dataset.batch_size")
+    check_min(d.test_size, 1, "dataset.test_size")
+    check_min(m.width, 1, "model.width")
+    check_choice(m.head, HEADS, "model.head")
+    check_choice(m.activation, tuple(ACTIVATIONS), "model.activation")
+    if str(m.channels_last).lower() not in CHANNELS_LAST_CHOICES:
+        raise ConfigError(f"unknown model.channels_last '{m.channels_last}'; valid choices: "
+                          + ", ".join(CHANNELS_LAST_CHOICES))
+    if m.hard_fn_after not in STAGES:
+        raise ConfigError(f"model.hard_fn_after must be a residual stage; valid choices: "
+                          f"{', '.join(map(str, STAGES))} (got {m.hard_fn_after})")
+    check_min(d.crop_pad, 0, "dataset.crop_pad")
+    check_min(d.emd_batch, 0, "dataset.emd_batch")
+
+
 def make_classifier(cfg: Any) -> ResNet18Classifier:
     """ResNet18 with ``cfg.hard_fn``'s bridge after stage ``cfg.model.hard_fn_after`` and the
     classifier head ``cfg.model.head`` (pool | flatten)."""
-    m = cfg.model
-    in_shape = stage_output_shape(m.hard_fn_after, m.width)
-    bridge = bridge_from_config(cfg, in_shape)
-    out_shape = None if bridge is None else bridge.hard_fn.out_shape(in_shape)
-    return ResNet18Classifier(m.width, m.hard_fn_after, bridge, out_shape, CLASSES,
-                              activation=ACTIVATIONS[m.activation], head=m.head)
+    option, m = option_args(cfg, "model", MODELS, task="classify")
+    return option(m, bridge_from_config(cfg, stage_output_shape(m.hard_fn_after, m.width)))
 
 
 def build(cfg: Any, device: torch.device) -> tuple[ClassificationTask, nn.Module]:
-    d, m = cfg.dataset, cfg.model
-    if d.emd_batch > 0 and cfg.hard_fn.name == "identity":
+    data, d = option_args(cfg, "dataset", DATASETS, DATASETS_HERE, "classify")
+    _, m = option_args(cfg, "model", MODELS, task="classify")
+    hard, _ = option_args(cfg, "hard_fn", HARD_FNS, task="classify")
+    if d.emd_batch > 0 and hard.name == "identity":
         raise ConfigError("test/emd measures a hard function; hard_fn=identity builds no bridge. "
                           "Set dataset.emd_batch=0 or choose signum, kmeans, sort1d, sort_rows_cols")
     model = make_classifier(cfg)  # shape and layout errors before any data is loaded
@@ -178,8 +216,8 @@ def build(cfg: Any, device: torch.device) -> tuple[ClassificationTask, nn.Module
     if d.emd_batch > 0:
         probe = stage_output_shape(m.hard_fn_after, m.width)
         align_for_emd(torch.zeros(1, *probe), model.bridge.hard_fn(torch.zeros(1, *probe)))
-    train = image_data.load_image_split(d.name, d.root, True, device)
-    test = image_data.load_image_split(d.name, d.root, False, device)
+    train = image_data.load_image_split(data.name, d.root, True, device)
+    test = image_data.load_image_split(data.name, d.root, False, device)
     test = image_data.ImageSplit(test.images[:d.test_size], test.labels[:d.test_size])
     task = ClassificationTask(train, test, d.batch_size, cfg.seed, d.crop_pad, d.flip, channels_last, d.emd_batch)
     if channels_last:

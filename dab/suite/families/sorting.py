@@ -1,16 +1,47 @@
 """Sequence sorting (paper Sec. 5.1, Table 1, Figure 3): data, models, loss and evaluation."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, List
 
 import torch
 from torch import nn
 
-from dab.bridge import bridge_from_config
+from dab.hard_fns import HARD_FNS
+from dab.registry import Registry
+from dab.suite.config import bridge_from_config, check_choice, check_min, option_args
+from dab.suite.datasets import DATASETS
 from dab.errors import ConfigError
 from dab.suite.metrics import all_or_none_accuracy, per_element_accuracy
-from dab.suite.models.sorting import DenseSorter, LSTMSorter
-from dab.suite.sorting_data import sort_batch, step_generator
+from dab.suite.models.sorting import ACTIVATIONS, NORMS, DenseSorter, LSTMSorter
+from dab.suite.rng import step_generator
+from dab.suite.sorting_data import sort_batch
+
+MODELS = Registry("model")  # the sorting models; name -> builder(args, length, bridge)
+
+
+@dataclass
+class DenseArgs:
+    widths: List[int] = field(default_factory=lambda: [128, 128, 256])  # dense layers before the bridge
+    activation: str = "tanh"
+
+
+@dataclass
+class LSTMArgs(DenseArgs):
+    hidden: int = 256  # the LSTM's size
+    widths: List[int] = field(default_factory=lambda: [256])
+    ponder_steps: int = 0  # extra zero-input steps (Figure 3)
+    norm: str = "batchnorm"  # batchnorm | layernorm | none (keeps the bridge input alive)
+
+
+@MODELS.register("dense", schema=DenseArgs)
+def _dense(args: DenseArgs, length: int, bridge: nn.Module | None) -> nn.Module:
+    return DenseSorter(length, list(args.widths), args.activation, bridge)
+
+
+@MODELS.register("lstm", schema=LSTMArgs)
+def _lstm(args: LSTMArgs, length: int, bridge: nn.Module | None) -> nn.Module:
+    return LSTMSorter(length, args.hidden, list(args.widths), args.activation, args.ponder_steps, bridge, args.norm)
 
 
 class SortingTask:
@@ -52,22 +83,34 @@ class SortingTask:
         return {"test/all_or_none": float(hits_all / n), "test/per_element": float(hits_elem / n)}
 
 
+def validate(cfg: Any) -> None:
+    """dataset=sort, a sorting model, a hard function, and their settings' values."""
+    _, d = option_args(cfg, "dataset", DATASETS, ("sort",), "sort")
+    _, m = option_args(cfg, "model", MODELS, task="sort")
+    option_args(cfg, "hard_fn", HARD_FNS, task="sort")
+    if getattr(cfg, "latent", None) is not None:
+        raise ConfigError("latent applies to task autoencode only; task sort reads hard_fn and dab")
+    check_min(d.length, 2, "dataset.length (T)")
+    check_min(d.batch_size, 1, "dataset.batch_size")
+    check_min(d.test_size, 1, "dataset.test_size")
+    if len(m.widths) < 1 or min(m.widths) < 1:
+        raise ConfigError(f"model.widths needs at least one width >= 1, got {list(m.widths)}")
+    check_choice(m.activation, tuple(ACTIVATIONS), "model.activation")
+    if isinstance(m, LSTMArgs):
+        check_min(m.hidden, 1, "model.hidden")
+        check_min(m.ponder_steps, 0, "model.ponder_steps")
+        check_choice(m.norm, tuple(NORMS), "model.norm")
+
+
 def make_sorting_model(cfg: Any) -> nn.Module:
     """Build the sorting model; hard_fn=identity means no bridge (the plain baseline)."""
-    m = cfg.model
-    widths = list(m.widths)
-    bridge = bridge_from_config(cfg, (widths[-1],))
-    T = cfg.dataset.length
-    if m.name == "dense":
-        return DenseSorter(T, widths, m.activation, bridge)
-    if m.name == "lstm":
-        return LSTMSorter(T, m.hidden, widths, m.activation, m.ponder_steps, bridge, m.norm)
-    raise ConfigError(f"unknown model '{m.name}' for task sort; valid choices: dense, lstm")
+    option, args = option_args(cfg, "model", MODELS, task="sort")
+    _, d = option_args(cfg, "dataset", DATASETS, ("sort",), "sort")
+    bridge = bridge_from_config(cfg, (args.widths[-1],))
+    return option(args, d.length, bridge)
 
 
 def build(cfg: Any, device: torch.device) -> tuple[SortingTask, nn.Module]:
-    d = cfg.dataset
-    if d.name != "sort":
-        raise ConfigError(f"task sort needs dataset=sort, got '{d.name}'")
+    _, d = option_args(cfg, "dataset", DATASETS, ("sort",), "sort")
     task = SortingTask(d.length, d.batch_size, d.test_size, d.test_seed, cfg.seed, device)
     return task, make_sorting_model(cfg)

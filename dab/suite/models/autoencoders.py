@@ -19,10 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dab.errors import ConfigError
 from dab.suite.models.sorting import make_activation
 
-AUTOENCODER_MODELS = ("conv_unet", "coordconv_dense", "resnet18_dense")
 
 Shape = tuple[int, int, int]
 
@@ -127,20 +125,6 @@ class Autoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         code, kl = self.encode(x)
         return self.decoder(code), code, kl
-
-
-def make_encoder_decoder(name: str, shape: Shape, widths: Sequence[int], hidden: int, activation: str,
-                         in_features: int, code_features: int) -> tuple[nn.Module, nn.Module]:
-    """Encoder [B, *shape] -> [B, in_features] and decoder [B, code_features] -> logits [B, *shape]."""
-    if name == "conv_unet":
-        return (conv_encoder(shape, widths, activation, in_features),
-                ConvDecoder(code_features, shape, widths, activation))
-    if name == "coordconv_dense":
-        return (conv_encoder(shape, widths, activation, in_features, coord=True),
-                dense_decoder(code_features, shape, hidden, activation))
-    if name == "resnet18_dense":
-        return resnet18_encoder(shape, in_features), dense_decoder(code_features, shape, hidden, activation)
-    raise ConfigError(f"unknown model '{name}' for task autoencode; valid choices: {', '.join(AUTOENCODER_MODELS)}")
 
 
 def threshold_autoencoder(shape: Shape, side: int, latent: nn.Module) -> Autoencoder:

@@ -10,19 +10,52 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dab.bridge import make_bridge
+from dab.registry import Registry
+
+
+LATENTS = Registry("latent")  # name -> LatentVariant; schema = the option's settings
+
+
+@dataclass
+class LatentArgs:
+    """Every latent's setting: the bit budget."""
+    bpp: float = 0.1  # bits per pixel (C*H*W values) the code may use; the latent takes the most units that fit
+
+
+@dataclass
+class SignumLatentArgs(LatentArgs):
+    eps: float = 0.5  # the signum margin of Eq. 11
+
+
+@dataclass
+class RelaxedArgs(LatentArgs):
+    """The relaxed VAEs' temperature schedule (:class:`TemperatureSchedule`), tau0 = 1.
+    exp_every: tau = max(tau_min, exp(-anneal_rate * step)), set every anneal_every steps.
+    cosine_per_step: before every step but the first, tau <- tau_min + (tau - tau_min) * (1 + cos(pi/E)) / 2,
+    E = anneal_epochs; null: E = pi * sqrt(trainer.max_steps / 12) (the gap to tau_min shrinks by ~e^-3)."""
+    anneal: str = "exp_every"
+    tau_min: float = 0.5  # in (0, 1)
+    anneal_rate: float = 3e-6
+    anneal_every: int = 10
+    anneal_epochs: Optional[float] = None  # >= 1, or null
+
+
+@dataclass
+class CategoricalArgs(RelaxedArgs):
+    categories: int = 8  # K of each Gumbel-softmax variable (log2 K bits)
 
 
 @dataclass(frozen=True)
 class LatentVariant:
-    """How a ``latent`` config option encodes: its hard function and estimator (bridged
-    variants), its relaxation (VAE baselines) and what one latent unit costs in bits."""
+    """How a ``latent`` option encodes: its hard function and estimator (bridged variants), its
+    relaxation (VAE baselines) and what one latent unit costs in bits."""
 
     legend: str  # the paper's name in figures
     hard_fn: str | None = None
@@ -31,23 +64,24 @@ class LatentVariant:
     ternary: bool = False
 
 
-LATENT_VARIANTS = {
-    "bernoulli": LatentVariant("bernoulli", relaxed="bernoulli"),
-    "discrete": LatentVariant("discrete", relaxed="categorical"),
-    "dab_bernoulli": LatentVariant("dab-bernoulli", hard_fn="bernoulli", estimator="dab"),
-    "dab_binary": LatentVariant("dab-binary", hard_fn="binary", estimator="dab"),
-    "dab_signum": LatentVariant("dab-signum", hard_fn="signum", estimator="dab", ternary=True),
-    "threshold": LatentVariant("threshold"),
-    "ste_binary": LatentVariant("ste-binary", hard_fn="binary", estimator="ste"),
-    "ste_signum": LatentVariant("ste-signum", hard_fn="signum", estimator="ste", ternary=True),
-}
-LATENT_NAMES = tuple(LATENT_VARIANTS)
+def _register(name: str, schema: type, variant: LatentVariant) -> None:
+    LATENTS.register(name, variant, schema=schema, legend=variant.legend)
 
 
-def bits_per_unit(name: str, categories: int) -> float:
+_register("bernoulli", RelaxedArgs, LatentVariant("bernoulli", relaxed="bernoulli"))
+_register("discrete", CategoricalArgs, LatentVariant("discrete", relaxed="categorical"))
+_register("dab_bernoulli", LatentArgs, LatentVariant("dab-bernoulli", hard_fn="bernoulli", estimator="dab"))
+_register("dab_binary", LatentArgs, LatentVariant("dab-binary", hard_fn="binary", estimator="dab"))
+_register("dab_signum", SignumLatentArgs, LatentVariant("dab-signum", hard_fn="signum", estimator="dab", ternary=True))
+_register("threshold", LatentArgs, LatentVariant("threshold"))
+_register("ste_binary", LatentArgs, LatentVariant("ste-binary", hard_fn="binary", estimator="ste"))
+_register("ste_signum", SignumLatentArgs, LatentVariant("ste-signum", hard_fn="signum", estimator="ste", ternary=True))
+
+
+def bits_per_unit(name: str, categories: int = 8) -> float:
     """Bits one latent unit carries: 1 (binary), log2(3) (ternary signum), log2(K) (a K-way
     categorical variable of ``discrete``)."""
-    v = LATENT_VARIANTS[name]
+    v = LATENTS[name].build
     if v.relaxed == "categorical":
         return math.log2(categories)
     return math.log2(3) if v.ternary else 1.0
@@ -209,11 +243,12 @@ class ThresholdLatent(nn.Module):
         return None
 
 
-def make_bridged_latent(name: str, units: int, dab_cfg, eps: float, seed: int) -> BridgedLatent:
+def make_bridged_latent(name: str, units: int, dab_cfg: Any, **hard_fn_args) -> BridgedLatent:
     """The ``dab_*``/``ste_*`` latent for ``units`` features; ``dab_cfg`` supplies gamma and the
-    approximator (its ``estimator`` is not read: the variant fixes it)."""
-    v = LATENT_VARIANTS[name]
+    approximator (its ``estimator`` is not read: the variant fixes it); ``hard_fn_args`` are the
+    hard function's settings (the signum variants' ``eps``)."""
+    v = LATENTS[name].build
     bridge = make_bridge(v.hard_fn, (units,), gamma=dab_cfg.gamma, estimator=v.estimator,
                          approximator=dab_cfg.approximator, hidden=dab_cfg.hidden, depth=dab_cfg.depth,
-                         loss=dab_cfg.loss, eps=eps, seed=seed, loss_to_input=dab_cfg.loss_to_input)
+                         loss=dab_cfg.loss, loss_to_input=dab_cfg.loss_to_input, **hard_fn_args)
     return BridgedLatent(units, bridge, stochastic=v.hard_fn == "bernoulli")

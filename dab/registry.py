@@ -1,0 +1,158 @@
+"""Named options of an extension point (hard functions, approximators, estimators, DAB losses;
+in the suite also optimizers, data sets, models, latents and families).
+
+Registering a name is the only list of names: validation, the command line's closest-match
+suggestions and the tests that check ``conf/<group>/*.yaml`` all read the registry. An option may
+declare a ``schema`` (a dataclass of its own settings, ``name`` excluded) and free-form ``info``
+(e.g. which estimators suit a hard function)::
+
+    HARD_FNS = Registry("hard_fn")
+
+    @dataclass
+    class SignumArgs:
+        eps: float = 0.5
+
+    @HARD_FNS.register("signum", schema=SignumArgs)
+    def signum(args: SignumArgs) -> HardFn: ...
+"""
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+from dab.errors import ConfigError
+
+
+def closest_first(name: str, choices) -> list[str]:
+    """All of ``choices``, the most similar to ``name`` first (difflib ratio), ties as given."""
+    choices = list(choices)
+    return sorted(choices, key=lambda c: -difflib.SequenceMatcher(None, str(name), c).ratio())
+
+
+@dataclass(frozen=True)
+class Option:
+    """One registered option: its name, what builds it, its settings' schema and other facts."""
+
+    name: str
+    build: Any
+    schema: type | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, *args, **kwargs):
+        return self.build(*args, **kwargs)
+
+    def keys(self) -> tuple[str, ...]:
+        """The settings this option reads (its schema's fields), ``name`` excluded."""
+        return () if self.schema is None else tuple(f.name for f in fields(self.schema))
+
+    def args(self, values: Mapping[str, Any] | None = None, where: str | None = None) -> Any:
+        """The schema filled from ``values`` (missing keys take their defaults); a key the schema
+        does not have is a ConfigError naming the valid ones. ``where`` names the config node
+        in the message (default: the registry's kind)."""
+        values = dict(values or {})
+        values.pop("name", None)
+        if self.schema is None:
+            if values:
+                raise ConfigError(f"{where or 'this option'}={self.name} takes no settings; got "
+                                  + ", ".join(sorted(values)))
+            return None
+        valid = self.keys()
+        for key in values:
+            if key not in valid:
+                raise ConfigError(f"unknown key '{key}' for {where or 'option'}={self.name}; valid keys: "
+                                  + (", ".join(closest_first(key, valid)) or "none"))
+        hints = typing.get_type_hints(self.schema)
+        for key, value in values.items():
+            if not _conforms(value, hints.get(key, Any)):
+                raise ConfigError(f"{where or 'option'}.{key} must be {_type_name(hints[key])} for "
+                                  f"{where or 'option'}={self.name}, got {value!r}")
+        return self.schema(**values)
+
+
+def _conforms(value: Any, tp: Any) -> bool:
+    """Whether ``value`` (from a config: int, float, bool, str, None, list) fits the annotation ``tp``."""
+    if tp is Any:
+        return True
+    origin, targs = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_conforms(value, t) for t in targs)
+    if tp is type(None):
+        return value is None
+    if origin in (list, tuple) or tp in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_conforms(v, targs[0] if targs else Any) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+_DECORATE = object()  # register(name) without a build: used as a decorator
+
+
+class Registry:
+    """Options of one extension point by name; ``kind`` names it in messages (e.g. ``hard_fn``)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._options: dict[str, Option] = {}
+
+    def register(self, name: str, build: Any = _DECORATE, *, schema: type | None = None, **info) -> Any:
+        """Register ``build`` as ``name`` (without ``build``: a decorator). Registering a taken name
+        is an error."""
+        if schema is not None and not is_dataclass(schema):
+            raise TypeError(f"{self.kind} '{name}': schema must be a dataclass, got {schema!r}")
+
+        def add(obj: Any) -> Any:
+            if name in self._options:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._options[name] = Option(name, obj, schema, dict(info))
+            return obj
+
+        return add if build is _DECORATE else add(build)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests that register a throwaway option)."""
+        self._options.pop(name, None)
+
+    def __getitem__(self, name: str) -> Option:
+        if name not in self._options:
+            raise ConfigError(f"unknown {self.kind} '{name}'; valid choices: {', '.join(closest_first(name, self))}")
+        return self._options[name]
+
+    def get(self, name: str) -> Option:
+        return self[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._options
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._options)
+
+    def __len__(self) -> int:
+        return len(self._options)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._options)
+
+    def where(self, predicate: Callable[[Option], bool]) -> tuple[str, ...]:
+        """The names of the options for which ``predicate(option)`` holds."""
+        return tuple(name for name, opt in self._options.items() if predicate(opt))
+
+    def check(self, name: str, allowed: tuple[str, ...] | None = None, what: str | None = None) -> Option:
+        """The option ``name``, which must be registered and (when given) among ``allowed``."""
+        opt = self[name]
+        if allowed is not None and name not in allowed:
+            raise ConfigError(f"{what or self.kind} '{name}' is not valid here; valid choices: "
+                              + ", ".join(closest_first(name, allowed)))
+        return opt
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self._options)})"
