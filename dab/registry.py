@@ -62,7 +62,8 @@ class Option:
         valid = self.keys()
         for key in values:
             if key not in valid:
-                raise ConfigError(f"unknown key '{key}' for {where or 'option'}={self.name}; valid keys: "
+                shown = f"{where}.{key}" if where else key
+                raise ConfigError(f"unknown key '{shown}' for {where or 'option'}={self.name}; valid keys: "
                                   + (", ".join(closest_first(key, valid)) or "none"))
         hints = typing.get_type_hints(self.schema)
         for key, value in values.items():
@@ -147,12 +148,17 @@ class Registry:
         return tuple(name for name, opt in self._options.items() if predicate(opt))
 
     def check(self, name: str, allowed: tuple[str, ...] | None = None, what: str | None = None) -> Option:
-        """The option ``name``, which must be registered and (when given) among ``allowed``."""
-        opt = self[name]
-        if allowed is not None and name not in allowed:
+        """The option ``name``, which must be registered and (when given) among ``allowed``. ``what``
+        names the setting in messages: without ``allowed`` in place of the kind (e.g. "dab.estimator"),
+        with it for a registered option that is not allowed (e.g. "dataset for task sort")."""
+        choices = self.names() if allowed is None else allowed
+        if name not in self._options:
+            kind = what if what is not None and allowed is None else self.kind
+            raise ConfigError(f"unknown {kind} '{name}'; valid choices: {', '.join(closest_first(name, choices))}")
+        if name not in choices:
             raise ConfigError(f"{what or self.kind} '{name}' is not valid here; valid choices: "
-                              + ", ".join(closest_first(name, allowed)))
-        return opt
+                              + ", ".join(closest_first(name, choices)))
+        return self._options[name]
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self._options)})"

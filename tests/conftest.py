@@ -40,7 +40,6 @@ def small_overrides(runs_root: Path | str, steps: int = 3, ckpt_every: int | Non
         "trainer.device=cpu",
         "dataset.batch_size=32",
         "dataset.test_size=64",
-        "model.hidden=32",
         "model.widths=[16,32]",
         "dab.hidden=32",
         f"runs_root={runs_root}",
@@ -49,13 +48,9 @@ def small_overrides(runs_root: Path | str, steps: int = 3, ckpt_every: int | Non
 
 def compose_config(overrides: list[str], config_dir: Path | str = CONF_DIR):
     """Compose ``config.yaml`` from ``config_dir`` exactly as train.py would (without Hydra's own keys)."""
-    from hydra import compose, initialize_config_dir
+    from dab.suite.compose import compose_config as compose
 
-    from dab.suite.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose(overrides, config_dir)
 
 
 def _child_env() -> dict:

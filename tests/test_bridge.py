@@ -264,7 +264,7 @@ def test_bridge_records_the_selected_dab_loss(loss):
     expected = GAMMA * per.mean()
     got = pop_dab_loss(bridge)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
-    assert get_dab_loss(loss) is DAB_LOSSES[loss]
+    assert get_dab_loss(loss) is DAB_LOSSES[loss].build
 
 
 def test_unknown_dab_loss_lists_choices():

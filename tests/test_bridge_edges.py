@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dab import Bridge, ConfigError, DenseApproximator, make_bridge, make_hard_fn, pop_dab_loss
-from dab.hard_fns import HARD_FN_NAMES
+from dab.hard_fns import HARD_FNS
 
 # per-sample input shape and hard-fn kwargs for every hard function, fed by a Linear layer
 SHAPES = {"sort_rows_cols": ((2, 3, 4), {}), "topk": ((2, 4, 5), {"k": 2}), "kmeans": ((12,), {"k": 3})}
@@ -36,7 +36,7 @@ def graph_size(t: torch.Tensor) -> int:
 
 # ---- identity keeps the documented rule --------------------------------------------------------
 
-@pytest.mark.parametrize("name", HARD_FN_NAMES)
+@pytest.mark.parametrize("name", HARD_FNS.names())
 def test_the_dab_loss_alone_never_reaches_the_layer_before_the_bridge(name):
     linear, bridge, run = layer_then_bridge(name)
     run(torch.randn(4, 8))

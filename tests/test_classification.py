@@ -314,7 +314,7 @@ def test_positional_emd_is_zero_for_an_input_already_in_the_sorts_order_and_posi
     (["+experiment=classify_sort", "model.head=avg"], ["model.head", "'avg'", "pool, flatten"]),
     (["+experiment=classify_sort", "model.channels_last=nhwc"], ["model.channels_last", "auto, true, false"]),
     (["+experiment=classify_signum", "dataset=sort"], ["dataset", "cifar10", "fmnist32"]),
-    (["+experiment=classify_signum", "model=dense"], ["model", "resnet18"]),
+    (["+experiment=classify_signum", "model.name=dense"], ["model for task classify", "resnet18"]),
     (["+experiment=classify_signum", "dataset.crop_pad=-1"], ["dataset.crop_pad", ">= 0"]),
     (["+experiment=classify_identity", "dataset.emd_batch=4"], ["emd", "identity"]),
     (["+experiment=classify_topk", "dataset.emd_batch=4"], ["emd", "sort_rows_cols"]),
@@ -348,5 +348,5 @@ def test_train_batches_are_a_function_of_seed_and_step(synthetic_data):
     xb, yb = task_b.train_batch(17)
     torch.testing.assert_close(xa, xb)
     assert torch.equal(ya, yb)
-    epoch = [task_a.train_batch(s)[1] for s in range(task_a.steps_per_epoch)]
-    assert np.unique(torch.cat(epoch).numpy(), return_counts=True)[1].sum() == 32 * task_a.steps_per_epoch
+    epoch = [task_a.train_batch(s)[1] for s in range(task_a.order.per_epoch)]
+    assert np.unique(torch.cat(epoch).numpy(), return_counts=True)[1].sum() == 32 * task_a.order.per_epoch

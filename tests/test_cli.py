@@ -4,7 +4,7 @@ no metrics.json anywhere. A few cases run in a fresh interpreter; the full list 
 import pytest
 import torch
 
-from dab.hard_fns import HARD_FN_NAMES
+from dab.hard_fns import HARD_FNS
 
 from conftest import small_overrides
 
@@ -39,9 +39,9 @@ def assert_hydra_error(code: int, err: str, words) -> None:
 
 # case id -> (CLI overrides, "ours" for a ConfigError line / "hydra" for Hydra's report, words)
 CASES = {
-    "hard_fn.name": (["hard_fn.name=sgnum"], "ours", ["unknown hard_fn 'sgnum'", "valid choices", *HARD_FN_NAMES]),
+    "hard_fn.name": (["hard_fn.name=sgnum"], "ours", ["unknown hard_fn 'sgnum'", "valid choices", *HARD_FNS.names()]),
     "hard_fn group": (["hard_fn=sgnum"], "ours", ["unknown hard_fn 'sgnum'", "valid choices: signum,", *HARD_FN_FILES]),
-    "model.name": (["model.name=transformer"], "ours", ["unknown model 'transformer'", "dense, lstm"]),
+    "model.name": (["model.name=transformer"], "ours", ["unknown model for task sort 'transformer'", "dense, lstm"]),
     "model group": (["model=transformer"], "ours", ["unknown model 'transformer'", "dense", "lstm"]),
     "dataset.name": (["dataset.name=mnist"], "ours", ["unknown dataset 'mnist'", "sort"]),
     "dataset group": (["dataset=mnist"], "ours", ["unknown dataset 'mnist'", "sort"]),
@@ -53,14 +53,19 @@ CASES = {
     "top-level key typo": (["sed=3"], "ours", ["unknown config key 'sed'", "valid keys: seed, "]),
     "bad resume value": (["trainer.resume=sometimes"], "ours", ["trainer.resume", "false, true, auto"]),
     "bad nan policy": (["trainer.nan_policy=ignore"], "ours", ["trainer.nan_policy", "stop, skip"]),
-    "appended typo": (["+model.hiden=3"], "ours", ["model.hiden", "hidden"]),
-    "typo": (["model.hiden=3"], "ours", ["unknown config key 'model.hiden'", "valid keys of model: hidden, "]),
+    "appended typo": (["model=lstm", "+model.hiden=3"], "ours", ["model.hiden", "model=lstm", "hidden"]),
+    "typo": (["model=lstm", "model.hiden=3"], "ours", ["unknown config key 'model.hiden' for model=lstm",
+                                                       "valid keys of model=lstm: hidden, "]),
+    "another option's key": (["hard_fn.k=3"], "ours", ["unknown config key 'hard_fn.k' for hard_fn=signum",
+                                                       "valid keys of hard_fn=signum: eps"]),
+    "key of one swept option": (["-m", "hard_fn=signum,topk", "hard_fn.k=3"], "ours",
+                                ["'hard_fn.k' for hard_fn=signum"]),
     "wrong type": (["dab.gamma=abc"], "hydra", ["dab.gamma", "Float"]),
     "length 1": (["dataset.length=1"], "ours", ["dataset.length", ">= 2"]),
     "negative gamma": (["dab.gamma=-1"], "ours", ["dab.gamma", ">= 0"]),
     "ste on sort_rows_cols": (["dab.estimator=ste", "hard_fn=sort_rows_cols"], "ours", ["sort_rows_cols"]),
     "ste group on topk": (["dab=ste", "hard_fn=topk"], "ours", ["topk"]),
-    "unknown loss": (["dab.loss=mse"], "ours", ["dab.loss", "l2, huber, l1, cosine"]),
+    "unknown loss": (["dab.loss=mse"], "ours", ["unknown dab.loss 'mse'", "l2", "huber", "l1", "cosine"]),
     "missing resume dir": (["trainer.resume_from=/nonexistent/run"], "ours", ["resume_from", "/nonexistent/run"]),
 }
 

@@ -11,13 +11,13 @@ from hydra.errors import ConfigCompositionException
 from dab.suite.config import Config, validate
 from dab.errors import ConfigError
 from dab.suite.experiment import resolve_device, run_experiment
-from dab.hard_fns import HARD_FN_NAMES, make_hard_fn
+from dab.hard_fns import HARD_FNS, make_hard_fn
 
 from conftest import CONF_DIR, compose_config, small_overrides
 
 # override(s) -> words the ConfigError message must contain (the key and the valid choices)
 BAD_VALUES = [
-    (["hard_fn.name=sgnum"], ["hard_fn", "sgnum", *HARD_FN_NAMES]),
+    (["hard_fn.name=sgnum"], ["hard_fn", "sgnum", *HARD_FNS.names()]),
     (["model.name=transformer"], ["model", "transformer", "dense", "lstm"]),
     (["dataset.name=mnist"], ["dataset", "mnist", "sort"]),
     (["model.activation=gelu"], ["model.activation", "tanh", "elu", "relu"]),
@@ -31,8 +31,8 @@ BAD_VALUES = [
     (["dataset.batch_size=0"], ["dataset.batch_size", ">= 1"]),
     (["dataset.test_size=0"], ["dataset.test_size", ">= 1"]),
     (["dab.gamma=-1"], ["dab.gamma", ">= 0"]),
-    (["model.hidden=0"], ["model.hidden", ">= 1"]),
-    (["model.ponder_steps=3"], ["ponder_steps", "lstm"]),
+    (["model=lstm", "model.hidden=0"], ["model.hidden", ">= 1"]),
+    (["+model.ponder_steps=3"], ["model.ponder_steps", "model=dense", "widths, activation"]),  # lstm's only
     (["optimizer.lr=-0.1"], ["optimizer.lr", ">= 0"]),
     (["optimizer.grad_clip=-1"], ["optimizer.grad_clip", ">= 0"]),
     (["trainer.max_steps=0"], ["trainer.max_steps", ">= 1"]),
@@ -44,7 +44,9 @@ BAD_VALUES = [
     (["optimizer.warmup_fraction=1.5"], ["optimizer.warmup_fraction", "[0, 1)"]),
     (["optimizer.final_lr_ratio=2"], ["optimizer.final_lr_ratio", "[0, 1]"]),
     (["model=lstm", "model.norm=groupnorm"], ["model.norm", "batchnorm", "layernorm", "none"]),
-    (["+model.hiden=3"], ["model.hiden", "hidden"]),
+    (["model=lstm", "+model.hiden=3"], ["model.hiden", "model=lstm", "hidden"]),
+    (["+hard_fn.k=3"], ["hard_fn.k", "hard_fn=signum", "eps"]),  # topk's and kmeans', not signum's
+    (["hard_fn=kmeans", "hard_fn.k=ten"], ["hard_fn.k", "int", "ten"]),
     (["+datset.length=5"], ["datset", "dataset"]),
 ]
 
@@ -138,10 +140,9 @@ def test_dab_ste_group_selects_the_straight_through_estimator():
 # ---- without Hydra ---------------------------------------------------------------------------
 
 def small_dataclass_config(tmp_path) -> Config:
-    cfg = Config()
-    cfg.dataset.length, cfg.dataset.batch_size, cfg.dataset.test_size = 4, 16, 32
-    cfg.model.hidden = cfg.dab.hidden = 16
-    cfg.model.widths = [16, 16]
+    cfg = Config(dataset={"name": "sort", "length": 4, "batch_size": 16, "test_size": 32},
+                 model={"name": "dense", "widths": [16, 16]})
+    cfg.dab.hidden = 16
     t = cfg.trainer
     t.max_steps = t.eval_every = t.log_every = t.ckpt_every = 2
     t.progress, t.device = False, "cpu"
@@ -193,7 +194,6 @@ def conf_copy(tmp_path):
 
 
 @pytest.mark.parametrize("body,typo", [
-    ("model:\n  hiden: 3\n", "hiden"),
     ("datset:\n  length: 5\n", "datset"),
     ("dab:\n  gama: 1.0\n", "gama"),
     ("trainer:\n  max_step: 5\n", "max_step"),
@@ -206,12 +206,17 @@ def test_typo_in_a_preset_fails_at_composition(conf_copy, body, typo):
     assert typo in str(err.value) and "experiment/typo" in str(err.value)
 
 
-def test_typo_in_a_group_file_fails_at_composition(conf_copy):
+def test_typo_in_a_family_owned_group_is_a_config_error_naming_the_valid_keys(conf_copy):
+    """The family-owned groups (model, dataset, hard_fn, latent) are checked against the selected
+    option's schema when the config is validated, in a preset body or in a group file."""
+    (conf_copy / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: lstm\n\nrun_name: typo\nmodel:\n  hiden: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'model.hiden' for model=lstm; valid keys: hidden"):
+        validate(compose_config(["+experiment=typo"], config_dir=conf_copy))
     path = conf_copy / "hard_fn" / "signum.yaml"
     path.write_text(path.read_text() + "epsilon: 0.3\n")
-    with pytest.raises(ConfigCompositionException) as err:
-        compose_config([], config_dir=conf_copy)
-    assert "epsilon" in str(err.value) and "HardFnConfig" in str(err.value)
+    with pytest.raises(ConfigError, match=r"unknown key 'hard_fn.epsilon' for hard_fn=signum; valid keys: eps"):
+        validate(compose_config([], config_dir=conf_copy))
 
 
 def test_the_untouched_copy_composes(conf_copy):

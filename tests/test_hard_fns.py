@@ -4,7 +4,7 @@ import torch
 import yaml
 
 from dab.errors import ConfigError
-from dab.hard_fns import (HARD_FN_NAMES, binary_above_mean, bernoulli_sample, identity, kmeans_assign,
+from dab.hard_fns import (HARD_FNS, binary_above_mean, bernoulli_sample, identity, kmeans_assign,
                           kmeans_quantize, make_hard_fn, signum_with_margin, sort_1d, sort_rows_cols,
                           topk_rows_cols)
 
@@ -283,12 +283,12 @@ def test_unknown_name_lists_every_valid_choice():
         make_hard_fn("sgnum")
     msg = str(err.value)
     assert "sgnum" in msg
-    for name in HARD_FN_NAMES:
+    for name in HARD_FNS.names():
         assert name in msg
 
 
 def test_every_registered_name_builds_and_has_a_config_file():
-    for name in HARD_FN_NAMES:
+    for name in HARD_FNS.names():
         assert make_hard_fn(name).name == name
     group = {yaml.safe_load(p.read_text())["name"] for p in (CONF_DIR / "hard_fn").glob("*.yaml")}
-    assert group == set(HARD_FN_NAMES)
+    assert group == set(HARD_FNS.names())

@@ -34,7 +34,7 @@ def test_preset_sets_its_own_run_name(preset):
 def test_preset_trains_a_few_steps_on_cpu(preset, tmp_path):
     cfg = compose_config([f"+experiment={preset}", *small_overrides(tmp_path / "runs")])
     assert cfg.run_name == preset
-    assert cfg.trainer.max_steps == 3 and cfg.model.hidden == 32
+    assert cfg.trainer.max_steps == 3 and list(cfg.model.widths) == [16, 32]
     out = tmp_path / "run"
     returned = run_experiment(cfg, out)
 

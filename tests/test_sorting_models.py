@@ -74,8 +74,8 @@ def test_a_short_run_leaves_chance(preset, tmp_path):
     steps = 150 if "lstm" not in preset else 100
     cfg = compose_config([f"+experiment={preset}", "+recipe=fast", *small_overrides(tmp_path / "runs", steps=steps),
                           "dataset.batch_size=256", "dataset.test_size=1024", "model.widths=[64,64,128]",
-                          "model.hidden=64", "dab.hidden=64", "optimizer.warmup_steps=10"]
-                         + (["model.widths=[64]"] if "lstm" in preset else []))
+                          "dab.hidden=64", "optimizer.warmup_steps=10"]
+                         + (["model.widths=[64]", "model.hidden=64"] if "lstm" in preset else []))
     metrics = run_experiment(cfg, tmp_path / "run")
     chance = 1.0 / cfg.dataset.length
     assert metrics["test/per_element"] > chance + 0.1, metrics["test/per_element"]

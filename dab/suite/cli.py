@@ -2,23 +2,19 @@
 line naming the valid names (closest first) instead of Hydra's report. Used by train.py only."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-from dab.suite.config import Config
+import yaml
+
 from dab.errors import ConfigError
+from dab.registry import Option, closest_first
+from dab.suite.config import FAMILY_GROUPS, Config
 
 # Hydra flags that take a value (the next word): that word is not an override
 _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-c", "--cfg",
                      "-p", "--package", "--experimental-rerun"}
 _HELP_FLAGS = {"-h", "--help", "-hh", "--hydra-help", "-i", "--info", "--shell-completion", "-sc"}
-
-
-def closest_first(name: str, choices) -> list[str]:
-    """All of ``choices``, the most similar to ``name`` first (difflib ratio), the rest as given."""
-    choices = list(choices)
-    return sorted(choices, key=lambda c: -difflib.SequenceMatcher(None, name, c).ratio())
 
 
 def unknown(kind: str, name: str, choices) -> ConfigError:
@@ -27,6 +23,64 @@ def unknown(kind: str, name: str, choices) -> ConfigError:
 
 def group_choices(conf_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def group_option(group: str, name: str) -> Option | None:
+    """The registered option ``name`` of a family-owned group (None if unknown: validation says so)."""
+    from dab.hard_fns import HARD_FNS
+    from dab.suite.datasets import DATASETS
+    from dab.suite.families import FAMILIES
+    from dab.suite.models.latents import LATENTS
+
+    if group == "model":
+        registries = [FAMILIES[f].build.MODELS for f in FAMILIES]
+    else:
+        registries = [{"dataset": DATASETS, "hard_fn": HARD_FNS, "latent": LATENTS}[group]]
+    return next((r[name] for r in registries if name in r), None)
+
+
+def _defaults(path: Path) -> dict[str, str]:
+    """``group: option`` choices in a config file's defaults list (``override /group: x`` too)."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults") or []:
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                group = key.removeprefix("override ").strip().lstrip("/")
+                if group in FAMILY_GROUPS and isinstance(value, str):
+                    out[group] = value
+    return out
+
+
+def selected_options(parsed: list, conf_dir: Path) -> dict[str, set[str]]:
+    """Per family-owned group, the option(s) the composed config will hold: config.yaml's default,
+    replaced by each preset's choice, replaced by the command line's (sweeps: every value)."""
+    chosen = {g: {v} for g, v in _defaults(conf_dir / "config.yaml").items()}
+    presets = [v for o in parsed if o.key_or_group == "experiment" for v in override_values(o)]
+    if presets:
+        per = [_defaults(conf_dir / "experiment" / f"{p}.yaml") for p in presets]
+        for group in FAMILY_GROUPS:
+            names = {d.get(group) for d in per}
+            if names != {None}:
+                chosen[group] = {n for n in names if n is not None} | (chosen.get(group, set()) if None in names else set())
+    for o in parsed:
+        if o.key_or_group in FAMILY_GROUPS:
+            chosen[o.key_or_group] = set(override_values(o))
+    return chosen
+
+
+def check_group_key(key: str, chosen: dict[str, set[str]]) -> None:
+    """``group.setting`` must be a setting of every option the group may hold."""
+    group, _, setting = key.partition(".")
+    setting = setting.split(".")[0]
+    if setting == "name":
+        return
+    for name in sorted(chosen.get(group, ())):
+        option = group_option(group, name)
+        if option is not None and setting not in option.keys():
+            raise ConfigError(f"unknown config key '{group}.{setting}' for {group}={name}; valid keys of "
+                              f"{group}={name}: " + (", ".join(closest_first(setting, option.keys())) or "none"))
 
 
 def check_key(key: str, schema: type = Config) -> None:
@@ -62,6 +116,7 @@ def check_overrides(args: list[str], conf_dir: Path) -> None:
         return
     parser = OverridesParser.create()
     skip_next = False
+    parsed = []
     for arg in args:
         if skip_next or arg.startswith("-"):
             skip_next = arg in _FLAGS_WITH_VALUE
@@ -78,5 +133,13 @@ def check_overrides(args: list[str], conf_dir: Path) -> None:
             for value in override_values(override):
                 if value not in choices:
                     raise unknown(key if key != "experiment" else "experiment preset", value, choices)
+        parsed.append(override)
+    chosen = selected_options(parsed, conf_dir)
+    for override in parsed:
+        key = override.key_or_group
+        if (conf_dir / key).is_dir():
+            continue
+        if key.split(".")[0] in FAMILY_GROUPS:
+            check_group_key(key, chosen)
         else:
             check_key(key)

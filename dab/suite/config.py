@@ -21,7 +21,7 @@ from dab.estimators import ESTIMATORS
 from dab.losses import DAB_LOSSES
 from dab.bridge import make_bridge
 from dab.hard_fns import HARD_FNS
-from dab.registry import Option, Registry, closest_first
+from dab.registry import Option, Registry
 from dab.suite.families import FAMILIES
 from dab.suite.schedules import SCHEDULES
 from dab.suite.step import OPTIMIZERS
@@ -87,9 +87,9 @@ class PaperConfig:
 class Config:
     task: str = "sort"  # the experiment family (dab/suite/families)
     # family-owned groups: {name: <option>, <the option's own settings>}, checked by the family
-    dataset: Any = None
-    model: Any = None
-    hard_fn: Any = None  # the bridge's hard function (sort, classify); autoencoders take theirs from the latent
+    dataset: Any = field(default_factory=lambda: {"name": "sort"})
+    model: Any = field(default_factory=lambda: {"name": "dense"})
+    hard_fn: Any = field(default_factory=lambda: {"name": "signum"})  # sort, classify; autoencoders: the latent's
     latent: Any = None  # autoencode only
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     dab: DabConfig = field(default_factory=DabConfig)
@@ -102,7 +102,7 @@ class Config:
 
 def check_choice(value: str, choices, key: str) -> None:
     if value not in choices:
-        raise ConfigError(f"unknown {key} '{value}'; valid choices: {', '.join(closest_first(value, choices))}")
+        raise ConfigError(f"unknown {key} '{value}'; valid choices: {', '.join(choices)}")
 
 
 def check_min(value, low, key: str) -> None:
@@ -149,7 +149,7 @@ def option_args(cfg: Any, key: str, registry: Registry, allowed: tuple[str, ...]
     if "name" not in items:
         raise ConfigError(f"{key} is not set{f' (task {task} needs one)' if task else ''}; valid choices: "
                           + ", ".join(allowed or registry.names()))
-    option = registry.check(items["name"], allowed, f"{key} for task {task}" if task else key)
+    option = registry.check(items["name"], allowed, f"{key} for task {task}" if allowed is not None else None)
     return option, option.args(items, where=key)
 
 

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from dab.suite.checkpoint import CONFIG, resolve_resume
-from dab.suite.config import validate
+from dab.suite.config import node_items, validate
 from dab.errors import ConfigError, TrainingFailed
 from dab.suite.step import build_run
 from dab.suite.trainer import Interrupted, train
@@ -169,7 +169,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         f"{task.objective}_best": best,
         "objective": task.objective,
         "train/steps": state.step,
-        "train/samples": state.step * cfg.dataset.batch_size,
+        "train/samples": state.step * node_items(cfg.dataset)["batch_size"],
         "train/skipped_steps": state.skipped_steps,
         # optional task hook: end-of-training values such as train/tau_final
         **(task.final_train_metrics(model) if hasattr(task, "final_train_metrics") else {}),

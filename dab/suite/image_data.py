@@ -191,9 +191,9 @@ def _fmnist32(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, to
     return pad_to_32_rgb(images), labels
 
 
-DATASETS.register("fmnist", None, schema=FMNISTData, load=load_fashion_mnist, shape=lambda size: (1, 28, 28))
+DATASETS.register("fmnist", None, schema=FMNISTData, load=lambda *a: load_fashion_mnist(*a), shape=lambda size: (1, 28, 28))
 DATASETS.register("fmnist32", None, schema=SmallImageData, load=_fmnist32, shape=lambda size: (3, 32, 32))
-DATASETS.register("cifar10", None, schema=SmallImageData, load=load_cifar10, shape=lambda size: (3, 32, 32))
+DATASETS.register("cifar10", None, schema=SmallImageData, load=lambda *a: load_cifar10(*a), shape=lambda size: (3, 32, 32))
 DATASETS.register("imagenet", None, schema=ImageNetData, shape=lambda size: (3, size, size))  # imagenet_loader()
 
 

@@ -30,7 +30,7 @@ from dab.suite.models.latents import (ANNEAL_SCHEDULES, LATENTS, RelaxedArgs, Re
 from dab.suite.models.sorting import ACTIVATIONS
 from dab.suite.rng import EpochOrder
 
-MODELS = Registry("model")  # the autoencoders: name -> builder(args, shape, in_features, code_features)
+MODELS = Registry("model for task autoencode")  # the autoencoders: name -> builder(args, shape, in_features, code_features)
 
 
 @dataclass

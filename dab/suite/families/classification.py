@@ -24,7 +24,7 @@ from dab.suite.rng import EpochOrder, step_generator
 CLASSES = 10
 EVAL_CHUNK = 1000
 DATASETS_HERE = ("cifar10", "fmnist32")  # 32x32 RGB images, 10 classes
-MODELS = Registry("model")  # the classifiers
+MODELS = Registry("model for task classify")  # the classifiers
 
 
 @dataclass

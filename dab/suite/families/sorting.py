@@ -17,7 +17,7 @@ from dab.suite.models.sorting import ACTIVATIONS, NORMS, DenseSorter, LSTMSorter
 from dab.suite.rng import step_generator
 from dab.suite.sorting_data import sort_batch
 
-MODELS = Registry("model")  # the sorting models; name -> builder(args, length, bridge)
+MODELS = Registry("model for task sort")  # the sorting models; name -> builder(args, length, bridge)
 
 
 @dataclass
