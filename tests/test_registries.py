@@ -262,3 +262,25 @@ def test_core_modules_import_nothing_from_the_suite():
         text = path.read_text()
         assert "dab.suite" not in text.replace("``dab.suite``", ""), path.name
         assert "import hydra" not in text and "import omegaconf" not in text and "from omegaconf" not in text
+
+
+def test_the_readme_recipe_for_a_hard_function_runs_as_written():
+    """The README's `clip_round` registration and its YAML, executed as printed there."""
+    import re
+    from dataclasses import dataclass as dataclass_
+
+    from dab import make_bridge
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("**A hard function** is one registration"):]
+    code, conf = re.findall(r"```(?:python|yaml)\n(.*?)```", section, re.S)[:2]
+    try:
+        exec(code, {"dataclass": dataclass_, "HARD_FNS": HARD_FNS, "HardFn": HardFn, "torch": torch})
+        body = yaml.safe_load(conf)
+        assert body == {"name": "clip_round", "bound": 1.0}
+        assert set(body) - {"name"} == set(HARD_FNS["clip_round"].keys())
+        bridge = make_bridge("clip_round", in_shape=(4,), bound=2.0, hidden=8)
+        x = torch.tensor([[-3.0, -0.4, 0.6, 2.7]])
+        assert torch.equal(bridge.hard_fn(x), torch.tensor([[-2.0, -0.0, 1.0, 2.0]]))
+    finally:
+        HARD_FNS.unregister("clip_round")

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dab.suite.models.latents import LATENTS
 from renderers.common import (add_caption, caption, failed_seeds, finished, fmt_ours, planned_seeds,
                               provenance_lines, ranking_lines, read_history, summary)
 
-LEGEND = {"dab_binary": "dab-binary", "dab_signum": "dab-signum", "dab_bernoulli": "dab-bernoulli",
-          "bernoulli": "bernoulli", "discrete": "discrete", "threshold": "threshold",
-          "ste_binary": "ste-binary (ours)", "ste_signum": "ste-signum (ours)"}
+# the latents' names in figures and which draw a random code: from the latent registry (one list of names)
+LEGEND = {name: LATENTS[name].info["legend"] for name in LATENTS}
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "imagenet": "ImageNet"}
 METRICS = {"ms_ssim": "test MS-SSIM", "linear_acc": "linear-probe test accuracy"}
 POSTERIOR = ("linear_acc_posterior", "linear-probe test accuracy, posterior\n(code probe for deterministic codes)")
-STOCHASTIC = ("bernoulli", "discrete", "dab_bernoulli")  # their hard code is one random draw
+STOCHASTIC = LATENTS.where(lambda o: o.build.stochastic)  # their hard code is one random draw
 
 
 def posterior_probe(row: dict) -> float | None:

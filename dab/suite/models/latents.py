@@ -63,6 +63,11 @@ class LatentVariant:
     relaxed: str | None = None  # "bernoulli" or "categorical"
     ternary: bool = False
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether the hard code is a random draw (a VAE's sample, the Bernoulli sample)."""
+        return self.relaxed is not None or self.hard_fn == "bernoulli"
+
 
 def _register(name: str, schema: type, variant: LatentVariant) -> None:
     LATENTS.register(name, variant, schema=schema, legend=variant.legend)
@@ -74,8 +79,8 @@ _register("dab_bernoulli", LatentArgs, LatentVariant("dab-bernoulli", hard_fn="b
 _register("dab_binary", LatentArgs, LatentVariant("dab-binary", hard_fn="binary", estimator="dab"))
 _register("dab_signum", SignumLatentArgs, LatentVariant("dab-signum", hard_fn="signum", estimator="dab", ternary=True))
 _register("threshold", LatentArgs, LatentVariant("threshold"))
-_register("ste_binary", LatentArgs, LatentVariant("ste-binary", hard_fn="binary", estimator="ste"))
-_register("ste_signum", SignumLatentArgs, LatentVariant("ste-signum", hard_fn="signum", estimator="ste", ternary=True))
+_register("ste_binary", LatentArgs, LatentVariant("ste-binary (ours)", hard_fn="binary", estimator="ste"))
+_register("ste_signum", SignumLatentArgs, LatentVariant("ste-signum (ours)", hard_fn="signum", estimator="ste", ternary=True))
 
 
 def bits_per_unit(name: str, categories: int = 8) -> float:
