@@ -1,6 +1,9 @@
 """Hydra entry point: `python train.py +experiment=sort_t10 [overrides]`; returns the sweep objective."""
+import atexit
 import shlex
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -11,6 +14,7 @@ from omegaconf import DictConfig
 from dab.suite.cli import check_overrides
 from dab.suite.config import register_configs, validate
 from dab.errors import ConfigError, TrainingFailed
+from dab.suite.distributed import from_env, teardown
 from dab.suite.experiment import run_experiment, with_interpreter
 from dab.suite.stop_signals import stop_on_signals
 from dab.suite.trainer import Interrupted, StopRequest
@@ -50,7 +54,9 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt:
         print("interrupted before training started: nothing was saved", file=sys.stderr)
         sys.exit(130)
-    return metrics[metrics["objective"]]
+    finally:
+        teardown(from_env())
+    return metrics.get(metrics.get("objective"))  # ranks > 0 of a torchrun launch return nothing
 
 
 if __name__ == "__main__":
@@ -59,4 +65,8 @@ if __name__ == "__main__":
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    if from_env().rank > 0:  # torchrun: only rank 0 keeps a run dir; the others log to a temporary one
+        scratch = tempfile.mkdtemp(prefix=f"dab_rank{from_env().rank}_")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
     main()

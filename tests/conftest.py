@@ -24,7 +24,9 @@ def presets_for_task(task: str) -> list[str]:
     return [p for p in PRESETS if (yaml.safe_load((PRESET_DIR / f"{p}.yaml").read_text()).get("task") or "sort") == task]
 
 # Tiny tensors: one thread is faster than two, keeps runs bit-reproducible, and leaves the
-# second core of a shared machine alone.
+# second core of a shared machine alone. The environment variable is what a run's thread policy
+# (dab/suite/threads.py) reads: without it every in-process run would take the cores it finds free.
+os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 

@@ -15,10 +15,12 @@ _RESUME_FREE_KEYS = ("trainer", "runs_root", "paper")
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    train_seconds: float, history: list, config: dict, skipped_steps: int = 0) -> None:
+                    train_seconds: float, history: list, config: dict, skipped_steps: int = 0,
+                    eval_seconds: float = 0.0) -> None:
     """Write atomically (tmp file + rename) so a kill mid-write leaves the previous checkpoint."""
     state = {
         "skipped_steps": skipped_steps,
+        "eval_seconds": eval_seconds,
         "model": model.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "step": step,

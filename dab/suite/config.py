@@ -72,6 +72,9 @@ class TrainerConfig:
     resume_from: Optional[str] = None  # or this run dir's checkpoint
     progress: bool = True
     stop_grace_seconds: float = 20.0  # after SIGTERM/Ctrl-C: end the process even mid-step after this long
+    # CPU threads; null: the cores divided among the training runs live on this machine
+    # (dab/suite/threads.py), or OMP_NUM_THREADS where the environment sets it
+    threads: Optional[int] = None
 
 
 @dataclass
@@ -198,6 +201,8 @@ def validate(cfg: Any) -> None:
         check_min(getattr(t, key), 1, f"trainer.{key}")
     if t.stop_grace_seconds <= 0:
         raise ConfigError(f"trainer.stop_grace_seconds must be > 0, got {t.stop_grace_seconds}")
+    if t.threads is not None:
+        check_min(t.threads, 1, "trainer.threads")
     if t.max_minutes is not None and t.max_minutes <= 0:
         raise ConfigError(f"trainer.max_minutes must be > 0 or null, got {t.max_minutes}")
     family.build.validate(cfg)

@@ -18,7 +18,9 @@ import yaml
 from dab.suite.checkpoint import CONFIG, resolve_resume
 from dab.suite.config import node_items, validate
 from dab.errors import ConfigError, TrainingFailed
+from dab.suite import distributed
 from dab.suite.step import build_run
+from dab.suite.threads import LocalRuns, ThreadPolicy
 from dab.suite.trainer import Interrupted, train
 
 METRICS = "metrics.json"
@@ -124,6 +126,11 @@ def write_failure(out_dir: Path, cfg: Any, err: TrainingFailed, command: str | N
     (out_dir / STATUS).write_text(json.dumps(record, indent=1))
 
 
+def _threads(cfg: Any, device: torch.device, runs: LocalRuns) -> ThreadPolicy | None:
+    """The CPU thread policy (None on a GPU): trainer.threads, else cores / live local runs."""
+    return ThreadPolicy(cfg.trainer.threads, runs) if device.type == "cpu" else None
+
+
 def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = None) -> dict:
     """Train one configuration into ``out_dir`` and return its final metrics.
 
@@ -131,27 +138,38 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
     no ``metrics.json`` behind. ``command`` (how the run was launched, e.g. ``python train.py
     +experiment=sort_t5``) is recorded and used in the resume hints. A non-finite loss raises
     :class:`TrainingFailed` after writing ``status.json`` (no metrics.json); an interrupt raises
-    :class:`dab.suite.trainer.Interrupted` after logging where the run was saved.
+    :class:`dab.suite.trainer.Interrupted` after logging where the run was saved. Under
+    ``torchrun`` every rank calls this; only rank 0 writes and returns the metrics (others: {}).
     """
     validate(cfg)
     out_dir = Path(out_dir)
-    device = resolve_device(cfg.trainer.device)
+    dist = distributed.from_env()  # one process, or a rank of `torchrun --nproc_per_node=N train.py ...`
+    device = distributed.setup(dist, resolve_device(cfg.trainer.device))
     config = config_to_dict(cfg)
     # a model with nothing to train (a training-free baseline) gets no optimizer: evaluated once, no steps
-    run = build_run(cfg, device)
+    run = build_run(cfg, device, dist)
     task, model = run.task, run.model
-    resume_path = resolve_resume(cfg.trainer, Path(cfg.runs_root), config, out_dir)
+    # rank 0's choice, so that every rank continues the same checkpoint
+    resume_path = distributed.broadcast(
+        resolve_resume(cfg.trainer, Path(cfg.runs_root), config, out_dir) if dist.is_main else None, dist)
+    if not dist.is_main:
+        logging.getLogger("dab").setLevel(logging.WARNING)  # rank 0 reports for all
+        with LocalRuns() as runs:
+            train(run.step, cfg.trainer, out_dir, config, resume_path=resume_path, dist=dist,
+                  threads=_threads(cfg, device, runs))
+        return {}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(log_dir=str(out_dir / "tb")) as writer:
+    with SummaryWriter(log_dir=str(out_dir / "tb")) as writer, LocalRuns() as runs:
         if resume_path is not None:
             log.info(f"resuming from {resume_path}")
         (out_dir / STATUS).unlink(missing_ok=True)  # a failure record from an earlier attempt in this dir
         try:
-            state = train(run.step, cfg.trainer, out_dir, config, resume_path=resume_path, writer=writer)
+            state = train(run.step, cfg.trainer, out_dir, config, resume_path=resume_path, writer=writer,
+                          dist=dist, threads=_threads(cfg, device, runs))
         except TrainingFailed as err:
             write_failure(out_dir, cfg, err, command, device)
             log.error(f"failed: {err}. Run dir: {out_dir} (status.json, no metrics.json)")
@@ -173,7 +191,10 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         "train/skipped_steps": state.skipped_steps,
         # optional task hook: end-of-training values such as train/tau_final
         **(task.final_train_metrics(model) if hasattr(task, "final_train_metrics") else {}),
-        "wall_seconds": round(state.train_seconds, 3),
+        "wall_seconds": round(state.train_seconds, 3),  # training wall-clock, evaluations included
+        "train_seconds": round(state.train_seconds - state.eval_seconds, 3),
+        "eval_seconds": round(state.eval_seconds, 3),
+        "world_size": dist.world_size,
         "device": hardware_name(device),
         "seed": cfg.seed,
         "experiment": cfg.run_name,

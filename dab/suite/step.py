@@ -19,6 +19,7 @@ from torch import nn
 from dab.bridge import pop_dab_loss
 from dab.errors import ConfigError
 from dab.registry import Registry
+from dab.suite.distributed import Dist, ShardedTask, check_batch
 from dab.suite.schedules import lr_factor
 
 OPTIMIZERS = Registry("optimizer")
@@ -121,11 +122,16 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, device: torch.device,
                  precision: str = "fp32", compile: bool = False, grad_clip: float | None = None,
-                 lr_factor: Callable[[int], float] | None = None, skip_nonfinite: bool = False):
+                 lr_factor: Callable[[int], float] | None = None, skip_nonfinite: bool = False,
+                 forward_model: nn.Module | None = None, batches: Any = None):
+        """``forward_model`` (default ``model``): what the step runs forward, e.g. the DDP wrapper of
+        ``model``; ``batches`` (default ``task``): what ``train_batch(step)`` is called on, e.g. a
+        :class:`dab.suite.distributed.ShardedTask`."""
         self.model, self.task, self.optimizer = model, task, optimizer
+        self.batches = task if batches is None else batches
         self.grad_clip, self.lr_factor, self.skip_nonfinite = grad_clip, lr_factor, skip_nonfinite
         self.autocast = make_autocast(device, precision)
-        forward_loss = make_forward_loss(model, task, self.autocast)
+        forward_loss = make_forward_loss(model if forward_model is None else forward_model, task, self.autocast)
         self.forward_loss = compile_forward_loss(forward_loss, device) if compile else forward_loss
         self.params = list(model.parameters())
         groups = [] if optimizer is None else optimizer.param_groups
@@ -133,7 +139,7 @@ class TrainStep:
             g.setdefault("initial_lr", g["lr"])
 
     def __call__(self, step: int) -> StepResult:
-        batch = self.task.train_batch(step)
+        batch = self.batches.train_batch(step)
         if self.lr_factor is not None:
             factor = self.lr_factor(step)
             for g in self.optimizer.param_groups:
@@ -163,18 +169,28 @@ class Run:
     step: TrainStep
 
 
-def build_run(cfg: Any, device: torch.device) -> Run:
+def build_run(cfg: Any, device: torch.device, dist: Dist = Dist()) -> Run:
     """Task, model (on ``device``), optimizer and training step for a validated config. Seeds the
-    global RNG with ``cfg.seed`` first, so the same config always starts from the same weights."""
+    global RNG with ``cfg.seed`` first, so the same config always starts from the same weights
+    (on every rank of a data-parallel run: ``dist``, see dab/suite/distributed.py)."""
+    from dab.suite.config import node_items
     from dab.suite.families import build_task
 
     make_autocast(device, cfg.trainer.precision)  # refuses bf16 where the device lacks it, before any work
+    if dist.enabled:
+        check_batch(node_items(cfg.dataset)["batch_size"], dist)
     torch.manual_seed(cfg.seed)
     task, model = build_task(cfg, device)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optimizer
     optimizer = make_optimizer(o.name, trainable, o.lr, o.weight_decay) if trainable else None
+    forward_model, batches = model, task
+    if dist.enabled and trainable:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        batches = ShardedTask(task, dist)
     step = TrainStep(model, task, optimizer, device, cfg.trainer.precision, cfg.trainer.compile, o.grad_clip,
-                     make_lr_factor(cfg), cfg.trainer.nan_policy == "skip")
+                     make_lr_factor(cfg), cfg.trainer.nan_policy == "skip", forward_model, batches)
     return Run(task, model, optimizer, step)

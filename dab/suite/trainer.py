@@ -15,7 +15,9 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dab.suite.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from dab.suite.distributed import Dist, any_rank
 from dab.suite.step import TrainStep
+from dab.suite.threads import ThreadPolicy
 from dab.errors import TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class TrainState:
     history: list = field(default_factory=list)  # [{"step", "seconds", **eval metrics}]
     skipped_steps: int = 0  # steps whose loss was not finite (trainer.nan_policy=skip): no update
     saved_step: int | None = None  # the step of the newest checkpoint on disk
+    eval_seconds: float = 0.0  # of train_seconds (wall-clock), the part spent evaluating
 
 
 def time_estimate(steps_done: int, seconds: float, steps_left: int, budget_s: float | None, used_s: float) -> str:
@@ -81,7 +84,7 @@ def evaluate(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> dict[s
 
 
 def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, resume_path: Path | None = None,
-          writer: Any = None) -> TrainState:
+          writer: Any = None, dist: Dist = Dist(), threads: ThreadPolicy | None = None) -> TrainState:
     """Train until ``trainer_cfg.max_steps`` or ``max_minutes``; checkpoint to ``out_dir``.
     ``step_fn`` (:class:`dab.suite.step.TrainStep`) holds the model, the task and the optimizer and
     takes one step; an optimizer of None (a model without trainable parameters) takes no steps:
@@ -95,27 +98,35 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
     (``trainer.nan_policy=stop``); checkpoints are only written after the losses since the
     previous one were checked, so the one on disk is the last good one. ``nan_policy=skip``
     skips such steps instead and counts them in ``skipped_steps``.
+
+    ``dist`` (a data-parallel rank): only rank 0 evaluates and writes checkpoints; the ranks agree
+    at every log, evaluation and checkpoint step whether to stop (a stop request, a non-finite loss
+    on any rank, the minute budget). ``threads`` re-divides the CPU cores at every log step.
     """
     model, task, optimizer = step_fn.model, step_fn.task, step_fn.optimizer
     state = TrainState()
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path, model, optimizer)
         state = TrainState(ckpt["step"], ckpt["train_seconds"], list(ckpt["history"]),
-                           ckpt.get("skipped_steps", 0), ckpt["step"])
+                           ckpt.get("skipped_steps", 0), ckpt["step"], ckpt.get("eval_seconds", 0.0))
     autocast = step_fn.autocast
     budget_s = None if trainer_cfg.max_minutes is None else 60.0 * trainer_cfg.max_minutes
     ckpt_path = out_dir / CHECKPOINT
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, model, optimizer, state.step, state.train_seconds, state.history, config,
-                        state.skipped_steps)
+        if dist.is_main:
+            save_checkpoint(ckpt_path, model, optimizer, state.step, state.train_seconds, state.history, config,
+                            state.skipped_steps, state.eval_seconds)
         state.saved_step = state.step
 
     window: list = []  # (step, task loss, DAB loss) on the device since the last finiteness check
 
-    def check_finite() -> None:
+    def check_finite(elsewhere: bool = False) -> None:
+        """Raise TrainingFailed for a non-finite loss in the window (or, ``elsewhere``, on another rank)."""
         bad = first_nonfinite(window)
         window.clear()
+        if bad is None and elsewhere:
+            bad = (state.step, {"train/task_loss": float("nan"), "train/dab_loss": float("nan")})
         if bad is not None:
             step, terms = bad
             saved = "no checkpoint yet" if state.saved_step is None else f"last good checkpoint: step {state.saved_step}"
@@ -124,6 +135,9 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
                                  step=step, losses=terms, saved_step=state.saved_step)
 
     def log_eval() -> dict:
+        if not dist.is_main:
+            return {}
+        t_eval = time.perf_counter()
         metrics = evaluate(model, task, autocast)
         state.history.append({"step": state.step, "seconds": round(state.train_seconds, 3), **metrics})
         if writer is not None:
@@ -133,9 +147,15 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
                 model.eval()
                 task.log_media(model, writer, state.step)
                 model.train()
+        state.eval_seconds += time.perf_counter() - t_eval
         return metrics
 
-    bar = tqdm(total=trainer_cfg.max_steps, initial=state.step, disable=not trainer_cfg.progress,
+    def over_budget() -> bool:
+        return budget_s is not None and state.train_seconds >= budget_s
+
+    if threads is not None:
+        threads.apply()
+    bar = tqdm(total=trainer_cfg.max_steps, initial=state.step, disable=not (trainer_cfg.progress and dist.is_main),
                dynamic_ncols=True, desc=str(config.get("run_name", "train")))
     sums = None
     last_log_s = state.train_seconds
@@ -144,12 +164,13 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
     t0 = time.perf_counter() - state.train_seconds
     first_step, first_s, estimated = state.step, state.train_seconds, False
     # log lines (evaluations, warnings) go above the progress bar instead of through it
+    all_stop = False  # data-parallel: the ranks agreed to stop (minute budget)
     with logging_redirect_tqdm() if trainer_cfg.progress else contextlib.nullcontext():
         try:
-            if StopRequest.requested:  # asked to stop while the run was being set up
+            if StopRequest.requested and not dist.enabled:  # asked to stop while the run was being set up
                 raise KeyboardInterrupt
             while (optimizer is not None and state.step < trainer_cfg.max_steps  # no optimizer: nothing to train
-                   and (budget_s is None or state.train_seconds < budget_s)):
+                   and not all_stop and (dist.enabled or not over_budget())):
                 in_step = True
                 out = step_fn(state.step)
                 task_loss, dab_loss, logs, taken = out.task_loss, out.dab_loss, out.logs, out.taken
@@ -163,13 +184,23 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
                     window.append((state.step, task_loss, dab_loss))
                     values = {"train/task_loss": task_loss, "train/dab_loss": dab_loss, **logs}
                     sums = values if sums is None else {k: sums[k] + v for k, v in values.items()}
-                if StopRequest.requested:
+                if StopRequest.requested and not dist.enabled:
                     raise KeyboardInterrupt
                 state.train_seconds = time.perf_counter() - t0
                 bar.update(1)
                 if any(state.step % every == 0 for every in (trainer_cfg.log_every, trainer_cfg.eval_every,
                                                               trainer_cfg.ckpt_every)):
-                    check_finite()
+                    if dist.enabled:  # one small all-reduce: every rank takes the same decision
+                        stop, nonfinite, late = any_rank([StopRequest.requested, bool(first_nonfinite(window)),
+                                                          over_budget()], dist)
+                        check_finite(elsewhere=nonfinite)
+                        if stop:
+                            raise KeyboardInterrupt
+                        all_stop = late
+                    else:
+                        check_finite()
+                if state.step % trainer_cfg.log_every == 0 and threads is not None:
+                    threads.apply()
                 if state.step % trainer_cfg.log_every == 0 and sums is not None:
                     means = {k: float(v) / trainer_cfg.log_every for k, v in sums.items()}  # the one host sync
                     sums = None
@@ -185,7 +216,7 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
                         rate = trainer_cfg.log_every / max(state.train_seconds - last_log_s, 1e-9)
                         bar.total = min(trainer_cfg.max_steps, state.step + int(rate * max(budget_s - state.train_seconds, 0)))
                     last_log_s = state.train_seconds
-                if state.step % trainer_cfg.eval_every == 0:
+                if state.step % trainer_cfg.eval_every == 0 and dist.is_main:
                     m = log_eval()
                     log.info(f"step {state.step:>7d} | {state.train_seconds / 60:6.2f} min | "
                              + " | ".join(f"{k} {v:.4f}" for k, v in m.items()))
@@ -200,7 +231,7 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
             raise Interrupted(state.step, state.saved_step) from err
         finally:
             bar.close()
-    if not state.history or state.history[-1]["step"] != state.step:
+    if dist.is_main and (not state.history or state.history[-1]["step"] != state.step):
         log_eval()
     checkpoint()
     return state
