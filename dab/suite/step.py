@@ -118,6 +118,11 @@ class TrainStep:
     the step, so resuming needs no scheduler state). ``skip_nonfinite`` checks the loss on the host
     first (one sync per step) and skips the update when it is not finite; otherwise there is no host
     sync in the step.
+
+    ``compile=True`` (``trainer.compile``) compiles the step: forward, losses and backward as one
+    function (AOTAutograd; CUDA graphs on a GPU), then gradient clipping and the optimizer update as
+    a second compiled function with the learning rate held in a device tensor, so a changing lr
+    never recompiles. Only the batch (drawn from (seed, step)) and the lr value stay outside.
     """
 
     def __init__(self, model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -136,14 +141,27 @@ class TrainStep:
         self.params = list(model.parameters())
         groups = [] if optimizer is None else optimizer.param_groups
         for g in groups:  # the base lr the schedule scales (kept across a resume by the optimizer state)
-            g.setdefault("initial_lr", g["lr"])
+            g.setdefault("initial_lr", float(g["lr"]))
+            if compile:  # a tensor: the compiled update reads it instead of baking in a constant
+                g["lr"] = torch.tensor(float(g["lr"]), device=device)
+        self.update = torch.compile(self._update) if compile and optimizer is not None else self._update
+
+    def _update(self) -> None:
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+
+    def set_lr(self, factor: float) -> None:
+        for g in self.optimizer.param_groups:
+            if isinstance(g["lr"], torch.Tensor):
+                g["lr"].fill_(g["initial_lr"] * factor)
+            else:
+                g["lr"] = g["initial_lr"] * factor
 
     def __call__(self, step: int) -> StepResult:
         batch = self.batches.train_batch(step)
         if self.lr_factor is not None:
-            factor = self.lr_factor(step)
-            for g in self.optimizer.param_groups:
-                g["lr"] = g["initial_lr"] * factor
+            self.set_lr(self.lr_factor(step))
         task_loss, dab_loss, logs = self.forward_loss(batch)
         loss = task_loss if dab_loss is None else task_loss + dab_loss
         self.optimizer.zero_grad(set_to_none=True)
@@ -153,9 +171,7 @@ class TrainStep:
             result.taken = False
             return result
         loss.backward()
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.optimizer.step()
+        self.update()
         return result
 
 
