@@ -233,5 +233,6 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
             bar.close()
     if dist.is_main and (not state.history or state.history[-1]["step"] != state.step):
         log_eval()
+    state.train_seconds = time.perf_counter() - t0  # through the last evaluation, so eval_seconds is a part of it
     checkpoint()
     return state
