@@ -13,8 +13,11 @@ approximator** and the layers before the bridge learn from the task gradient alo
 default here (``loss_to_input=False``: the DAB loss sees ``x.detach()``). ``loss_to_input=True``
 also sends ``gamma * dL_DAB/dx`` into the earlier layers; it is kept for the estimator ablation.
 
-How the gradient is formed is the estimator's business (``dab/estimators.py``: ``dab``, ``ste``);
+How the gradient is formed is the estimator's business (``dab/estimators.py``: ``dab``, ``ste``,
+``gumbel``, ``gumbel_st``, ``reinmax``, ``reinforce``, ``blackbox``, ``perturbed``, ``softsort``);
 the bridge runs the hard function, checks shapes, and holds the approximator and the pending loss.
+The score-function estimator (``reinforce``) needs each sample's loss, which only the caller
+knows: :func:`score_function_loss` takes it and returns the term to add to the loss.
 
 Collecting the DAB loss: call :func:`pop_dab_loss` once after every training-mode forward. A
 bridge holds at most one pending loss: a forward that finds an uncollected loss from an earlier
@@ -26,22 +29,25 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from dab.approximators import make_approximator
 from dab.errors import ConfigError
-from dab.estimators import ESTIMATORS
+from dab.estimators import ESTIMATORS, check_suits, hard_facts, make_estimator
 from dab.hard_fns import HardFn, make_hard_fn
 from dab.losses import LossFn, get_dab_loss
+
 
 class Bridge(nn.Module):
     """Wraps a hard function; x: [B, *in_shape] -> hard(x): [B, *out_shape].
 
     ``estimator='dab'`` routes gradients through ``approximator`` (required);
-    ``estimator='ste'`` copies them straight through (identity backward, same-shape ops only).
+    ``estimator='ste'`` copies them straight through (identity backward, same-shape ops only);
+    the other estimators (``dab/estimators.py``) need no approximator and take their settings
+    from ``estimator_args`` (e.g. ``{"sigma": 0.5, "samples": 10}`` for ``perturbed``).
     After a training-mode forward (with grad enabled and ``x`` requiring grad), ``self.dab_loss``
     holds that forward's (gamma-scaled) DAB loss, a scalar, until :func:`pop_dab_loss` collects
     it; a later forward replaces an uncollected one (see the module docstring). The hard output
@@ -54,7 +60,7 @@ class Bridge(nn.Module):
     def __init__(self, hard_fn: HardFn | Callable[[torch.Tensor], torch.Tensor],
                  approximator: nn.Module | None, gamma: float = 10.0,
                  loss: str | LossFn = "l2", estimator: str = "dab", loss_to_input: bool = False,
-                 in_shape: tuple[int, ...] | None = None):
+                 in_shape: tuple[int, ...] | None = None, estimator_args: Mapping[str, Any] | None = None):
         super().__init__()
         option = ESTIMATORS[estimator]
         if gamma is None or gamma < 0:
@@ -63,7 +69,7 @@ class Bridge(nn.Module):
             raise ConfigError(f"estimator '{estimator}' needs an approximator")
         self.hard_fn = hard_fn
         self.approximator = approximator if option.info["needs_approximator"] else None
-        self._estimator = option.build
+        self._estimator = make_estimator(estimator, estimator_args)
         self.gamma = float(gamma)
         self.loss_fn = get_dab_loss(loss) if isinstance(loss, str) else loss
         self.estimator = estimator
@@ -72,6 +78,7 @@ class Bridge(nn.Module):
             in_shape = getattr(self.approximator, "in_shape", None)
         self.in_shape: tuple[int, ...] | None = None if in_shape is None else tuple(int(d) for d in in_shape)
         self.dab_loss: torch.Tensor | None = None
+        self.score_logp: torch.Tensor | None = None  # reinforce: log p(sample | x) per sample, until scored
         self._warned_unpopped = False
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -101,12 +108,19 @@ class Bridge(nn.Module):
                 RuntimeWarning, stacklevel=6)  # record, the estimator, forward, Module._call_impl, __call__, the caller
         self.dab_loss = loss
 
+    def record_score(self, logp: torch.Tensor) -> None:
+        """Keep ``logp`` [B] (reinforce) until :func:`score_function_loss` pairs it with the losses."""
+        self.score_logp = logp
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        estimating = self.training and torch.is_grad_enabled() and x.requires_grad
+        if estimating and self._estimator.draws_sample:  # it draws the hard sample with its own noise
+            return self._estimator.forward(self, x, None)
         with torch.no_grad():
             hard = self.hard_fn(x)
         hard = hard.detach()  # a hard function returning x itself (identity) would keep x's graph
-        if not (self.training and torch.is_grad_enabled() and x.requires_grad):
+        if not estimating:
             return hard
         return self._estimator.forward(self, x, hard)
 
@@ -123,9 +137,43 @@ def pop_dab_loss(model: nn.Module, *, none_if_empty: bool = False) -> torch.Tens
     """
     total = None
     for module in model.modules():
+        if isinstance(module, Bridge) and module.score_logp is not None:
+            raise ConfigError(f"bridge ({module._hard_name()}) with estimator reinforce: its score-function term "
+                              "never got the samples' losses. Call dab.score_function_loss(model, per_sample_loss) "
+                              "before pop_dab_loss; the task that trains this model does not")
         if isinstance(module, Bridge) and module.dab_loss is not None:
             total = module.dab_loss if total is None else total + module.dab_loss
             module.dab_loss = None
+    if total is None and not none_if_empty:
+        device, dtype = _device_and_dtype(model)
+        total = torch.zeros((), device=device, dtype=dtype)
+    return total
+
+
+def score_function_loss(model: nn.Module, per_sample_loss: torch.Tensor, *,
+                        none_if_empty: bool = False) -> torch.Tensor | None:
+    """The score-function (``reinforce``) term for every bridge of ``model`` that holds one, given
+    each sample's loss ``per_sample_loss`` [B] (the loss whose batch mean is minimized); clears them.
+
+    Returns sum over bridges of mean_b (L_b - baseline_b) * (log p_b - stop_grad(log p_b)), whose
+    value is exactly 0 (the loss curve is unchanged) and whose gradient is the score-function
+    estimate of d mean_b E[L_b] / d(logits). baseline_b is the mean loss of the *other* samples
+    of the batch (leave-one-out), which keeps the estimate unbiased; including L_b itself would
+    scale it by (1 - 1/B). A constant zero where no bridge holds a term (None with
+    ``none_if_empty``, for callers that then add nothing)."""
+    cost = per_sample_loss.detach().float().reshape(-1)
+    total = None
+    for module in model.modules():
+        if not isinstance(module, Bridge) or module.score_logp is None:
+            continue
+        logp, module.score_logp = module.score_logp, None
+        if logp.shape != cost.shape:
+            raise ConfigError(f"score_function_loss needs one loss per sample: got {tuple(cost.shape)} losses "
+                              f"for a batch of {logp.shape[0]}")
+        n = cost.numel()
+        baseline = (cost.sum() - cost) / (n - 1) if n > 1 else torch.zeros_like(cost)
+        term = ((cost - baseline) * (logp - logp.detach())).mean()
+        total = term if total is None else total + term
     if total is None and not none_if_empty:
         device, dtype = _device_and_dtype(model)
         total = torch.zeros((), device=device, dtype=dtype)
@@ -141,15 +189,18 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def make_bridge(hard_fn: str, in_shape: tuple[int, ...], gamma: float = 10.0, estimator: str = "dab",
                 approximator: str = "dense", hidden: int = 256, depth: int = 2, loss: str = "l2",
-                loss_to_input: bool = False, **hard_fn_args) -> Bridge:
+                loss_to_input: bool = False, estimator_args: Mapping[str, Any] | None = None,
+                **hard_fn_args) -> Bridge:
     """Build a bridge by names for per-sample input shape ``in_shape`` (batch dim excluded).
     ``hard_fn_args`` are the hard function's own settings (signum ``eps``, topk ``k``, kmeans
     ``k``, ``iters``, ``seed``); ``loss_to_input`` picks what the DAB loss trains (see the module
-    docstring)."""
+    docstring); ``estimator_args`` are the estimator's settings (``tau``, ``lam``, ``sigma``,
+    ``samples``: see ``dab/estimators.py``). An estimator that does not suit the hard function is
+    a ConfigError naming those that do."""
     fn = make_hard_fn(hard_fn, **hard_fn_args)
     out_shape = fn.out_shape(tuple(in_shape))
     option = ESTIMATORS[estimator]
-    option.build.check(hard_fn, tuple(in_shape), tuple(out_shape))
+    check_suits(estimator, hard_fn, hard_facts(fn), tuple(in_shape), tuple(out_shape))
     approx = make_approximator(approximator, in_shape, out_shape, hidden, depth) if option.info["needs_approximator"] else None
     return Bridge(fn, approx, gamma=gamma, loss=loss, estimator=estimator, loss_to_input=loss_to_input,
-                  in_shape=tuple(in_shape))
+                  in_shape=tuple(in_shape), estimator_args=estimator_args)

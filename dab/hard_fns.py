@@ -7,9 +7,10 @@ name to a builder of a :class:`HardFn`, which also knows the per-sample output s
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -33,6 +34,16 @@ def binary_above_mean(x: torch.Tensor) -> torch.Tensor:
 def bernoulli_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """z ~ Bernoulli(sigmoid(logits)), sampled without reparameterization. Same shape as logits."""
     return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+
+
+def categorical_sample(logits: torch.Tensor, categories: int) -> torch.Tensor:
+    """One-hot samples of K-way categorical variables: the last dim holds F/K groups of K logits.
+
+    logits: [B, ..., F] (F divisible by K) -> [B, ..., F], each group of K a one-hot draw from
+    softmax(group), sampled without reparameterization."""
+    groups = logits.unflatten(-1, (-1, categories))
+    idx = torch.multinomial(torch.softmax(groups.float(), -1).flatten(0, -2), 1).view(groups.shape[:-1])
+    return torch.nn.functional.one_hot(idx, categories).to(logits.dtype).flatten(-2)
 
 
 def sort_1d(x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +141,8 @@ class HardFn:
     name: str
     fn: Callable[[torch.Tensor], torch.Tensor]
     out_shape: Callable[[Shape], Shape]
+    # the registered facts and settings (make_hard_fn fills them); the estimators read them
+    facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """[B, *in_shape] -> [B, *out_shape], never attached to x's graph (identity returns x itself,
@@ -164,6 +177,16 @@ def _topk_shape(k: int) -> Callable[[Shape], Shape]:
     return shape_fn
 
 
+def _categorical_shape(categories: int) -> Callable[[Shape], Shape]:
+    def shape_fn(shape: Shape) -> Shape:
+        if not shape or shape[-1] % categories:
+            raise ConfigError(f"categorical with categories={categories} needs a last dim divisible by {categories}, "
+                              f"got per-sample shape {shape}")
+        return shape
+
+    return shape_fn
+
+
 def _kmeans_shape(k: int) -> Callable[[Shape], Shape]:
     def shape_fn(shape: Shape) -> Shape:
         points = math.prod(shape[1:]) if len(shape) == 3 else (shape[0] if len(shape) == 1 else -1)
@@ -178,6 +201,15 @@ def _kmeans_shape(k: int) -> Callable[[Shape], Shape]:
     return shape_fn
 
 
+# Each option registers, besides its schema, the facts the estimators read to decide whether they
+# suit it (dab/estimators.py declares which facts each estimator needs):
+#   positionwise: output element i belongs to input element i (same shape, no values moved between
+#                 positions): signum, binary, Bernoulli and categorical samples, k-means, identity;
+#                 not the sorts and top-k, which move values between positions;
+#   stochastic:   the output is a random draw; ``distribution`` names its law over the input logits:
+#                 "bernoulli" (z ~ Bernoulli(sigmoid(x)) per element) or "categorical" (one-hot
+#                 draws from softmax over groups of ``categories`` elements of the last dim).
+# An option that declares nothing counts as deterministic and not positionwise.
 HARD_FNS = Registry("hard_fn")  # name -> builder(args) -> HardFn; its schema is the option's settings
 
 
@@ -192,27 +224,40 @@ class TopkArgs:
 
 
 @dataclass
+class CategoricalArgs:
+    categories: int = 8  # K: the last dim holds groups of K logits, one K-way variable each
+
+
+@dataclass
 class KMeansArgs:
     k: int = 10
     iters: int = 10  # Lloyd iterations
     seed: int = 0  # picks the first centroid (farthest-point initialization)
 
 
-@HARD_FNS.register("signum", schema=SignumArgs)
+@HARD_FNS.register("signum", schema=SignumArgs, positionwise=True)
 def _signum(args: SignumArgs) -> HardFn:
     if args.eps < 0:
         raise ConfigError(f"signum margin eps must be >= 0, got {args.eps}")
     return HardFn("signum", lambda x: signum_with_margin(x, args.eps), _same)
 
 
-@HARD_FNS.register("binary")
+@HARD_FNS.register("binary", positionwise=True)
 def _binary(args: None) -> HardFn:
     return HardFn("binary", binary_above_mean, _same)
 
 
-@HARD_FNS.register("bernoulli", stochastic=True)
+@HARD_FNS.register("bernoulli", positionwise=True, stochastic=True, distribution="bernoulli")
 def _bernoulli(args: None) -> HardFn:
     return HardFn("bernoulli", bernoulli_sample, _same)
+
+
+@HARD_FNS.register("categorical", schema=CategoricalArgs, positionwise=True, stochastic=True,
+                   distribution="categorical")
+def _categorical(args: CategoricalArgs) -> HardFn:
+    if args.categories < 2:
+        raise ConfigError(f"categorical needs categories >= 2, got {args.categories}")
+    return HardFn("categorical", lambda x: categorical_sample(x, args.categories), _categorical_shape(args.categories))
 
 
 @HARD_FNS.register("sort1d")
@@ -230,18 +275,22 @@ def _topk(args: TopkArgs) -> HardFn:
     return HardFn("topk", lambda x: topk_rows_cols(x, args.k), _topk_shape(args.k))
 
 
-@HARD_FNS.register("kmeans", schema=KMeansArgs)
+@HARD_FNS.register("kmeans", schema=KMeansArgs, positionwise=True)
 def _kmeans(args: KMeansArgs) -> HardFn:
     return HardFn("kmeans", lambda x: kmeans_quantize(x, args.k, args.iters, args.seed), _kmeans_shape(args.k))
 
 
-@HARD_FNS.register("identity")
+@HARD_FNS.register("identity", positionwise=True)
 def _identity(args: None) -> HardFn:
     return HardFn("identity", identity, _same)
 
 
 def make_hard_fn(name: str, **args) -> HardFn:
     """Build the hard function registered as ``name`` with its settings (signum: ``eps``; topk:
-    ``k``; kmeans: ``k``, ``iters``, ``seed``); a setting the function does not have is an error."""
+    ``k``; kmeans: ``k``, ``iters``, ``seed``; categorical: ``categories``); a setting the function
+    does not have is an error."""
     option = HARD_FNS[name]
-    return option(option.args(args, where="hard_fn"))
+    settings = option.args(args, where="hard_fn")
+    fn = option(settings)
+    given = {} if settings is None else dataclasses.asdict(settings)
+    return dataclasses.replace(fn, facts={"name": name, **option.info, **given})

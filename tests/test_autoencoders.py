@@ -72,7 +72,8 @@ def test_every_latent_variant_trains_and_reports_its_metrics(latent, tmp_path, s
     assert m["train/steps"] == (0 if latent == "threshold" else 2)  # threshold has nothing to train
     assert ("test/kl" in m) == (latent in ("bernoulli", "discrete"))
     assert ("train/tau_final" in m) == (latent in ("bernoulli", "discrete"))
-    assert ("test/linear_acc_posterior" in m) == (latent in ("bernoulli", "discrete", "dab_bernoulli"))
+    assert ("test/linear_acc_posterior" in m) == (latent in ("bernoulli", "discrete", "dab_bernoulli",
+                                                            "bridged_bernoulli", "bridged_categorical"))
     assert ("test/threshold_tau" in m) == (latent == "threshold")
     assert m["test/recon_loss"] > 0 and m["test/bits"] <= 0.1 * 784 + 1e-9
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # parameter-free threshold included
@@ -104,7 +105,8 @@ def test_ms_ssim_wrapper_on_small_images():
 @pytest.mark.parametrize("latent, units, bits", [
     ("dab_binary", 78, 78.0), ("ste_binary", 78, 78.0), ("dab_bernoulli", 78, 78.0), ("bernoulli", 78, 78.0),
     ("dab_signum", 49, 49 * math.log2(3)), ("ste_signum", 49, 49 * math.log2(3)),
-    ("discrete", 26, 78.0), ("threshold", 64, 64.0)])
+    ("discrete", 26, 78.0), ("threshold", 64, 64.0), ("bridged_binary", 78, 78.0),
+    ("bridged_bernoulli", 78, 78.0), ("bridged_signum", 49, 49 * math.log2(3)), ("bridged_categorical", 26, 78.0)])
 def test_bits_accounting_fashion_mnist_at_0_1(latent, units, bits):
     assert ae.latent_size(0.1, (1, 28, 28), latent, categories=8) == (units, pytest.approx(bits))
 
@@ -173,7 +175,10 @@ def test_too_small_bpp_exits_2_without_metrics(tmp_path, main_inprocess, synthet
 @pytest.mark.parametrize("overrides, words", [
     (["latent.name=gumbel"], ["latent", "gumbel", "dab_binary", "threshold"]),
     (["model=dense"], ["model for task autoencode", "conv_unet"]),
-    (["dab=ste"], ["latent=ste_binary"]),
+    (["dab=ste"], ["latent=ste_binary", "latent=bridged_binary"]),
+    (["latent=bernoulli", "dab.estimator=reinforce"], ["latent=bernoulli", "dab.estimator", "bridged_bernoulli"]),
+    (["latent=bridged_categorical", "latent.categories=1"], ["latent.categories", ">= 2"]),
+    (["latent=bridged_bernoulli", "dab.estimator=gumbel", "dab.lam=3"], ["dab.lam", "estimator gumbel", "tau"]),
     (["latent.bpp=0"], ["latent.bpp", "> 0"]),
     (["latent=bernoulli", "latent.anneal=linear"], ["latent.anneal", "linear", "cosine_per_step", "exp_every"]),
     (["latent=bernoulli", "latent.tau_min=0"], ["latent.tau_min", "> 0 and < 1", "got 0"]),
@@ -370,6 +375,39 @@ def test_posterior_of_the_bridged_bernoulli_is_what_it_samples_from():
     assert torch.allclose(draws.mean(0), lat.posterior(h)[0], atol=0.03)
     assert torch.equal(lat.posterior(h), torch.sigmoid(h))
     assert make_bridged_latent("dab_binary", 6, cfg.dab).posterior(h) is None
+
+
+@pytest.mark.parametrize("latent, estimator", [
+    ("bridged_binary", "dab"), ("bridged_binary", "ste"), ("bridged_binary", "blackbox"),
+    ("bridged_binary", "perturbed"), ("bridged_signum", "perturbed"), ("bridged_bernoulli", "gumbel"),
+    ("bridged_bernoulli", "gumbel_st"), ("bridged_bernoulli", "reinmax"), ("bridged_bernoulli", "reinforce"),
+    ("bridged_categorical", "gumbel_st"), ("bridged_categorical", "reinmax"), ("bridged_categorical", "reinforce")])
+def test_a_bridged_latent_trains_with_the_estimator_dab_estimator_names(latent, estimator, tmp_path, synthetic_data):
+    """dab.estimator picks the bridged latents' estimator; the encoder gets a gradient from it
+    (reinforce: through the score-function term that the task's loss adds)."""
+    cfg = compose_config(["+experiment=vae_fmnist", f"latent={latent}", f"dab.estimator={estimator}",
+                          *ae_overrides(tmp_path, steps=2)])
+    task, model = ae.build(cfg, torch.device("cpu"))
+    assert model.latent.bridge.estimator == estimator
+    model.train()
+    loss, _ = task.loss(model, task.train_batch(0))
+    loss.backward()
+    encoder_grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert encoder_grads and any(g.abs().sum() > 0 for g in encoder_grads)
+    m = run_experiment(cfg, tmp_path / "run")
+    assert m["train/steps"] == 2 and m["test/recon_loss"] > 0
+
+
+@pytest.mark.parametrize("latent, estimator, words", [
+    ("bridged_binary", "reinmax", ["reinmax", "binary", "estimator=perturbed"]),
+    ("bridged_bernoulli", "blackbox", ["blackbox", "bernoulli", "estimator=reinforce"]),
+    ("bridged_bernoulli", "softsort", ["softsort", "bernoulli", "estimator=gumbel"])])
+def test_an_estimator_that_does_not_suit_the_latent_is_one_line_naming_those_that_do(latent, estimator, words, tmp_path):
+    cfg = compose_config(["+experiment=vae_fmnist", f"latent={latent}", f"dab.estimator={estimator}",
+                          *ae_overrides(tmp_path)])
+    with pytest.raises(ConfigError) as err:
+        ae.make_autoencoder(cfg, (1, 28, 28))
+    assert all(w in str(err.value) for w in words) and "\n" not in str(err.value), str(err.value)
 
 
 @pytest.mark.parametrize("preset", AE_PRESETS)

@@ -17,7 +17,8 @@ from typing import Any, Optional
 
 from dab.approximators import APPROXIMATORS
 from dab.errors import ConfigError
-from dab.estimators import ESTIMATORS
+from dab.estimators import ESTIMATORS, make_estimator
+from dab.estimators import settings_of as estimator_settings
 from dab.losses import DAB_LOSSES
 from dab.bridge import make_bridge
 from dab.hard_fns import HARD_FNS
@@ -53,6 +54,12 @@ class DabConfig:
     depth: int = 2
     loss: str = "l2"
     loss_to_input: bool = False  # False: the DAB loss trains only the approximator (the reference)
+    # the estimator's own settings (dab/estimators.py); null: its default. A key the selected
+    # estimator does not have is an error naming the ones it has.
+    tau: Optional[float] = None  # gumbel, gumbel_st, reinmax: temperature; softsort: regularization strength
+    lam: Optional[float] = None  # blackbox: interpolation scale lambda
+    sigma: Optional[float] = None  # perturbed: noise scale
+    samples: Optional[int] = None  # perturbed: noise draws per forward
 
 
 @dataclass
@@ -122,7 +129,8 @@ def bridge_from_config(cfg: Any, in_shape: tuple[int, ...]):
     d = cfg.dab
     return make_bridge(option.name, tuple(in_shape), gamma=d.gamma, estimator=d.estimator,
                        approximator=d.approximator, hidden=d.hidden, depth=d.depth, loss=d.loss,
-                       loss_to_input=d.loss_to_input, **({} if args is None else asdict(args)))
+                       loss_to_input=d.loss_to_input, estimator_args=estimator_settings(d),
+                       **({} if args is None else asdict(args)))
 
 
 def node_items(node: Any) -> dict:
@@ -188,6 +196,7 @@ def validate(cfg: Any) -> None:
         check_min(o.grad_clip, 0, "optimizer.grad_clip")
     d = cfg.dab
     ESTIMATORS.check(d.estimator, what="dab.estimator")
+    make_estimator(d.estimator, estimator_settings(d))  # its settings: known keys, valid values
     APPROXIMATORS.check(d.approximator, what="dab.approximator")
     DAB_LOSSES.check(d.loss, what="dab.loss")
     check_min(d.gamma, 0, "dab.gamma")

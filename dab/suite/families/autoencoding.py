@@ -25,8 +25,10 @@ from dab.suite.image_data import image_datasets, image_shape, imagenet_loader, l
 from dab.suite.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
 from dab.suite.models.autoencoders import (Autoencoder, ConvDecoder, conv_encoder, dense_decoder, resnet18_encoder,
                                            threshold_autoencoder)
-from dab.suite.models.latents import (ANNEAL_SCHEDULES, LATENTS, RelaxedArgs, RelaxedLatent, SignumLatentArgs,
-                                      ThresholdLatent, bits_per_unit, make_bridged_latent, make_schedule)
+from dab.bridge import score_function_loss
+from dab.suite.models.latents import (ANNEAL_SCHEDULES, LATENTS, BridgedCategoricalArgs, RelaxedArgs, RelaxedLatent,
+                                      SignumLatentArgs, ThresholdLatent, bits_per_unit, make_bridged_latent,
+                                      make_schedule)
 from dab.suite.models.sorting import ACTIVATIONS
 from dab.suite.rng import EpochOrder
 
@@ -153,13 +155,24 @@ class AutoencodingTask:
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         x, _ = batch
         logits, _, kl = model(x)
-        recon = reconstruction_nll(logits, x).mean()
+        per_image = reconstruction_nll(logits, x)
+        recon = per_image.mean()
         if kl is None:
-            return recon, {"train/recon_loss": recon.detach()}
+            # a reinforce latent: its score-function term, from each image's loss (zero-valued)
+            score = score_function_loss(model, per_image, none_if_empty=True)
+            return recon if score is None else recon + score, {"train/recon_loss": recon.detach()}
         kl = kl.mean()
         # tau: a copy, since the buffer changes in place before the trainer sums the window's logs
         return recon + kl, {"train/recon_loss": recon.detach(), "train/kl": kl.detach(),
                             "train/tau": model.latent.tau.detach().clone()}
+
+    def per_sample_loss(self, model: Autoencoder, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Each image's loss [B] (reconstruction NLL, plus the KL for the relaxed VAEs): the terms
+        whose batch mean :meth:`loss` minimizes, for the gradient-fidelity diagnostics."""
+        x, _ = batch
+        logits, _, kl = model(x)
+        per_image = reconstruction_nll(logits, x)
+        return per_image if kl is None else per_image + kl
 
     def final_train_metrics(self, model: Autoencoder) -> dict[str, float]:
         """``train/tau_final``: the temperature the last training step used (relaxed VAEs only)."""
@@ -256,10 +269,13 @@ def validate(cfg: Any) -> None:
     """An image data set, an autoencoder, a latent, and their settings' values."""
     _, d = option_args(cfg, "dataset", DATASETS, image_datasets(), "autoencode")
     _, m = option_args(cfg, "model", MODELS, task="autoencode")
-    _, lat = option_args(cfg, "latent", LATENTS, task="autoencode")
-    if cfg.dab.estimator != "dab":
-        raise ConfigError("for task autoencode the latent variant picks the estimator (dab.estimator is not read); "
-                          "for the straight-through estimator use latent=ste_binary or latent=ste_signum")
+    lat_opt, lat = option_args(cfg, "latent", LATENTS, task="autoencode")
+    if lat_opt.build.estimator is not None or lat_opt.build.hard_fn is None:
+        if cfg.dab.estimator != "dab":
+            raise ConfigError(f"latent={lat_opt.name} picks its own estimator (dab.estimator is not read); for "
+                              "dab.estimator to choose it use latent=bridged_binary, bridged_signum, bridged_bernoulli "
+                              "or bridged_categorical; for the straight-through estimator alone latent=ste_binary or "
+                              "latent=ste_signum")
     check_min(d.batch_size, 1, "dataset.batch_size")
     check_min(d.test_size, 1, "dataset.test_size")
     check_min(d.probe_size, 10, "dataset.probe_size")
@@ -274,6 +290,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"latent.bpp must be > 0, got {lat.bpp}")
     if isinstance(lat, SignumLatentArgs) and lat.eps < 0:
         raise ConfigError(f"latent.eps (the signum margin) must be >= 0, got {lat.eps}")
+    if isinstance(lat, BridgedCategoricalArgs):
+        check_min(lat.categories, 2, "latent.categories")
     if isinstance(lat, RelaxedArgs):
         if hasattr(lat, "categories"):
             check_min(lat.categories, 2, "latent.categories")
@@ -301,7 +319,8 @@ def make_autoencoder(cfg: Any, shape: tuple[int, int, int]) -> tuple[Autoencoder
         latent = RelaxedLatent("bernoulli" if variant.relaxed == "bernoulli" else "categorical", units, categories,
                                schedule=make_schedule(lat, cfg.trainer.max_steps))
     else:
-        hard_args = {"eps": lat.eps} if isinstance(lat, SignumLatentArgs) else {}
+        hard_args = ({"eps": lat.eps} if isinstance(lat, SignumLatentArgs) else
+                     {"categories": lat.categories} if isinstance(lat, BridgedCategoricalArgs) else {})
         latent = make_bridged_latent(lat_opt.name, units, cfg.dab, **hard_args)
     encoder, decoder = model_opt(m, shape, latent.in_features, latent.code_features)
     return Autoencoder(encoder, latent, decoder), units, bits

@@ -4,6 +4,8 @@
 - ``bernoulli`` / ``discrete``: relaxed (reparameterized) VAE posteriors, a KL to the uniform prior,
   a temperature set per training step by a :class:`TemperatureSchedule`, the hard sample in eval mode;
 - ``dab_*`` / ``ste_*``: a hard function behind a :class:`dab.bridge.Bridge` (DAB or straight-through);
+- ``bridged_*``: a hard function (binary, signum, Bernoulli or categorical sample) behind a bridge
+  whose estimator is ``dab.estimator`` (any that suits the function: ``dab/estimators.py``);
 - ``threshold``: no learning at all; binarize a downsampled image at a chosen level ``tau``.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dab.bridge import make_bridge
+from dab.estimators import settings_of as estimator_settings
 from dab.registry import Registry
 
 
@@ -52,6 +55,11 @@ class CategoricalArgs(RelaxedArgs):
     categories: int = 8  # K of each Gumbel-softmax variable (log2 K bits)
 
 
+@dataclass
+class BridgedCategoricalArgs(LatentArgs):
+    categories: int = 8  # K of each one-hot variable (log2 K bits), K features per variable
+
+
 @dataclass(frozen=True)
 class LatentVariant:
     """How a ``latent`` option encodes: its hard function and estimator (bridged variants), its
@@ -59,14 +67,19 @@ class LatentVariant:
 
     legend: str  # the paper's name in figures
     hard_fn: str | None = None
-    estimator: str | None = None
+    estimator: str | None = None  # bridged variants: None takes dab.estimator
     relaxed: str | None = None  # "bernoulli" or "categorical"
     ternary: bool = False
 
     @property
     def stochastic(self) -> bool:
-        """Whether the hard code is a random draw (a VAE's sample, the Bernoulli sample)."""
-        return self.relaxed is not None or self.hard_fn == "bernoulli"
+        """Whether the hard code is a random draw (a VAE's sample, the Bernoulli or categorical sample)."""
+        return self.relaxed is not None or self.hard_fn in ("bernoulli", "categorical")
+
+    @property
+    def categorical(self) -> bool:
+        """Whether a unit is a K-way variable (K features, log2 K bits)."""
+        return self.relaxed == "categorical" or self.hard_fn == "categorical"
 
 
 def _register(name: str, schema: type, variant: LatentVariant) -> None:
@@ -81,13 +94,18 @@ _register("dab_signum", SignumLatentArgs, LatentVariant("dab-signum", hard_fn="s
 _register("threshold", LatentArgs, LatentVariant("threshold"))
 _register("ste_binary", LatentArgs, LatentVariant("ste-binary (ours)", hard_fn="binary", estimator="ste"))
 _register("ste_signum", SignumLatentArgs, LatentVariant("ste-signum (ours)", hard_fn="signum", estimator="ste", ternary=True))
+_register("bridged_binary", LatentArgs, LatentVariant("binary, dab.estimator (ours)", hard_fn="binary"))
+_register("bridged_signum", SignumLatentArgs, LatentVariant("signum, dab.estimator (ours)", hard_fn="signum", ternary=True))
+_register("bridged_bernoulli", LatentArgs, LatentVariant("bernoulli, dab.estimator (ours)", hard_fn="bernoulli"))
+_register("bridged_categorical", BridgedCategoricalArgs,
+          LatentVariant("categorical, dab.estimator (ours)", hard_fn="categorical"))
 
 
 def bits_per_unit(name: str, categories: int = 8) -> float:
     """Bits one latent unit carries: 1 (binary), log2(3) (ternary signum), log2(K) (a K-way
     categorical variable of ``discrete``)."""
     v = LATENTS[name].build
-    if v.relaxed == "categorical":
+    if v.categorical:
         return math.log2(categories)
     return math.log2(3) if v.ternary else 1.0
 
@@ -214,21 +232,27 @@ class RelaxedLatent(nn.Module):
 
 
 class BridgedLatent(nn.Module):
-    """A hard function (binary, signum, Bernoulli sample) on ``units`` features behind a bridge:
-    h: [B, units] -> hard code [B, units]; no KL. ``stochastic``: the hard function draws
-    z ~ Bernoulli(sigmoid(h)), whose probabilities :meth:`posterior` returns."""
+    """A hard function (binary, signum, Bernoulli or categorical sample) on ``features`` features
+    behind a bridge: h: [B, features] -> hard code [B, features]; no KL. ``stochastic``: the hard
+    function draws z ~ Bernoulli(sigmoid(h)) (``categories`` None) or one-hot samples from the
+    softmax of each group of ``categories`` features, whose probabilities :meth:`posterior` returns."""
 
-    def __init__(self, units: int, bridge: nn.Module, stochastic: bool = False):
+    def __init__(self, features: int, bridge: nn.Module, stochastic: bool = False, categories: int | None = None):
         super().__init__()
-        self.in_features = self.code_features = units
-        self.bridge, self.stochastic = bridge, stochastic
+        self.in_features = self.code_features = features
+        self.bridge, self.stochastic, self.categories = bridge, stochastic, categories
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.bridge(h), None
 
     def posterior(self, h: torch.Tensor) -> torch.Tensor | None:
-        """sigmoid(h) [B, units] for the Bernoulli sample; None for a deterministic code."""
-        return torch.sigmoid(h) if self.stochastic else None
+        """sigmoid(h) [B, features] for the Bernoulli sample, the groups' softmax for the categorical
+        one; None for a deterministic code."""
+        if not self.stochastic:
+            return None
+        if self.categories is None:
+            return torch.sigmoid(h)
+        return F.softmax(h.unflatten(-1, (-1, self.categories)), -1).flatten(-2)
 
 
 class ThresholdLatent(nn.Module):
@@ -249,11 +273,16 @@ class ThresholdLatent(nn.Module):
 
 
 def make_bridged_latent(name: str, units: int, dab_cfg: Any, **hard_fn_args) -> BridgedLatent:
-    """The ``dab_*``/``ste_*`` latent for ``units`` features; ``dab_cfg`` supplies gamma and the
-    approximator (its ``estimator`` is not read: the variant fixes it); ``hard_fn_args`` are the
-    hard function's settings (the signum variants' ``eps``)."""
+    """The ``dab_*``/``ste_*``/``bridged_*`` latent for ``units`` units (a categorical unit is
+    ``categories`` features); ``dab_cfg`` supplies gamma, the approximator and, for the
+    ``bridged_*`` variants, the estimator and its settings (the ``dab_*``/``ste_*`` variants fix
+    their estimator); ``hard_fn_args`` are the hard function's settings (``eps``, ``categories``)."""
     v = LATENTS[name].build
-    bridge = make_bridge(v.hard_fn, (units,), gamma=dab_cfg.gamma, estimator=v.estimator,
+    estimator = dab_cfg.estimator if v.estimator is None else v.estimator
+    categories = hard_fn_args.get("categories") if v.categorical else None
+    features = units * (categories or 1)
+    bridge = make_bridge(v.hard_fn, (features,), gamma=dab_cfg.gamma, estimator=estimator,
                          approximator=dab_cfg.approximator, hidden=dab_cfg.hidden, depth=dab_cfg.depth,
-                         loss=dab_cfg.loss, loss_to_input=dab_cfg.loss_to_input, **hard_fn_args)
-    return BridgedLatent(units, bridge, stochastic=v.hard_fn == "bernoulli")
+                         loss=dab_cfg.loss, loss_to_input=dab_cfg.loss_to_input,
+                         estimator_args=estimator_settings(dab_cfg), **hard_fn_args)
+    return BridgedLatent(features, bridge, stochastic=v.stochastic, categories=categories)
