@@ -38,9 +38,9 @@ test: $(VENV_STAMP)
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(VENV_STAMP)  ## sorting, then the autoencoder and classifier benchmarks (CPU: small settings)
-	$(PY) scripts/bench.py --out results/bench
-	$(PY) scripts/bench_autoencoder.py --out results/bench
+bench: $(VENV_STAMP)  ## sorting, then the autoencoder and classifier benchmarks (CPU: small settings; GPU: scripts/device_run.sh)
+	$(PY) scripts/bench.py --seconds 10 --out results/bench
+	$(PY) scripts/bench_autoencoder.py --seconds 10 --workers 1 --out results/bench
 	$(PY) scripts/bench_classification.py --width 16 --seconds 10 --workers 1 --out results/bench/bench_classification_cpu.json
 
 # Paper artifacts (experiments/<name>.yaml): run the sweep at its default budget, then the CSVs,

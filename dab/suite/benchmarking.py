@@ -7,18 +7,19 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 
-def throughput(step: Callable[[], Any], items_per_step: int, seconds: float, device: torch.device,
+def throughput(step: Callable[[int], Any], items_per_step: int, seconds: float, device: torch.device,
                warmup: int = 15) -> float:
-    """Items per second of ``step()``: ``warmup`` untimed calls (compilation, CUDA-graph capture,
-    cuDNN autotuning), then as many as fit in ``seconds``. The device is synchronised only before
-    the clock starts and before it is read, never per step."""
-    for _ in range(warmup):
-        step()
+    """Items per second of ``step(i)`` for i = 0, 1, ... (a :class:`dab.suite.step.TrainStep` takes
+    the step index; a plain loop may ignore it): ``warmup`` untimed calls (compilation, CUDA-graph
+    capture, cuDNN autotuning), then as many as fit in ``seconds``. The device is synchronised only
+    before the clock starts and before it is read, never per step."""
+    for i in range(warmup):
+        step(i)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        step()
+        step(warmup + n)
         n += 1
     if device.type == "cuda":
         torch.cuda.synchronize(device)
