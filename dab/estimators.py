@@ -77,6 +77,11 @@ class ForwardValue(torch.autograd.Function):
         return grad, None
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """t in at least float32 (bf16 and fp16 inputs are computed in float32, float64 stays)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def hard_facts(hard_fn: Any) -> Mapping[str, Any]:
     """The registered facts (and settings) of a hard function built by name
     (:func:`dab.hard_fns.make_hard_fn`); empty for any other callable."""
@@ -171,10 +176,10 @@ class _Stochastic(Estimator):
     def logits_and_sample(x: torch.Tensor, hard: torch.Tensor, kind: str, k: int):
         """Per-variable logits theta [..., K] (float32) and the one-hot sample D [..., K]: a
         Bernoulli variable is the two-way categorical with logits (0, x) and D = (1 - z, z)."""
+        xf, z = _wide(x), _wide(hard).to(_wide(x).dtype)
         if kind == "bernoulli":
-            xf, z = x.float(), hard.float()
             return torch.stack([torch.zeros_like(xf), xf], -1), torch.stack([1 - z, z], -1)
-        return x.float().unflatten(-1, (-1, k)), hard.float().unflatten(-1, (-1, k))
+        return xf.unflatten(-1, (-1, k)), z.unflatten(-1, (-1, k))
 
     @staticmethod
     def to_output(t: torch.Tensor, kind: str) -> torch.Tensor:
@@ -199,14 +204,14 @@ class Gumbel(_Stochastic):
         tau = self.args.tau
         if kind == "bernoulli":
             u = torch.rand_like(x, dtype=torch.float32).clamp_(1e-6, 1 - 1e-6)
-            noisy = x.float() + torch.log(u) - torch.log1p(-u)
-            soft, hard = torch.sigmoid(noisy / tau), (noisy > 0).float()
+            noisy = _wide(x) + torch.log(u) - torch.log1p(-u)
+            soft, hard = torch.sigmoid(noisy / tau), (noisy > 0).to(noisy.dtype)
         else:
-            theta = x.float().unflatten(-1, (-1, k))
-            u = torch.rand_like(theta).clamp_(1e-10, 1 - 1e-7)
+            theta = _wide(x).unflatten(-1, (-1, k))
+            u = torch.rand_like(theta, dtype=torch.float32).clamp_(1e-10, 1 - 1e-7)
             noisy = theta - torch.log(-torch.log(u))
             soft = torch.softmax(noisy / tau, -1).flatten(-2)
-            hard = F.one_hot(noisy.argmax(-1), k).float().flatten(-2)
+            hard = F.one_hot(noisy.argmax(-1), k).to(noisy.dtype).flatten(-2)
         soft, hard = soft.to(x.dtype), hard.to(x.dtype)
         return ForwardValue.apply(soft, hard) if self.straight_through else soft
 
@@ -310,9 +315,9 @@ class _PerturbedVJP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         ys, noise = ctx.saved_tensors
-        weights = (ys.float() * grad.float().unsqueeze(0)).flatten(2).sum(-1)  # [n, B]: <g, y_m> per sample
+        weights = (_wide(ys) * _wide(grad).unsqueeze(0)).flatten(2).sum(-1)  # [n, B]: <g, y_m> per sample
         weights = weights.view(*weights.shape, *([1] * (noise.dim() - 2)))
-        vjp = (weights * noise.float()).mean(0) / ctx.sigma
+        vjp = (weights * _wide(noise)).mean(0) / ctx.sigma
         return vjp.to(noise.dtype), None, None, None
 
 
@@ -368,7 +373,7 @@ class SoftSort(Estimator):
 
     def _sort_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Ascending soft sort of each row of [N, n] (float32: torchsort's CPU kernel)."""
-        return self._soft_sort(rows.float(), regularization="l2", regularization_strength=self.args.tau)
+        return self._soft_sort(_wide(rows), regularization="l2", regularization_strength=self.args.tau)
 
     def forward(self, bridge, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
         name = hard_facts(bridge.hard_fn).get("name")

@@ -206,6 +206,9 @@ def _kmeans_shape(k: int) -> Callable[[Shape], Shape]:
 #   positionwise: output element i belongs to input element i (same shape, no values moved between
 #                 positions): signum, binary, Bernoulli and categorical samples, k-means, identity;
 #                 not the sorts and top-k, which move values between positions;
+#   continuous:   the output is a continuous (piecewise-linear) function of the input that autograd
+#                 differentiates exactly almost everywhere (the sorts and top-k, identity), so the
+#                 gradient-fidelity diagnostics can use the exact gradient as their reference;
 #   stochastic:   the output is a random draw; ``distribution`` names its law over the input logits:
 #                 "bernoulli" (z ~ Bernoulli(sigmoid(x)) per element) or "categorical" (one-hot
 #                 draws from softmax over groups of ``categories`` elements of the last dim).
@@ -260,17 +263,17 @@ def _categorical(args: CategoricalArgs) -> HardFn:
     return HardFn("categorical", lambda x: categorical_sample(x, args.categories), _categorical_shape(args.categories))
 
 
-@HARD_FNS.register("sort1d")
+@HARD_FNS.register("sort1d", continuous=True)
 def _sort1d(args: None) -> HardFn:
     return HardFn("sort1d", sort_1d, _same)
 
 
-@HARD_FNS.register("sort_rows_cols")
+@HARD_FNS.register("sort_rows_cols", continuous=True)
 def _sort_rows_cols(args: None) -> HardFn:
     return HardFn("sort_rows_cols", sort_rows_cols, _rows_cols_shape)
 
 
-@HARD_FNS.register("topk", schema=TopkArgs)
+@HARD_FNS.register("topk", schema=TopkArgs, continuous=True)
 def _topk(args: TopkArgs) -> HardFn:
     return HardFn("topk", lambda x: topk_rows_cols(x, args.k), _topk_shape(args.k))
 
@@ -280,7 +283,7 @@ def _kmeans(args: KMeansArgs) -> HardFn:
     return HardFn("kmeans", lambda x: kmeans_quantize(x, args.k, args.iters, args.seed), _kmeans_shape(args.k))
 
 
-@HARD_FNS.register("identity", positionwise=True)
+@HARD_FNS.register("identity", positionwise=True, continuous=True)
 def _identity(args: None) -> HardFn:
     return HardFn("identity", identity, _same)
 

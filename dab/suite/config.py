@@ -60,6 +60,9 @@ class DabConfig:
     lam: Optional[float] = None  # blackbox: interpolation scale lambda
     sigma: Optional[float] = None  # perturbed: noise scale
     samples: Optional[int] = None  # perturbed: noise draws per forward
+    # log the bridge's gradient fidelity (dab/suite/fidelity.py) to TensorBoard every N steps, at the
+    # evaluations that fall on a multiple of N; null: never. The autoencoders honour it (log_media).
+    fidelity_every: Optional[int] = None
 
 
 @dataclass
@@ -200,6 +203,8 @@ def validate(cfg: Any) -> None:
     APPROXIMATORS.check(d.approximator, what="dab.approximator")
     DAB_LOSSES.check(d.loss, what="dab.loss")
     check_min(d.gamma, 0, "dab.gamma")
+    if getattr(d, "fidelity_every", None) is not None:
+        check_min(d.fidelity_every, 1, "dab.fidelity_every")
     t = cfg.trainer
     check_choice(t.device, DEVICES, "trainer.device")
     check_choice(t.precision, PRECISIONS, "trainer.precision")

@@ -1,0 +1,114 @@
+"""Gradient fidelity of finished runs, at initialisation and at the end (dab.diagnostics).
+
+For every finished run dir (``metrics.json`` and ``config.yaml``) under the given folders, rebuild
+its model from the recorded config (same seed, so the same initial weights), measure the bridge's
+gradient fidelity on a fixed training batch (``dab.suite.fidelity.measure``; at initialisation on a
+copy whose batch-norm statistics come from four training batches, since eval mode with the initial
+statistics 0 and 1 is not the network training sees), load the run's final checkpoint and measure
+again (its running statistics are the trained ones). Writes ``fidelity.json`` into the run dir and adds the numbers to its
+``metrics.json`` as ``fidelity/init/<stat>`` and ``fidelity/end/<stat>`` (so that
+``scripts/aggregate.py`` collects them like any metric), plus ``fidelity/command``. Runs already
+measured are skipped unless ``--force``; a re-recorded metrics.json (a finished run resumed) loses
+the keys, and running this again puts them back.
+
+The reference settings per task (noise scale of the smoothed reference, number of draws) come from
+the spec's ``fidelity`` section (``--spec``) or the defaults below:
+
+    python scripts/gradient_fidelity.py runs/estimators --spec experiments/estimators.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from dab.suite.experiment import interpreter  # noqa: E402
+from dab.suite.fidelity import measure  # noqa: E402
+
+DEFAULTS = {"batch": 16, "repeats": 8, "tasks": {}}
+TASK_DEFAULTS = {"samples": 256, "rel_sigma": 0.25, "sigma": None}
+
+
+def run_dirs(roots: list[Path]) -> list[Path]:
+    found = []
+    for root in roots:
+        candidates = [root] if (root / "config.yaml").is_file() else sorted(p.parent for p in root.rglob("config.yaml"))
+        found += [d for d in candidates if (d / "metrics.json").is_file()]
+    return found
+
+
+def settings_for(spec_fidelity: dict, task: str) -> dict:
+    out = dict(TASK_DEFAULTS)
+    out.update((spec_fidelity.get("tasks") or {}).get(task) or {})
+    return out
+
+
+def model_at_init(config: dict):
+    """(task, model) built from a run's recorded config on the CPU, seeded as the run was."""
+    from omegaconf import OmegaConf
+
+    from dab.suite.families import build_task
+
+    cfg = OmegaConf.create(config)
+    cfg.trainer.device, cfg.trainer.compile = "cpu", False
+    torch.manual_seed(cfg.seed)
+    return build_task(cfg, torch.device("cpu"))
+
+
+def measure_run(run_dir: Path, fidelity_cfg: dict, command: str) -> dict:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    task_name = config.get("task", "sort")
+    s = settings_for(fidelity_cfg, task_name)
+    kwargs = dict(batch=int(fidelity_cfg["batch"]), repeats=int(fidelity_cfg["repeats"]), samples=int(s["samples"]),
+                  rel_sigma=float(s["rel_sigma"]), sigma=None if s["sigma"] is None else float(s["sigma"]),
+                  seed=int(config.get("seed", 0)))
+    task, model = model_at_init(config)
+    t0 = time.perf_counter()
+    init = measure(model, task, calibrate=True, **kwargs)  # batch-norm statistics from 4 training batches
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    end = measure(model, task, **kwargs)
+    record = {"settings": kwargs, "command": command, "seconds": round(time.perf_counter() - t0, 2),
+              "checkpoint_step": state["step"],
+              "init": None if init is None else init.as_dict(), "end": None if end is None else end.as_dict()}
+    (run_dir / "fidelity.json").write_text(json.dumps(record, indent=1))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for when, fid in (("init", init), ("end", end)):
+        if fid is not None:
+            metrics.update(fid.as_dict(prefix=f"fidelity/{when}/"))
+    metrics["fidelity/command"] = command
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roots", type=Path, nargs="+", help="run dirs, or folders searched for them")
+    parser.add_argument("--spec", type=Path, help="an experiments/<artifact>.yaml with a `fidelity` section")
+    parser.add_argument("--force", action="store_true", help="measure runs that already have fidelity.json again")
+    args = parser.parse_args()
+    fidelity_cfg = dict(DEFAULTS)
+    if args.spec is not None:
+        fidelity_cfg.update(yaml.safe_load(args.spec.read_text()).get("fidelity") or {})
+    torch.set_num_threads(1)
+    command = shlex.join([interpreter(), "scripts/gradient_fidelity.py", *sys.argv[1:]])
+    dirs = run_dirs(args.roots)
+    todo = [d for d in dirs if args.force or not (d / "fidelity.json").is_file()]
+    print(f"{len(dirs)} finished run(s), {len(todo)} to measure")
+    for i, run_dir in enumerate(todo, 1):
+        rec = measure_run(run_dir, fidelity_cfg, command)
+        cos = {w: None if rec[w] is None else round(rec[w]["cosine"], 3) for w in ("init", "end")}
+        print(f"[{i}/{len(todo)}] {run_dir}: cosine init {cos['init']}, end {cos['end']} ({rec['seconds']} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

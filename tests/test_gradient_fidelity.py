@@ -1,0 +1,240 @@
+"""Gradient-fidelity diagnostics (dab/diagnostics.py, dab/suite/fidelity.py, scripts/gradient_fidelity.py):
+references with known answers, the statistics, the suite hook, and the estimator table's presets."""
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from dab import Bridge, make_bridge
+from dab.diagnostics import compare, estimator_gradients, gradient_fidelity, reference_gradient
+from dab.hard_fns import HardFn
+from dab.suite.config import validate
+from dab.suite.fidelity import find_bridge, measure
+
+from conftest import PRESETS, REPO, compose_config, small_overrides
+
+WEIGHTS = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+
+def per_sample_objective(z: torch.Tensor) -> torch.Tensor:
+    """A nonlinear per-sample loss of a 3-feature output: [B, 3] -> [B]."""
+    return (z.double() @ WEIGHTS - 0.7) ** 2 + 1.5 * z[:, 0].double() * z[:, 2].double()
+
+
+def enumerated_gradient(x: torch.Tensor) -> torch.Tensor:
+    """d/dx mean_b E_{z ~ Bernoulli(sigmoid(x_b))}[f(z)], by hand over the 8 codes."""
+    leaf = x.clone().double().requires_grad_(True)
+    p = torch.sigmoid(leaf)
+    total = 0.0
+    for bits in itertools.product((0.0, 1.0), repeat=3):
+        z = torch.tensor(bits, dtype=torch.float64)
+        total = total + (p ** z * (1 - p) ** (1 - z)).prod(1) * per_sample_objective(z.expand(x.shape[0], 3))
+    grad, = torch.autograd.grad(total.mean(), leaf)
+    return grad
+
+
+X = torch.tensor([[0.3, -0.8, 1.1], [-1.5, 0.2, 0.4]], dtype=torch.float64)
+
+
+def test_exact_reference_is_the_enumerated_gradient():
+    bridge = make_bridge("bernoulli", (3,), estimator="reinforce").double()
+    grad, kind, se, _, n = reference_gradient(bridge, X, per_sample_objective)
+    assert kind == "exact" and se == 0.0 and n == 8
+    torch.testing.assert_close(grad, enumerated_gradient(X))
+
+
+def test_score_reference_beyond_the_exact_limit_agrees_with_the_enumeration():
+    torch.manual_seed(0)
+    bridge = make_bridge("bernoulli", (3,), estimator="reinforce").double()
+    grad, kind, se, _, n = reference_gradient(bridge, X, per_sample_objective, samples=20000, max_exact_bits=2)
+    assert kind == "score" and n == 20000 and 0 < se < 0.05
+    exact = enumerated_gradient(X)
+    assert (grad - exact).norm() / exact.norm() < 4 * se + 0.01
+
+
+def test_smoothed_reference_of_a_smooth_op_tends_to_its_gradient():
+    """h(x) = x^3 elementwise, L = per-sample objective of h: the Gaussian-smoothed gradient tends
+    to the true gradient as sigma -> 0."""
+    torch.manual_seed(0)
+    hard = HardFn("cube", lambda v: v ** 3, lambda s: s, facts={"name": "cube"})
+    bridge = Bridge(hard, None, gamma=0.0, estimator="perturbed")
+    loss = lambda y: (y.double() @ WEIGHTS) ** 2  # noqa: E731
+    leaf = X.clone().requires_grad_(True)
+    true, = torch.autograd.grad(loss(leaf ** 3).mean(), leaf)
+    errors = []
+    for sigma in (0.3, 0.1):
+        grad, kind, se, used, _ = reference_gradient(bridge, X, loss, samples=20000, sigma=sigma,
+                                                     generator=torch.Generator().manual_seed(1))
+        assert kind == "smoothed" and used == sigma
+        errors.append(float((grad - true).norm() / true.norm()))
+    assert errors[1] < errors[0] and errors[1] < 0.1, errors
+
+
+def test_the_statistics_on_draws_with_a_known_mean_and_spread():
+    g = torch.tensor([1.0, 0.0])
+    draws = torch.tensor([[2.0, 1.0], [2.0, -1.0]])  # mean (2, 0): right direction, twice the length
+    stats = compare(draws, g)
+    assert stats["cosine"] == pytest.approx(1.0)
+    assert stats["rel_bias"] == pytest.approx(1.0)
+    assert stats["rel_std"] == pytest.approx(2 ** 0.5)  # sum of squared deviations 2, K/(K-1) = 2
+    assert stats["cosine_single"] == pytest.approx(2 / 5 ** 0.5)
+
+
+def test_the_straight_through_gradient_of_the_identity_is_the_exact_one():
+    bridge = make_bridge("identity", (3,), estimator="ste").double()
+    fid = gradient_fidelity(bridge, X, per_sample_objective, repeats=2)
+    assert fid.reference == "autograd" and fid.cosine == pytest.approx(1.0) and fid.rel_bias == pytest.approx(0.0)
+    assert fid.rel_std == 0.0
+
+
+def test_reinforce_is_unbiased_and_noisy_against_the_exact_reference():
+    torch.manual_seed(0)
+    bridge = make_bridge("bernoulli", (3,), estimator="reinforce").double()
+    x = X.repeat(512, 1)  # many samples of the same two inputs: the batch gradient averages them
+    fid = gradient_fidelity(bridge, x, per_sample_objective, repeats=400)
+    assert fid.reference == "exact"
+    assert fid.cosine > 0.95 and fid.rel_bias < 0.3 and fid.rel_std > 0
+
+
+def test_blackbox_at_a_tiny_lambda_has_no_gradient_to_compare():
+    torch.manual_seed(0)
+    bridge = make_bridge("signum", (3,), estimator="blackbox", estimator_args={"lam": 1e-9}).double()
+    fid = gradient_fidelity(bridge, X, per_sample_objective, repeats=2, samples=64, sigma=0.5)
+    assert fid.reference == "smoothed" and fid.est_norm == 0.0 and fid.cosine == 0.0
+
+
+def test_estimator_draws_include_the_dab_loss_only_when_it_reaches_the_input():
+    torch.manual_seed(0)
+    for loss_to_input in (False, True):
+        bridge = make_bridge("signum", (3,), gamma=5.0, hidden=8, loss_to_input=loss_to_input).double()
+        zero = lambda y: (y * 0).sum()  # noqa: E731: no task gradient at all
+        draws = estimator_gradients(bridge, X, zero, repeats=1)
+        assert (draws.abs().sum() > 0) == loss_to_input
+        assert bridge.dab_loss is None  # popped
+
+
+def sort_model(tmp_path):
+    cfg = compose_config(["+experiment=sort_t10", *small_overrides(tmp_path / "runs")])
+    validate(cfg)
+    from dab.suite.families import build_task
+
+    torch.manual_seed(0)
+    return build_task(cfg, torch.device("cpu"))
+
+
+def test_measure_on_a_suite_model_is_reproducible_and_leaves_the_run_alone(tmp_path):
+    task, model = sort_model(tmp_path)
+    model.train()
+    params = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(123)
+    rng = torch.get_rng_state()
+    first = measure(model, task, batch=8, repeats=2, samples=32, sigma=0.5)
+    second = measure(model, task, batch=8, repeats=2, samples=32, sigma=0.5)
+    assert torch.equal(torch.get_rng_state(), rng)  # a forked generator: the run's stream is untouched
+    assert model.training and find_bridge(model).dab_loss is None
+    assert all(torch.equal(p, q) for p, q in zip(params, model.parameters()))
+    assert first == second and first.reference == "smoothed" and first.sigma == 0.5
+    assert -1 <= first.cosine <= 1
+
+
+def test_measure_with_calibration_does_not_touch_the_models_batch_norm(tmp_path):
+    cfg = compose_config(["+experiment=sort_lstm_t5", *small_overrides(tmp_path / "runs")])
+    from dab.suite.families import build_task
+
+    torch.manual_seed(0)
+    task, model = build_task(cfg, torch.device("cpu"))
+    buffers = [b.clone() for b in model.buffers()]
+    assert measure(model, task, batch=8, repeats=2, samples=16, calibrate=True) is not None
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))
+
+
+def test_a_model_without_a_bridge_has_nothing_to_measure(tmp_path):
+    cfg = compose_config(["+experiment=sort_t10", "hard_fn=identity", *small_overrides(tmp_path / "runs")])
+    from dab.suite.families import build_task
+
+    task, model = build_task(cfg, torch.device("cpu"))
+    assert measure(model, task, batch=4, repeats=1, samples=4) is None
+
+
+def test_the_script_adds_init_and_end_fidelity_to_a_finished_run(tmp_path):
+    from dab.suite.experiment import run_experiment
+
+    cfg = compose_config(["+experiment=sort_t10", "dab.estimator=perturbed", *small_overrides(tmp_path / "runs")])
+    run_dir = tmp_path / "runs" / "estimators" / "one"
+    run_experiment(cfg, run_dir)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"fidelity": {"batch": 4, "repeats": 2, "tasks": {"sort": {"samples": 8, "sigma": 0.5}}}}))
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(tmp_path / "runs"),
+                          "--spec", str(spec)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    record = json.loads((run_dir / "fidelity.json").read_text())
+    assert record["settings"]["samples"] == 8 and record["settings"]["sigma"] == 0.5
+    for when in ("init", "end"):
+        assert metrics[f"fidelity/{when}/reference"] == "smoothed"
+        assert metrics[f"fidelity/{when}/repeats"] == 2
+        assert -1 <= metrics[f"fidelity/{when}/cosine"] <= 1
+    assert "gradient_fidelity.py" in metrics["fidelity/command"]
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(tmp_path / "runs")],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert "0 to measure" in again.stdout  # measured runs are skipped
+
+
+def test_the_autoencoder_logs_fidelity_at_its_cadence(tmp_path, monkeypatch):
+    from test_autoencoders import ae_overrides, prototype_images
+
+    import dab.suite.families.autoencoding as ae
+    from dab.suite.experiment import run_experiment
+    from dab.suite.image_data import ImageSplit, image_shape
+
+    monkeypatch.setattr(ae, "load_image_split", lambda name, root, train, device, download=True: ImageSplit(
+        *(t.to(device) for t in prototype_images(256 if train else 64, image_shape(name), seed=int(train)))))
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=bridged_bernoulli", "dab.estimator=reinmax",
+                          "dab.fidelity_every=2", *ae_overrides(tmp_path, steps=4), "trainer.eval_every=2"])
+    run_experiment(cfg, tmp_path / "run")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    steps = [e.step for e in events.Scalars("fidelity/cosine")]
+    assert steps == [2, 4]
+    assert {e.value for e in events.Scalars("fidelity/repeats")} == {8.0}
+
+
+# --- the estimator table's presets (experiments/estimators.yaml)
+
+EST_PRESETS = [p for p in PRESETS if p.startswith("est_")]
+
+
+def test_the_estimator_spec_lists_exactly_the_est_presets():
+    spec = yaml.safe_load((REPO / "experiments" / "estimators.yaml").read_text())
+    assert sorted(spec["sweep"]["presets"]) == sorted(EST_PRESETS)
+    assert set(spec["fidelity"]["tasks"]) == {"sort", "autoencode", "classify"}
+
+
+@pytest.mark.parametrize("preset", EST_PRESETS)
+def test_every_estimator_preset_composes_validates_and_builds(preset, tmp_path):
+    from dab.suite.families import build_task
+    import dab.suite.families.autoencoding as ae
+    import dab.suite.families.classification as cls
+
+    cfg = compose_config([f"+experiment={preset}", "trainer.device=cpu"])
+    validate(cfg)
+    assert cfg.run_name == preset
+    estimator = preset.split("_", 2)[2].removeprefix("binary_").removeprefix("bernoulli_")
+    if estimator == "softsort":
+        pytest.importorskip("torchsort")
+    if cfg.task == "autoencode":
+        model, _, _ = ae.make_autoencoder(cfg, (1, 28, 28))
+    elif cfg.task == "classify":
+        model = cls.make_classifier(cfg)
+    else:
+        model = build_task(cfg, torch.device("cpu"))[1]
+    bridge = find_bridge(model)
+    assert bridge.estimator == ("dab" if estimator == "dab_lti" else estimator)
+    assert bridge.loss_to_input == (estimator == "dab_lti")
