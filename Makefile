@@ -35,6 +35,8 @@ run: $(VENV_STAMP)  ## the main job: Table 1's Signum-Dense T=10 cell with the f
 test: $(VENV_STAMP)
 	$(PY) -m pytest -q
 
+# Every preset at its real sizes for two steps, sorting learning, the benchmark scripts on a tiny
+# budget: under 20 minutes on 2 CPU cores (tests/test_slow.py, tests/test_bench_scripts.py)
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow
 
