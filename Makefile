@@ -59,7 +59,7 @@ bench: $(VENV_STAMP)  ## sorting, then the autoencoder and classifier benchmarks
 # Launchers: ARTIFACT_ARGS="--jobs 2" (joblib), "--launcher submitit_local" or "--launcher slurm"
 # (conf/hydra/launcher/slurm.yaml).
 ARTIFACTS := table1 table1_paper_recipe figure3 ablation_estimators figure4 figure5 table2 figure6_left \
-             figure6_middle figure6_right
+             figure6_middle figure6_right estimators
 .PHONY: $(ARTIFACTS) aggregate figures report
 RUNS ?= runs
 RESULTS ?= results
