@@ -18,7 +18,7 @@ def row(task, estimator, seed, status="finished", latent=None, loss_to_input=Fal
             "status": status, "device": "cpu", "steps": 10, "wall_seconds": 1.0, "max_steps": 10, "max_minutes": None,
             "eval_every": 5, "torch": "2", "precision": "fp32", "compile": False, "command": None,
             "hard_fn": "signum", "experiment": "x", "cell": "x", "reference": "smoothed"}
-    for key in ("all_or_none", "ms_ssim", "linear_acc", "accuracy", "cos_init", "cos_end", "cos1_init", "cos1_end",
+    for key in ("all_or_none", "per_element", "ms_ssim", "linear_acc", "accuracy", "cos_init", "cos_end", "cos1_init", "cos1_end",
                 "bias_init", "bias_end", "std_init", "std_end", "ref_se_init", "ref_se_end"):
         base[key] = values.get(key)
     return base
