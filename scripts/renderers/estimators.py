@@ -51,11 +51,16 @@ def planned_pairs(spec: dict) -> set[tuple[str, str]]:
     return out
 
 
+def values_of(rows: list[dict], metric: str, scale: float, task: str, est: str) -> tuple[list[float], int]:
+    """``scale * metric`` of the cell's finished runs that recorded it, and its seeds that only failed."""
+    with_metric = [r for r in rows if r["status"] != "finished" or r.get(metric) is not None]
+    return cell_values(with_metric, metric, scale, _task=task, _est=est)
+
+
 def cell(spec: dict, rows: list[dict], task: str, est: str, metric: str, scale: float, digits: int) -> str:
     if (task, est) not in planned_pairs(spec):
         return "—"
-    values, failed = cell_values(rows, metric, scale, _task=task, _est=est)
-    values = [v for v in values if v is not None]
+    values, failed = values_of(rows, metric, scale, task, est)
     return fmt_ours(values, planned_seeds(spec), failed, scale=1.0, digits=digits)
 
 
@@ -98,8 +103,8 @@ def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
     for task, heading, metric, scale, digits, unit in TASKS:
         for est, label in ESTIMATORS:
             if (task, est) in planned_pairs(spec):
-                values, failed = cell_values(rows, metric, scale, _task=task, _est=est)
-                out.append(ReportRow(f"{heading}, {label} ({unit})", [v for v in values if v is not None],
+                values, failed = values_of(rows, metric, scale, task, est)
+                out.append(ReportRow(f"{heading}, {label} ({unit})", values,
                                      planned_seeds(spec), failed, paper_text="—", digits=digits))
     return out
 
