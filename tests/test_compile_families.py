@@ -43,6 +43,6 @@ def test_the_compiled_whole_step_trains_the_eager_parameters_in_every_family(fam
     init = train_params(compose_config(base), 0)
     eager = train_params(compose_config(base), 3)
     fast = train_params(compose_config([*base, "trainer.compile=true"]), 3)
-    assert sum(float((eager[k] - init[k]).abs().max()) > 1e-4 for k in eager) > len(eager) // 2  # it trained
+    assert max(float((eager[k] - init[k]).abs().max()) for k in eager) > 1e-3  # it trained
     for name in eager:
         torch.testing.assert_close(fast[name], eager[name], rtol=1e-3, atol=1e-5, msg=name)
