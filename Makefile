@@ -40,10 +40,15 @@ test: $(VENV_STAMP)
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(VENV_STAMP)  ## sorting, then the autoencoder and classifier benchmarks (CPU: small settings; GPU: scripts/device_run.sh)
-	$(PY) scripts/bench.py --seconds 10 --out results/bench
-	$(PY) scripts/bench_autoencoder.py --seconds 10 --workers 1 --out results/bench
-	$(PY) scripts/bench_classification.py --width 16 --seconds 10 --workers 1 --out results/bench/bench_classification_cpu.json
+# Each family: the plain loop, ours eager and ours with the compiled whole step, side by side; then two
+# CPU runs at once against one alone; then every artifact's projected time from these rates.
+BENCH_OUT ?= results/bench
+bench: $(VENV_STAMP)  ## (CPU: small settings; GPU: scripts/device_run.sh)
+	$(PY) scripts/bench.py --seconds 10 --out $(BENCH_OUT)
+	$(PY) scripts/bench_autoencoder.py --seconds 10 --workers 1 --compile --out $(BENCH_OUT)
+	$(PY) scripts/bench_classification.py --width 16 --seconds 10 --workers 1 --compile --out $(BENCH_OUT)/bench_classification_cpu_$$(date +%Y%m%d-%H%M%S).json
+	$(PY) scripts/bench_concurrency.py --seconds 20 --out $(BENCH_OUT)
+	$(PY) scripts/project_times.py --bench $(BENCH_OUT) --device cpu
 
 # Paper artifacts (experiments/<name>.yaml): run the sweep at its default budget, then the CSVs,
 # tables and figures. run_artifact.py options go in ARTIFACT_ARGS, e.g. a CPU subset:

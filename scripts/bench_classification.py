@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--precision", default="auto", help="auto = bf16 on CUDA, fp32 on a CPU; or fp32, bf16")
     p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
                    help="ours' model.channels_last (auto: where the model allows it)")
-    p.add_argument("--compile", action="store_true", help="torch.compile our training step")
+    p.add_argument("--compile", action="store_true",
+                   help="also time ours with the compiled whole step (trainer.compile=true), beside eager")
     p.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -128,14 +129,14 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = [f"trainer.device={device.type}", f"model.width={args.width}",
                  f"dataset={'cifar10' if data == 'cifar10' else 'fmnist32'}",
                  *([] if args.batch is None else [f"dataset.batch_size={args.batch}"])]
-    ours = [f"trainer.precision={precision}", f"model.channels_last={args.channels_last}",
-            f"trainer.compile={str(args.compile).lower()}"]
+    ours = [f"trainer.precision={precision}", f"model.channels_last={args.channels_last}"]
+    modes = {"": ["trainer.compile=false"], **({"_compiled": ["trainer.compile=true"]} if args.compile else {})}
     with tempfile.TemporaryDirectory(prefix="bench_classification_") as tmp, \
             mock.patch.dict(os.environ, {"DAB_DATA_ROOT": tmp} if data == "synthetic" else {}):
         if data == "synthetic":  # read through the real loader, from the root every loader reads
             write_synthetic_fashion_mnist(Path(tmp), max(4 * (args.batch or 128), args.images))
-        runs = {name: build_run(compose_config([f"+experiment={preset}", *overrides, *ours]), device)
-                for name, preset in PRESETS.items()}
+        runs = {name + mode: build_run(compose_config([f"+experiment={preset}", *overrides, *ours, *flag]), device)
+                for mode, flag in modes.items() for name, preset in PRESETS.items()}
         plain_cfg = compose_config([f"+experiment={PRESETS['identity']}", *overrides])
         batch = plain_cfg.dataset.batch_size
         settings = dict(width=args.width, batch=batch, data=data, precision=precision,
@@ -145,11 +146,14 @@ def main(argv: list[str] | None = None) -> dict:
         result = {"settings": settings}
         for name, run in runs.items():
             result[f"ours_{name}"] = throughput(run.step, batch, args.seconds, device, args.warmup)
-            print(f"ours  {name:15s} {result[f'ours_{name}']:10.1f} images/s", flush=True)
+            print(f"ours  {name:24s} {result[f'ours_{name}']:10.1f} images/s", flush=True)
         result["plain_identity"] = bench_plain(plain_cfg, args, device)
-    print(f"plain {'identity':15s} {result['plain_identity']:10.1f} images/s (fp32 eager, DataLoader)")
+    print(f"plain {'identity':24s} {result['plain_identity']:10.1f} images/s (fp32 eager, DataLoader)")
     result["identity_vs_plain"] = result["ours_identity"] / result["plain_identity"]
     result["sort_step_overhead"] = result["ours_identity"] / result["ours_sort_rows_cols"] - 1
+    if args.compile:
+        result["compiled_vs_eager"] = result["ours_sort_rows_cols_compiled"] / result["ours_sort_rows_cols"]
+        print(f"compiled whole step vs eager (sort): {result['compiled_vs_eager']:.2f}x")
     print(f"identity_vs_plain={result['identity_vs_plain']:.2f} sort_step_overhead={result['sort_step_overhead']:.2f}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
