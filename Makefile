@@ -72,6 +72,8 @@ ARTIFACT_ARGS ?=
 
 $(ARTIFACTS): $(VENV_STAMP)
 	$(PY) scripts/run_artifact.py experiments/$@.yaml --runs-root $(RUNS) $(ARTIFACT_ARGS)
+	@# the estimator table also reports each finished run's gradient fidelity at initialisation and at the end
+	@if [ "$@" = estimators ]; then $(PY) scripts/gradient_fidelity.py $(RUNS)/estimators --spec experiments/estimators.yaml; fi
 	$(PY) scripts/aggregate.py --runs-root $(RUNS) --results $(RESULTS)
 	$(PY) scripts/make_figures.py --results $(RESULTS)
 	$(PY) scripts/make_report.py --results $(RESULTS)

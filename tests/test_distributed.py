@@ -44,6 +44,7 @@ def test_shard_takes_this_ranks_contiguous_slice():
     assert shard(x, Dist(0, 4, 0)).flatten().tolist() == [0, 1]
 
 
+@pytest.mark.slow  # about 30 s: three launches of two processes (CI runs the slow tier too)
 def test_two_gloo_ranks_train_what_one_process_trains_and_resume(tmp_path):
     one = single(*overrides(tmp_path, 6, 6), f"hydra.run.dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-2000:]
@@ -78,6 +79,7 @@ def params_init(tmp_path) -> dict:
     return build_run(cfg, resolve_device("cpu")).model.state_dict()
 
 
+@pytest.mark.slow
 def test_a_global_batch_that_does_not_divide_among_ranks_is_refused(tmp_path):
     out = torchrun(*overrides(tmp_path, 2, 2), "dataset.batch_size=63", f"hydra.run.dir={tmp_path / 'odd'}")
     assert out.returncode != 0

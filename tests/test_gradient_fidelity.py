@@ -206,6 +206,20 @@ def test_the_autoencoder_logs_fidelity_at_its_cadence(tmp_path, monkeypatch):
     assert {e.value for e in events.Scalars("fidelity/repeats")} == {8.0}
 
 
+def test_sorting_logs_fidelity_at_its_cadence_too(tmp_path):
+    """The trainer, not a family, logs fidelity: a sorting run does so at the same cadence."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dab.suite.experiment import run_experiment
+    from conftest import small_overrides
+
+    cfg = compose_config(["+experiment=sort_t5", "dab.fidelity_every=2",
+                          *small_overrides(tmp_path / "runs", steps=4, eval_every=2)])
+    run_experiment(cfg, tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    assert [e.step for e in events.Scalars("fidelity/cosine")] == [2, 4]
+
+
 # --- the estimator table's presets (experiments/estimators.yaml)
 
 EST_PRESETS = [p for p in PRESETS if p.startswith("est_")]

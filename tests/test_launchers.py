@@ -51,6 +51,7 @@ def sweep_and_aggregate(tmp_path, *launcher_args: str) -> tuple[subprocess.Compl
     return proc, rows
 
 
+@pytest.mark.slow  # a CLI end-to-end run of 10+ s: in the slow tier, which CI runs too
 def test_submitit_local_sweep_runs_end_to_end(tmp_path):
     proc, rows = sweep_and_aggregate(tmp_path, "--launcher", "submitit_local")
     assert "launcher submitit_local" in proc.stdout

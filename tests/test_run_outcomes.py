@@ -91,6 +91,7 @@ def test_cli_run_ends_with_a_summary_that_train_log_holds_too(tmp_path, run_cli)
         assert line in log, line
 
 
+@pytest.mark.slow  # a CLI end-to-end run of 10+ s: in the slow tier, which CI runs too
 def test_cli_summary_gives_a_resume_command_that_works(tmp_path, run_cli):
     """A run stopped by its minute budget prints how to go on; that command, run as printed,
     continues the same run dir to trainer.max_steps."""

@@ -149,6 +149,7 @@ SELF_INTERRUPTING_SWEEP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a CLI end-to-end run of 10+ s: in the slow tier, which CI runs too
 def test_ctrl_c_in_a_multirun_says_how_to_finish_the_sweep(tmp_path):
     """The jobs after the interrupted one never start; the printed command (the same sweep with
     trainer.resume=true) finishes every job."""

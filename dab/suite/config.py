@@ -61,7 +61,7 @@ class DabConfig:
     sigma: Optional[float] = None  # perturbed: noise scale
     samples: Optional[int] = None  # perturbed: noise draws per forward
     # log the bridge's gradient fidelity (dab/suite/fidelity.py) to TensorBoard every N steps, at the
-    # evaluations that fall on a multiple of N; null: never. The autoencoders honour it (log_media).
+    # evaluations that fall on a multiple of N, in every family (dab/suite/trainer.py); null: never
     fidelity_every: Optional[int] = None
 
 

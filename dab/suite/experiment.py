@@ -169,7 +169,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         (out_dir / STATUS).unlink(missing_ok=True)  # a failure record from an earlier attempt in this dir
         try:
             state = train(run.step, cfg.trainer, out_dir, config, resume_path=resume_path, writer=writer,
-                          dist=dist, threads=_threads(cfg, device, runs))
+                          dist=dist, threads=_threads(cfg, device, runs), fidelity_every=cfg.dab.fidelity_every)
         except TrainingFailed as err:
             write_failure(out_dir, cfg, err, command, device)
             log.error(f"failed: {err}. Run dir: {out_dir} (status.json, no metrics.json)")

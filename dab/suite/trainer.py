@@ -84,7 +84,8 @@ def evaluate(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> dict[s
 
 
 def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, resume_path: Path | None = None,
-          writer: Any = None, dist: Dist = Dist(), threads: ThreadPolicy | None = None) -> TrainState:
+          writer: Any = None, dist: Dist = Dist(), threads: ThreadPolicy | None = None,
+          fidelity_every: int | None = None) -> TrainState:
     """Train until ``trainer_cfg.max_steps`` or ``max_minutes``; checkpoint to ``out_dir``.
     ``step_fn`` (:class:`dab.suite.step.TrainStep`) holds the model, the task and the optimizer and
     takes one step; an optimizer of None (a model without trainable parameters) takes no steps:
@@ -102,6 +103,8 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
     ``dist`` (a data-parallel rank): only rank 0 evaluates and writes checkpoints; the ranks agree
     at every log, evaluation and checkpoint step whether to stop (a stop request, a non-finite loss
     on any rank, the minute budget). ``threads`` re-divides the CPU cores at every log step.
+    ``fidelity_every``: at the evaluations on a multiple of it, the bridge's gradient fidelity
+    (dab/suite/fidelity.py) goes to TensorBoard.
     """
     model, task, optimizer = step_fn.model, step_fn.task, step_fn.optimizer
     state = TrainState()
@@ -146,6 +149,11 @@ def train(step_fn: TrainStep, trainer_cfg: Any, out_dir: Path, config: dict, res
             if hasattr(task, "log_media"):  # e.g. reconstructions beside the originals
                 model.eval()
                 task.log_media(model, writer, state.step)
+                model.train()
+            if fidelity_every is not None and state.step % fidelity_every == 0:
+                from dab.suite.fidelity import log_fidelity, measure
+
+                log_fidelity(writer, state.step, measure(model, task, batch=16, repeats=8, samples=256))
                 model.train()
         state.eval_seconds += time.perf_counter() - t_eval
         return metrics

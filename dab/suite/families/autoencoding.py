@@ -141,11 +141,10 @@ class AutoencodingTask:
     percent_metrics = ("test/linear_acc", "test/linear_acc_posterior")
 
     def __init__(self, model: Autoencoder, train: Any, test: Any, units: int, bits: float,
-                 shape: tuple[int, int, int], test_size: int, probe_size: int, fidelity_every: int | None = None):
+                 shape: tuple[int, int, int], test_size: int, probe_size: int):
         self.model, self.train, self.test = model, train, test
         self.units, self.bits, self.shape = units, bits, shape
         self.test_size, self.probe_size = test_size, probe_size
-        self.fidelity_every = fidelity_every  # dab.fidelity_every: the bridge's gradient fidelity to TensorBoard
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         lat = self.model.latent
@@ -259,10 +258,6 @@ class AutoencodingTask:
         grid = make_grid(torch.cat([x, torch.sigmoid(model(x)[0].float())]).cpu(), nrow=x.shape[0], pad_value=1.0)
         writer.add_image("test/reconstructions", grid, step)
         save_image(grid, Path(writer.log_dir).parent / "reconstructions.png")
-        if self.fidelity_every is not None and step % self.fidelity_every == 0:
-            from dab.suite.fidelity import log_fidelity, measure
-
-            log_fidelity(writer, step, measure(model, self, batch=16, repeats=8, samples=256))
 
 
 def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -343,6 +338,5 @@ def build(cfg: Any, device: torch.device) -> tuple[AutoencodingTask, Autoencoder
         train = DeviceImages(load_image_split(data.name, d.root, True, device), d.batch_size, cfg.seed)
         test = DeviceImages(load_image_split(data.name, d.root, False, device), d.batch_size, cfg.seed)
     model, units, bits = make_autoencoder(cfg, shape)
-    task = AutoencodingTask(model, train, test, units, bits, shape, d.test_size, d.probe_size,
-                            getattr(cfg.dab, "fidelity_every", None))
+    task = AutoencodingTask(model, train, test, units, bits, shape, d.test_size, d.probe_size)
     return task, model
