@@ -233,4 +233,4 @@ def imagenet_loader(path: str | os.PathLike, size: int, batch_size: int, train: 
                                "(holding train/ and val/ class folders) as dataset.root.")
     tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()])
     return DataLoader(datasets.ImageFolder(str(split), tf), batch_size=batch_size, shuffle=train,
-                      num_workers=workers, drop_last=train, pin_memory=True, persistent_workers=workers > 0)
+                      num_workers=workers, drop_last=train, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
