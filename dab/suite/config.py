@@ -23,6 +23,7 @@ from dab.losses import DAB_LOSSES
 from dab.bridge import make_bridge
 from dab.hard_fns import HARD_FNS
 from dab.registry import Option, Registry
+from dab.suite.datasets import DATASETS
 from dab.suite.families import FAMILIES
 from dab.suite.schedules import SCHEDULES
 from dab.suite.step import OPTIMIZERS
@@ -165,6 +166,20 @@ def option_args(cfg: Any, key: str, registry: Registry, allowed: tuple[str, ...]
                           + ", ".join(allowed or registry.names()))
     option = registry.check(items["name"], allowed, f"{key} for task {task}" if allowed is not None else None)
     return option, option.args(items, where=key)
+
+
+def bridged_family_args(cfg: Any, task: str, datasets: tuple[str, ...], models: Registry) -> tuple[Any, Any]:
+    """The shared checks of a family whose model holds one bridge (sort, classify): the data set
+    (among ``datasets``), the model and the hard function with their settings, no latent, and a
+    positive batch and test size. Returns the data set's and the model's settings."""
+    _, d = option_args(cfg, "dataset", DATASETS, datasets, task)
+    _, m = option_args(cfg, "model", models, task=task)
+    option_args(cfg, "hard_fn", HARD_FNS, task=task)
+    if getattr(cfg, "latent", None) is not None:
+        raise ConfigError(f"latent applies to task autoencode only; task {task} reads hard_fn and dab")
+    check_min(d.batch_size, 1, "dataset.batch_size")
+    check_min(d.test_size, 1, "dataset.test_size")
+    return d, m
 
 
 def _check_keys(node: Any, schema: type, prefix: str) -> None:

@@ -14,7 +14,7 @@ from dab.errors import ConfigError
 from dab.hard_fns import HARD_FNS
 from dab.registry import Registry
 from dab.suite import image_data
-from dab.suite.config import bridge_from_config, check_choice, check_min, option_args
+from dab.suite.config import bridge_from_config, bridged_family_args, check_choice, check_min, option_args
 from dab.suite.datasets import DATASETS
 from dab.suite.memory_layout import CHANNELS_LAST_CHOICES, use_channels_last
 from dab.suite.models.resnet import HEADS, STAGES, ResNet18Classifier, stage_output_shape
@@ -177,13 +177,7 @@ class ClassificationTask:
 
 def validate(cfg: Any) -> None:
     """A 32x32 RGB data set, the ResNet18, a hard function, and their settings' values."""
-    _, d = option_args(cfg, "dataset", DATASETS, DATASETS_HERE, "classify")
-    _, m = option_args(cfg, "model", MODELS, task="classify")
-    option_args(cfg, "hard_fn", HARD_FNS, task="classify")
-    if getattr(cfg, "latent", None) is not None:
-        raise ConfigError("latent applies to task autoencode only; task classify reads hard_fn and dab")
-    check_min(d.batch_size, 1, "dataset.batch_size")
-    check_min(d.test_size, 1, "dataset.test_size")
+    d, m = bridged_family_args(cfg, "classify", DATASETS_HERE, MODELS)
     check_min(m.width, 1, "model.width")
     check_choice(m.head, HEADS, "model.head")
     check_choice(m.activation, tuple(ACTIVATIONS), "model.activation")

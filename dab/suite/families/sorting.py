@@ -7,9 +7,8 @@ from typing import Any, List
 import torch
 from torch import nn
 
-from dab.hard_fns import HARD_FNS
 from dab.registry import Registry
-from dab.suite.config import bridge_from_config, check_choice, check_min, option_args
+from dab.suite.config import bridge_from_config, bridged_family_args, check_choice, check_min, option_args
 from dab.suite.datasets import DATASETS
 from dab.errors import ConfigError
 from dab.suite.metrics import all_or_none_accuracy, per_element_accuracy
@@ -85,14 +84,8 @@ class SortingTask:
 
 def validate(cfg: Any) -> None:
     """dataset=sort, a sorting model, a hard function, and their settings' values."""
-    _, d = option_args(cfg, "dataset", DATASETS, ("sort",), "sort")
-    _, m = option_args(cfg, "model", MODELS, task="sort")
-    option_args(cfg, "hard_fn", HARD_FNS, task="sort")
-    if getattr(cfg, "latent", None) is not None:
-        raise ConfigError("latent applies to task autoencode only; task sort reads hard_fn and dab")
+    d, m = bridged_family_args(cfg, "sort", ("sort",), MODELS)
     check_min(d.length, 2, "dataset.length (T)")
-    check_min(d.batch_size, 1, "dataset.batch_size")
-    check_min(d.test_size, 1, "dataset.test_size")
     if len(m.widths) < 1 or min(m.widths) < 1:
         raise ConfigError(f"model.widths needs at least one width >= 1, got {list(m.widths)}")
     check_choice(m.activation, tuple(ACTIVATIONS), "model.activation")
