@@ -74,3 +74,13 @@ def test_a_run_uses_trainer_threads_and_reports_eval_seconds(tmp_path):
     assert m["eval_seconds"] > 0 and m["train_seconds"] > 0
     assert m["train_seconds"] + m["eval_seconds"] == pytest.approx(m["wall_seconds"], abs=2e-3)
     torch.set_num_threads(1)
+
+
+def test_a_registry_that_cannot_be_written_counts_the_run_alone(tmp_path, monkeypatch):
+    """A /tmp entry owned by someone else (or read-only) must not stop training."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the registry directory should be")
+    with LocalRuns(blocker / "runs") as runs:
+        assert runs.count() == 1
+        assert ThreadPolicy(None, runs, cores=2).wanted() == 2

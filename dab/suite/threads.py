@@ -45,15 +45,21 @@ class LocalRuns:
         self.entry = registry / str(os.getpid())
 
     def __enter__(self) -> "LocalRuns":
-        self.registry.mkdir(parents=True, exist_ok=True)
-        self.entry.touch()
+        try:  # a registry we cannot write (another user's, a read-only /tmp): count this run alone
+            self.registry.mkdir(parents=True, exist_ok=True)
+            self.entry.touch()
+        except OSError:
+            self.registry = None
         return self
 
     def __exit__(self, *exc) -> None:
-        self.entry.unlink(missing_ok=True)
+        if self.registry is not None:
+            self.entry.unlink(missing_ok=True)
 
     def count(self) -> int:
         """Live registered runs, this one included; entries of dead processes are removed."""
+        if self.registry is None:
+            return 1
         live = 0
         for path in self.registry.glob("*"):
             if not path.name.isdigit():
@@ -61,7 +67,10 @@ class LocalRuns:
             if _alive(int(path.name)):
                 live += 1
             else:
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:  # another user's stale entry
+                    pass
         return max(live, 1)
 
 
