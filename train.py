@@ -11,16 +11,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dab.suite.cli import check_overrides
-from dab.suite.config import register_configs, validate
 from dab.errors import ConfigError, TrainingFailed
+from dab.suite.cli import check_overrides
+from dab.suite.compose import register_schema
 from dab.suite.distributed import from_env, teardown
 from dab.suite.experiment import run_experiment, with_interpreter
+from dab.suite.families import parse
 from dab.suite.stop_signals import stop_on_signals
 from dab.suite.trainer import Interrupted, StopRequest
 
 CONF = Path(__file__).resolve().parent / "conf"
-register_configs()
+register_schema()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -30,11 +31,11 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     command = shlex.join(["python", "train.py", *hc.overrides.task])
     try:
-        validate(cfg)  # before the signal handlers read trainer.stop_grace_seconds
+        args = parse(cfg)  # the one reading of the config, before the signal handlers read the grace
         # `kill` or Ctrl-C: finish the current step, checkpoint, exit 130; a second signal, or a step
         # that does not end within the grace period, ends the process (dab/suite/stop_signals.py)
-        with stop_on_signals(StopRequest.request, cfg.trainer.stop_grace_seconds):
-            metrics = run_experiment(cfg, hc.runtime.output_dir, command)
+        with stop_on_signals(StopRequest.request, args.trainer.stop_grace_seconds):
+            metrics = run_experiment(args, hc.runtime.output_dir, command)
     except ConfigError as err:
         if multirun:
             raise

@@ -72,6 +72,40 @@ class Option:
                                   f"{where or 'option'}={self.name}, got {value!r}")
         return self.schema(**values)
 
+    def from_call(self, values: Mapping[str, Any] | None, caller: str, label: str | None = None) -> Any:
+        """The schema filled from the keyword arguments of a library call, checked like :meth:`args`
+        but worded for the call: ``make_bridge: signum takes no setting 'epsilon'; valid settings:
+        eps``. ``label`` names the option in messages (default: its name)."""
+        values = dict(values or {})
+        label = label or self.name
+        valid = self.keys()
+        for key in values:
+            if key not in valid:
+                raise ConfigError(f"{caller}: {label} takes no setting '{key}'; valid settings: "
+                                  + (", ".join(closest_first(key, valid)) or "none"))
+        hints = typing.get_type_hints(self.schema) if self.schema is not None else {}
+        for key, value in values.items():
+            if not _conforms(value, hints.get(key, Any)):
+                raise ConfigError(f"{caller}: {label} setting {key} must be {_type_name(hints[key])}, got {value!r}")
+        return None if self.schema is None else self.schema(**values)
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of an option that has none (so that every option builds from a dataclass)."""
+
+
+def check_keys(values: Mapping[str, Any], schema: type, prefix: str = "", option: str | None = None) -> None:
+    """Every key of ``values`` must be a field of the dataclass ``schema``; otherwise one ConfigError
+    naming the key (after ``prefix``, e.g. ``trainer.``) and the valid keys, the closest first.
+    ``option`` names the selected option the keys belong to (e.g. ``hard_fn=signum``)."""
+    valid = [f.name for f in fields(schema)]
+    for key in values:
+        if key not in valid:
+            owner = f" for {option}" if option else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{owner}; valid keys: "
+                              + (", ".join(closest_first(key, valid)) or "none"))
+
 
 def _conforms(value: Any, tp: Any) -> bool:
     """Whether ``value`` (from a config: int, float, bool, str, None, list) fits the annotation ``tp``."""

@@ -116,7 +116,7 @@ def test_bits_accounting_rgb_and_the_model_code_size():
     assert ae.latent_size(0.00097, (3, 512, 512), "dab_binary")[0] == 762
     assert ae.latent_size(0.00097, (3, 512, 512), "dab_signum")[0] == 481
     cfg = compose_config(["+experiment=vae_fmnist", "latent=dab_signum", "model.widths=[8,8]", "latent.bpp=0.05"])
-    model, units, bits = ae.make_autoencoder(cfg, (1, 28, 28))
+    model, units, bits = ae.make_autoencoder(parse(cfg), (1, 28, 28))
     code = model.eval().encode(torch.rand(5, 1, 28, 28))[0]
     assert code.shape == (5, units) == (5, 24) and set(code.unique().tolist()) <= {-1.0, 0.0, 1.0}
     assert bits / 784 <= 0.05
@@ -189,26 +189,26 @@ def test_too_small_bpp_exits_2_without_metrics(tmp_path, main_inprocess, synthet
     (["latent=bernoulli", "latent.anneal_epochs=0.5"], ["latent.anneal_epochs", ">= 1", "got 0.5"]),
 ])
 def test_bad_autoencoder_config_names_valid_choices(overrides, words, tmp_path):
-    from dab.suite.config import validate
+    from dab.suite.families import parse
 
     cfg = compose_config(["+experiment=vae_fmnist", *overrides])
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        parse(cfg)
     assert all(w in str(err.value) for w in words), str(err.value)
     assert "\n" not in str(err.value)  # one line
 
 
 def test_good_annealing_settings_validate():
-    from dab.suite.config import validate
+    from dab.suite.families import parse
 
     for extra in (["latent.tau_min=0.01"], ["latent.tau_min=0.99"], ["latent.anneal_epochs=1"],
                   ["latent.anneal_epochs=250"], ["latent.anneal=exp_every"]):
-        validate(compose_config(["+experiment=vae_fmnist", "latent=bernoulli", *extra]))
+        parse(compose_config(["+experiment=vae_fmnist", "latent=bernoulli", *extra]))
 
 
 def test_dab_loss_trains_only_the_approximator_in_the_model():
     cfg = compose_config(["+experiment=vae_fmnist", "latent=dab_binary", "model.widths=[8,8]"])
-    model, _, _ = ae.make_autoencoder(cfg, (1, 28, 28))
+    model, _, _ = ae.make_autoencoder(parse(cfg), (1, 28, 28))
     x = torch.rand(6, 1, 28, 28)
     logits, _, _ = model.train()(x)
     dab_loss = pop_dab_loss(model)
@@ -406,7 +406,7 @@ def test_an_estimator_that_does_not_suit_the_latent_is_one_line_naming_those_tha
     cfg = compose_config(["+experiment=vae_fmnist", f"latent={latent}", f"dab.estimator={estimator}",
                           *ae_overrides(tmp_path)])
     with pytest.raises(ConfigError) as err:
-        ae.make_autoencoder(cfg, (1, 28, 28))
+        ae.make_autoencoder(parse(cfg), (1, 28, 28))
     assert all(w in str(err.value) for w in words) and "\n" not in str(err.value), str(err.value)
 
 

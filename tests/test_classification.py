@@ -14,7 +14,7 @@ from scipy.stats import wasserstein_distance
 
 from dab.suite import image_data
 from dab.bridge import pop_dab_loss
-from dab.suite.config import validate
+from dab.suite.families import parse
 from dab.errors import ConfigError
 from dab.suite.experiment import run_experiment
 from dab.suite.families.classification import align_for_emd, make_classifier, position_mass, positional_emd, value_emd
@@ -63,7 +63,7 @@ def classify_cfg(hard_fn: str, placement: int = 4, width: int = 4, head: str = "
     cfg = compose_config([f"+experiment=classify_{preset}", f"model.width={width}",
                           f"model.hard_fn_after={placement}", f"model.head={head}", "dab.hidden=8",
                           *[f"dab.{k}={v}" for k, v in dab.items()]])
-    validate(cfg)
+    parse(cfg)
     return cfg
 
 
@@ -99,7 +99,7 @@ def test_output_shapes_for_every_function_and_placement(hard_fn, placement, head
     cfg = classify_cfg(hard_fn, placement, head=head)
     if hard_fn == "topk":
         OmegaConf.update(cfg, "hard_fn.k", 2)  # the preset's k; k <= 4 fits every stage
-    model = make_classifier(cfg).train()
+    model = make_classifier(parse(cfg)).train()
     x = torch.randn(3, 3, 32, 32)
     assert model(x).shape == (3, 10)
     pop_dab_loss(model)  # collected, as after every training-mode forward
@@ -142,7 +142,7 @@ def test_pool_head_is_a_linear_map_of_the_channel_means(hard_fn, placement):
     """pool: logits = Linear(mean over H, W of the final map), for a top-k [C, L] output too; so
     reordering positions within a channel of the final map does not change the logits."""
     torch.manual_seed(0)
-    model = make_classifier(classify_cfg(hard_fn, placement)).eval()
+    model = make_classifier(parse(classify_cfg(hard_fn, placement))).eval()
     final, logits = final_map_and_logits(model, torch.randn(3, 3, 32, 32))
     torch.testing.assert_close(logits, model.head(final.mean((2, 3))))
     shuffled = final.flatten(2)[..., torch.randperm(final[0, 0].numel())].view_as(final)
@@ -153,14 +153,14 @@ def test_pool_head_sees_the_identity_features_after_a_final_sort_rows_cols():
     """The paper's Sort ~ baseline signature: after stage 4, both halves of sort-rows+cols pool to
     the stage's channel means, the features a baseline (no bridge) pools to."""
     torch.manual_seed(0)
-    model = make_classifier(classify_cfg("sort_rows_cols", 4)).eval()
+    model = make_classifier(parse(classify_cfg("sort_rows_cols", 4))).eval()
     seen = {}
     model.bridge.register_forward_hook(lambda _m, args, out: seen.update(x=args[0], out=out))
     model(torch.randn(3, 3, 32, 32))
     means = seen["x"].mean((2, 3))
     torch.testing.assert_close(seen["out"].mean((2, 3)), torch.cat([means, means], 1))
     # flatten keeps the order visible: its features differ from the identity's layout
-    flat = make_classifier(classify_cfg("sort_rows_cols", 4, head="flatten"))
+    flat = make_classifier(parse(classify_cfg("sort_rows_cols", 4, head="flatten")))
     assert flat.head.in_features == 2 * math.prod(seen["x"].shape[1:])
 
 
@@ -170,7 +170,7 @@ def test_head_choices_and_default():
     for preset in CLASSIFY_PRESETS:
         assert compose_config([f"+experiment={preset}"]).model.head == "pool", preset
     with pytest.raises(ConfigError) as err:
-        validate(compose_config(["+experiment=classify_sort", "model.head=avg"]))
+        parse(compose_config(["+experiment=classify_sort", "model.head=avg"]))
     assert str(err.value) == "unknown model.head 'avg'; valid choices: pool, flatten"
     with pytest.raises(ConfigError, match="valid choices: pool, flatten"):
         ResNet18Classifier(width=4, head="avg")
@@ -204,7 +204,7 @@ def test_topk_matches_the_papers_top_k_of_sorted_rows_and_columns():
     """(sort-row(x) ⊕ sort-col(x))[0:k] with descending sorts = the library's topk layout."""
     cfg = classify_cfg("topk")
     x = torch.randn(2, 32, 4, 4)
-    out = make_classifier(cfg).bridge.hard_fn(x)
+    out = make_classifier(parse(cfg)).bridge.hard_fn(x)
     rows = torch.sort(x, dim=-1, descending=True).values[..., :2].flatten(2)
     cols = torch.sort(x, dim=-2, descending=True).values[..., :2, :].transpose(-1, -2).flatten(2)
     torch.testing.assert_close(out, torch.cat([rows, cols], dim=-1))
@@ -214,7 +214,7 @@ def test_dab_loss_trains_only_the_approximator_inside_the_resnet():
     """Reference semantics: the DAB loss reaches the approximator and no stage before the bridge;
     the task loss reaches the stages before the bridge through the approximator's VJP."""
     torch.manual_seed(0)
-    model = make_classifier(classify_cfg("sort_rows_cols", placement=2)).train()
+    model = make_classifier(parse(classify_cfg("sort_rows_cols", placement=2))).train()
     logits = model(torch.randn(4, 3, 32, 32))
     dab_loss = pop_dab_loss(model)
     before = [model.stem, model.stages[0], model.stages[1]]
@@ -230,8 +230,8 @@ def test_dab_loss_trains_only_the_approximator_inside_the_resnet():
 
 
 def test_ste_switch_works_for_sort1d():
-    dab_model = make_classifier(classify_cfg("sort1d"))
-    ste_model = make_classifier(classify_cfg("sort1d", estimator="ste"))
+    dab_model = make_classifier(parse(classify_cfg("sort1d")))
+    ste_model = make_classifier(parse(classify_cfg("sort1d", estimator="ste")))
     assert dab_model.bridge.estimator == "dab" and dab_model.bridge.approximator is not None
     assert ste_model.bridge.estimator == "ste" and ste_model.bridge.approximator is None
     # STE: the gradient reaching the bridge input is the gradient at its output, unchanged
@@ -301,7 +301,7 @@ def test_positional_emd_is_zero_for_an_input_already_in_the_sorts_order_and_posi
     reversed one a positive distance; constant maps give 0, not NaN."""
     ordered = torch.arange(2 * 4 * 4, dtype=torch.float64).view(1, 2, 4, 4)  # rows, columns and the whole map rise
     for hard_fn in ("sort1d", "sort_rows_cols"):
-        fn = make_classifier(classify_cfg(hard_fn)).bridge.hard_fn
+        fn = make_classifier(parse(classify_cfg(hard_fn))).bridge.hard_fn
         for x, zero in ((ordered, True), (ordered.flip(-1).flip(-2), False), (torch.full_like(ordered, 3.0), True)):
             out = fn(x)
             emd = positional_emd(align_for_emd(x, out), out.flatten(1))

@@ -2,13 +2,13 @@
 (or a Hydra composition error) before anything is written."""
 import dataclasses
 import shutil
-from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from dab.suite.config import Config, validate
+from dab.suite.config import Config
+from dab.suite.families import parse
 from dab.errors import ConfigError
 from dab.suite.experiment import resolve_device, run_experiment
 from dab.hard_fns import HARD_FNS, make_hard_fn
@@ -20,7 +20,6 @@ BAD_VALUES = [
     (["hard_fn.name=sgnum"], ["hard_fn", "sgnum", *HARD_FNS.names()]),
     (["model.name=transformer"], ["model", "transformer", "dense", "lstm"]),
     (["dataset.name=mnist"], ["dataset", "mnist", "sort"]),
-    (["model.activation=gelu"], ["model.activation", "tanh", "elu", "relu"]),
     (["optimizer.name=adamw"], ["optimizer", "adam", "rmsprop", "sgd"]),
     (["dab.estimator=reinforc"], ["dab.estimator", "reinforce", "dab", "ste", "perturbed"]),
     (["dab.estimator=blackbox", "dab.sigma=0.5"], ["dab.sigma", "estimator blackbox", "lam"]),
@@ -31,13 +30,12 @@ BAD_VALUES = [
     (["dab.loss=l3"], ["dab.loss", "l2", "huber", "l1", "cosine"]),
     (["trainer.device=tpu"], ["trainer.device", "auto", "cpu", "cuda"]),
     (["trainer.precision=fp16"], ["trainer.precision", "fp32", "bf16"]),
-    (["dataset.length=1"], ["dataset.length", ">= 2"]),
     (["dataset.batch_size=0"], ["dataset.batch_size", ">= 1"]),
     (["dataset.test_size=0"], ["dataset.test_size", ">= 1"]),
     (["dab.gamma=-1"], ["dab.gamma", ">= 0"]),
-    (["model=lstm", "model.hidden=0"], ["model.hidden", ">= 1"]),
     (["+model.ponder_steps=3"], ["model.ponder_steps", "model=dense", "widths, activation"]),  # lstm's only
-    (["optimizer.lr=-0.1"], ["optimizer.lr", ">= 0"]),
+    (["optimizer.lr=-0.1"], ["optimizer.lr", "> 0"]),
+    (["optimizer.lr=0"], ["optimizer.lr", "> 0", "never moves"]),
     (["optimizer.grad_clip=-1"], ["optimizer.grad_clip", ">= 0"]),
     (["trainer.max_steps=0"], ["trainer.max_steps", ">= 1"]),
     (["trainer.eval_every=0"], ["trainer.eval_every", ">= 1"]),
@@ -47,7 +45,6 @@ BAD_VALUES = [
     (["optimizer.warmup_steps=-1"], ["optimizer.warmup_steps", ">= 0"]),
     (["optimizer.warmup_fraction=1.5"], ["optimizer.warmup_fraction", "[0, 1)"]),
     (["optimizer.final_lr_ratio=2"], ["optimizer.final_lr_ratio", "[0, 1]"]),
-    (["model=lstm", "model.norm=groupnorm"], ["model.norm", "batchnorm", "layernorm", "none"]),
     (["model=lstm", "+model.hiden=3"], ["model.hiden", "model=lstm", "hidden"]),
     (["+hard_fn.k=3"], ["hard_fn.k", "hard_fn=signum", "eps"]),  # topk's and kmeans', not signum's
     (["hard_fn=kmeans", "hard_fn.k=ten"], ["hard_fn.k", "int", "ten"]),
@@ -59,7 +56,7 @@ BAD_VALUES = [
 def test_bad_value_is_a_config_error_naming_the_choices(overrides, words, tmp_path):
     cfg = compose_config([*small_overrides(tmp_path / "runs"), *overrides])
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        parse(cfg)
     for word in words:
         assert word in str(err.value), (word, str(err.value))
     out = tmp_path / "out"
@@ -79,6 +76,11 @@ def test_bad_value_is_a_config_error_naming_the_choices(overrides, words, tmp_pa
     (["dab.approximator=elementwise", "dab.hidden=0"], ["hidden"]),
     (["model.widths=[]"], ["model.widths"]),
     (["hard_fn.eps=-0.5"], ["eps"]),
+    # checked by the constructors, not repeated by the family's parse
+    (["model.activation=gelu"], ["model.activation", "tanh", "elu", "relu"]),
+    (["dataset.length=1"], ["dataset.length", ">= 2"]),
+    (["model=lstm", "model.hidden=0"], ["model.hidden", ">= 1"]),
+    (["model=lstm", "model.norm=groupnorm"], ["model.norm", "batchnorm", "layernorm", "none"]),
 ])
 def test_bad_model_build_is_a_config_error_before_anything_is_written(overrides, words, tmp_path):
     """These pass the value checks but cannot build (the sorting model bridges a [hidden] vector)."""
@@ -105,10 +107,10 @@ def test_kmeans_k_below_one_is_a_config_error(k, tmp_path):
 
 
 def test_legitimate_zeros_are_accepted(tmp_path):
-    """No truthiness checks: seed=0, gamma=0, lr=0 are values, not 'unset'."""
-    cfg = compose_config([*small_overrides(tmp_path / "runs", steps=2), "seed=0", "dab.gamma=0.0",
-                          "optimizer.lr=0.0"])
-    validate(cfg)
+    """No truthiness checks: seed=0 and gamma=0 are values, not 'unset' (a zero lr is refused: it
+    would train nothing, see BAD_VALUES)."""
+    cfg = compose_config([*small_overrides(tmp_path / "runs", steps=2), "seed=0", "dab.gamma=0.0"])
+    parse(cfg)
     out = tmp_path / "out"
     metrics = run_experiment(cfg, out)
     assert metrics["seed"] == 0 and metrics["train/steps"] == 2
@@ -140,7 +142,7 @@ def test_config_group_options_train_a_few_steps(overrides, tmp_path):
 def test_dab_ste_group_selects_the_straight_through_estimator():
     cfg = compose_config(["dab=ste"])
     assert cfg.dab.estimator == "ste" and cfg.dab.gamma == 0.0
-    validate(cfg)
+    parse(cfg)
 
 
 # ---- without Hydra ---------------------------------------------------------------------------
@@ -158,22 +160,18 @@ def small_dataclass_config(tmp_path) -> Config:
 
 def test_run_experiment_takes_a_plain_dataclass_config(tmp_path):
     cfg = small_dataclass_config(tmp_path)
-    validate(cfg)
+    parse(cfg)
     metrics = run_experiment(cfg, tmp_path / "out")
     assert metrics["train/steps"] == 2 and (tmp_path / "out" / "metrics.json").is_file()
 
 
-def _namespace(d: dict) -> SimpleNamespace:
-    return SimpleNamespace(**{k: _namespace(v) if isinstance(v, dict) else v for k, v in d.items()})
-
-
-def test_validate_accepts_a_namespace_as_documented(tmp_path):
-    """validate()'s docstring: 'dataclass, DictConfig or namespace'."""
-    ns = _namespace(dataclasses.asdict(small_dataclass_config(tmp_path)))
-    validate(ns)
-    ns.dab.gamma = -1.0
+def test_parse_accepts_a_plain_dict_as_documented(tmp_path):
+    """parse()'s docstring: 'DictConfig, dict or Config'."""
+    values = dataclasses.asdict(small_dataclass_config(tmp_path))
+    assert parse(values).family.data.args.length == 5
+    values["dab"]["gamma"] = -1.0
     with pytest.raises(ConfigError, match="gamma"):
-        validate(ns)
+        parse(values)
 
 
 def test_resolve_device():
@@ -218,11 +216,11 @@ def test_typo_in_a_family_owned_group_is_a_config_error_naming_the_valid_keys(co
     (conf_copy / "experiment" / "typo.yaml").write_text(
         "# @package _global_\ndefaults:\n  - override /model: lstm\n\nrun_name: typo\nmodel:\n  hiden: 3\n")
     with pytest.raises(ConfigError, match=r"unknown key 'model.hiden' for model=lstm; valid keys: hidden"):
-        validate(compose_config(["+experiment=typo"], config_dir=conf_copy))
+        parse(compose_config(["+experiment=typo"], config_dir=conf_copy))
     path = conf_copy / "hard_fn" / "signum.yaml"
     path.write_text(path.read_text() + "epsilon: 0.3\n")
     with pytest.raises(ConfigError, match=r"unknown key 'hard_fn.epsilon' for hard_fn=signum; valid keys: eps"):
-        validate(compose_config([], config_dir=conf_copy))
+        parse(compose_config([], config_dir=conf_copy))
 
 
 def test_the_untouched_copy_composes(conf_copy):

@@ -10,7 +10,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dab.suite.config import register_configs
+from dab.suite.compose import register_schema
 
 from conftest import CONF_DIR, REPO, small_overrides
 
@@ -19,7 +19,7 @@ TINY = ["trainer.max_steps=3", "trainer.eval_every=3", "trainer.ckpt_every=3", "
 
 
 def test_slurm_preset_composes_onto_the_submitit_slurm_launcher():
-    register_configs()
+    register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
                       return_hydra_config=True)

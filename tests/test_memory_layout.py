@@ -9,6 +9,8 @@ import textwrap
 import pytest
 import torch
 
+from dab.suite.families import parse
+
 from dab.errors import ConfigError
 from dab.suite.families.classification import make_classifier
 from dab.suite.memory_layout import onednn_avx2_unsafe_convs, use_channels_last
@@ -19,7 +21,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def classifier(width: int):
-    return make_classifier(compose_config(["+experiment=classify_identity", f"model.width={width}"]))
+    return make_classifier(parse(compose_config(["+experiment=classify_identity", f"model.width={width}"])))
 
 
 @pytest.mark.parametrize("width,unsafe", [(1, 2), (2, 2), (4, 1), (7, 1), (8, 0), (64, 0)])

@@ -22,12 +22,12 @@ from dab.estimators import ESTIMATORS
 from dab.hard_fns import HARD_FNS, HardFn
 from dab.losses import DAB_LOSSES
 from dab.registry import Registry
-from dab.suite.config import validate
+from dab.suite.config import RunArgs, make_bridge_for, read_group
 from dab.suite.datasets import DATASETS
 from dab.suite.experiment import run_experiment
-from dab.suite.families import FAMILIES
+from dab.suite.families import FAMILIES, parse
 from dab.suite.models.latents import LATENTS, LatentArgs, LatentVariant
-from dab.suite.step import OPTIMIZERS
+from dab.suite.optim import OPTIMIZERS
 
 from conftest import CONF_DIR, REPO, compose_config, small_overrides
 
@@ -35,8 +35,8 @@ from conftest import CONF_DIR, REPO, compose_config, small_overrides
 def family_models() -> dict[str, object]:
     """Every family's model options, name -> option."""
     out = {}
-    for family in FAMILIES:
-        models = FAMILIES[family].build.MODELS
+    for family in FAMILIES.values():
+        models = family.MODELS
         out.update({name: models[name] for name in models})
     return out
 
@@ -115,28 +115,28 @@ def test_a_new_hard_function_is_one_registration_and_one_yaml(throwaway_hard_fn,
     (conf_copy / "hard_fn" / "cube_round.yaml").write_text("name: cube_round\nscale: 2.0\n")
     cfg = compose_config(["+experiment=sort_t5", "hard_fn=cube_round", "hard_fn.scale=3.0",
                           *small_overrides(tmp_path / "runs", steps=2)], config_dir=conf_copy)
-    validate(cfg)
+    parse(cfg)
     metrics = run_experiment(cfg, tmp_path / "run")
     assert metrics["train/steps"] == 2
     bridge = next(m for m in _sorting_model(cfg).modules() if hasattr(m, "hard_fn"))
     x = torch.tensor([[0.5, -1.0, 1.0]])
     assert torch.equal(bridge.hard_fn(x), torch.round(3.0 * x.pow(3)))  # its own setting reached it
     with pytest.raises(ConfigError, match="valid keys: scale"):
-        validate(compose_config(["+experiment=sort_t5", "hard_fn=cube_round", "+hard_fn.eps=1"],
+        parse(compose_config(["+experiment=sort_t5", "hard_fn=cube_round", "+hard_fn.eps=1"],
                                 config_dir=conf_copy))
 
 
 def _sorting_model(cfg) -> nn.Module:
     from dab.suite.families.sorting import make_sorting_model
 
-    return make_sorting_model(cfg)
+    return make_sorting_model(parse(cfg))
 
 
 @pytest.fixture
 def throwaway_latent():
-    LATENTS.register("dab_cube", LatentVariant("dab-cube", hard_fn="cube_round", estimator="dab"), schema=LatentArgs)
-    yield "dab_cube"
-    LATENTS.unregister("dab_cube")
+    LATENTS.register("bridged_cube", LatentVariant(hard_fn="cube_round"), schema=LatentArgs)
+    yield "bridged_cube"
+    LATENTS.unregister("bridged_cube")
 
 
 def test_a_new_latent_is_one_registration_and_one_yaml(throwaway_hard_fn, throwaway_latent, conf_copy, tmp_path,
@@ -151,8 +151,8 @@ def test_a_new_latent_is_one_registration_and_one_yaml(throwaway_hard_fn, throwa
         return ImageSplit(images.to(device), labels.to(device))
 
     monkeypatch.setattr(ae, "load_image_split", split)
-    (conf_copy / "latent" / "dab_cube.yaml").write_text("name: dab_cube\nbpp: 0.05\n")
-    cfg = compose_config(["+experiment=vae_fmnist", "latent=dab_cube", *small_overrides(tmp_path / "runs", steps=2),
+    (conf_copy / "latent" / "bridged_cube.yaml").write_text("name: bridged_cube\nbpp: 0.05\n")
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=bridged_cube", *small_overrides(tmp_path / "runs", steps=2),
                           "model.widths=[8,8]", "model.hidden=16", "dataset.test_size=16", "dataset.probe_size=64"],
                          config_dir=conf_copy)
     metrics = run_experiment(cfg, tmp_path / "run")
@@ -184,33 +184,37 @@ class ToyData:
     batch_size: int = 64
 
 
-def _toy_family() -> types.ModuleType:
-    from dab.suite.config import bridge_from_config, option_args
+@dataclass(frozen=True)
+class ToyGroups:
+    data: object
+    model: object
+    hard_fn: object
 
+
+def _toy_family() -> types.ModuleType:
     module = types.ModuleType("toy_family")
     module.MODELS = Registry("model for task toy")
     module.MODELS.register("toy_mlp", None)
 
-    def validate_(cfg):
-        option_args(cfg, "dataset", DATASETS, ("toy",), "toy")
-        option_args(cfg, "model", module.MODELS, task="toy")
-        option_args(cfg, "hard_fn", HARD_FNS, task="toy")
+    def parse_(values: dict) -> ToyGroups:
+        return ToyGroups(read_group(values, "dataset", DATASETS, ("toy",), "toy"),
+                         read_group(values, "model", module.MODELS, task="toy"),
+                         read_group(values, "hard_fn", HARD_FNS, task="toy"))
 
-    def build(cfg, device):
-        bridge = bridge_from_config(cfg, (8,))
+    def build(args: RunArgs, device):
+        bridge = make_bridge_for(args.family.hard_fn, args.dab, (8,))
         model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), *([bridge] if bridge is not None else []), nn.Linear(8, 1))
-        return _ToyTask(cfg.seed), model
+        return _ToyTask(args.seed), model
 
-    module.validate, module.build = validate_, build
+    module.parse, module.build = parse_, build
     return module
 
 
 @pytest.fixture
-def throwaway_family():
-    DATASETS.register("toy", None, schema=ToyData)
-    FAMILIES.register("toy", _toy_family())
+def throwaway_family(monkeypatch):
+    DATASETS.register("toy", ToyData, schema=ToyData)
+    monkeypatch.setitem(FAMILIES, "toy", _toy_family())
     yield "toy"
-    FAMILIES.unregister("toy")
     DATASETS.unregister("toy")
 
 
@@ -222,7 +226,7 @@ def test_a_new_family_is_one_registration_and_one_preset(throwaway_family, conf_
         "  - override /hard_fn: signum\n\ntask: toy\nrun_name: toy\noptimizer:\n  lr: 0.03\n")
     shared = [o for o in small_overrides(tmp_path / "runs", steps=100) if not o.startswith(("model.", "dataset."))]
     with pytest.raises(ConfigError, match="unknown key 'dataset.size' for dataset=toy; valid keys: batch_size"):
-        validate(compose_config(["+experiment=toy", *shared, "+dataset.size=3"], config_dir=conf_copy))
+        parse(compose_config(["+experiment=toy", *shared, "+dataset.size=3"], config_dir=conf_copy))
     metrics = run_experiment(compose_config(["+experiment=toy", *shared], config_dir=conf_copy), tmp_path / "run")
     zero_mse = float((2 * torch.linspace(-1, 1, 64)).pow(2).mean())  # predicting 0 everywhere
     assert metrics["objective"] == "test/neg_mse" and -metrics["test/neg_mse"] < 0.5 * zero_mse, metrics

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from dab.errors import ConfigError
-from dab.suite.step import make_lr_factor
+from dab.suite.optim import make_lr_factor
 from dab.suite.schedules import lr_factor
 
 from conftest import compose_config
@@ -34,8 +34,8 @@ def test_unknown_schedule_names_the_choices():
 def test_fast_recipe_composes_and_scales_warmup_with_the_budget(tmp_path):
     cfg = compose_config(["+experiment=sort_t10", "+recipe=fast", "trainer.max_steps=30000", f"runs_root={tmp_path}"])
     assert cfg.optimizer.lr == 6e-3 and cfg.optimizer.schedule == "cosine"
-    factor = make_lr_factor(cfg)
+    factor = make_lr_factor(cfg.optimizer, cfg.trainer.max_steps)
     assert factor(1499) == pytest.approx(1.0) and factor(749) == pytest.approx(0.5)  # 5% of 30,000 steps
     assert factor(29999) == pytest.approx(0.01)
     paper = compose_config(["+experiment=sort_t10", f"runs_root={tmp_path}"])
-    assert paper.optimizer.lr == 1e-4 and make_lr_factor(paper) is None  # the paper's constant lr
+    assert paper.optimizer.lr == 1e-4 and make_lr_factor(paper.optimizer, paper.trainer.max_steps) is None  # the paper's constant lr

@@ -6,10 +6,16 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 
 from dab.errors import ConfigError
-from dab.registry import Option, closest_first
+from dab.hard_fns import HARD_FNS
+from dab.registry import Option, check_keys, closest_first
 from dab.suite.config import FAMILY_GROUPS, Config
+from dab.suite.datasets import DATASETS
+from dab.suite.families import FAMILIES
+from dab.suite.models.latents import LATENTS
 
 # Hydra flags that take a value (the next word): that word is not an override
 _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-c", "--cfg",
@@ -27,13 +33,8 @@ def group_choices(conf_dir: Path, group: str) -> list[str]:
 
 def group_option(group: str, name: str) -> Option | None:
     """The registered option ``name`` of a family-owned group (None if unknown: validation says so)."""
-    from dab.hard_fns import HARD_FNS
-    from dab.suite.datasets import DATASETS
-    from dab.suite.families import FAMILIES
-    from dab.suite.models.latents import LATENTS
-
     if group == "model":
-        registries = [FAMILIES[f].build.MODELS for f in FAMILIES]
+        registries = [family.MODELS for family in FAMILIES.values()]
     else:
         registries = [{"dataset": DATASETS, "hard_fn": HARD_FNS, "latent": LATENTS}[group]]
     return next((r[name] for r in registries if name in r), None)
@@ -78,25 +79,22 @@ def check_group_key(key: str, chosen: dict[str, set[str]]) -> None:
         return
     for name in sorted(chosen.get(group, ())):
         option = group_option(group, name)
-        if option is not None and setting not in option.keys():
-            raise ConfigError(f"unknown config key '{group}.{setting}' for {group}={name}; valid keys of "
-                              f"{group}={name}: " + (", ".join(closest_first(setting, option.keys())) or "none"))
+        if option is not None and option.schema is not None:
+            check_keys({setting: None}, option.schema, f"{group}.", f"{group}={name}")
+        elif option is not None:
+            raise ConfigError(f"unknown config key '{group}.{setting}' for {group}={name}; valid keys: none")
 
 
 def check_key(key: str, schema: type = Config) -> None:
     """Raise if the dotted ``key`` is not a field path of the config schema."""
-    node, done = schema, []
+    node, done = schema, ""
     for part in key.split("."):
         if not is_dataclass(node):  # a list or free-form leaf: sub-keys are the leaf's business
             return
-        known = {f.name: f for f in fields(node)}
-        if part not in known:
-            where = f" of {'.'.join(done)}" if done else ""
-            raise ConfigError(f"unknown config key '{'.'.join([*done, part])}'; valid keys{where}: "
-                              + ", ".join(closest_first(part, known)))
-        default = known[part].default_factory
+        check_keys({part: None}, node, done)
+        default = {f.name: f for f in fields(node)}[part].default_factory
         node = default() if callable(default) else None
-        done.append(part)
+        done += f"{part}."
 
 
 def override_values(override) -> list[str]:
@@ -109,9 +107,6 @@ def check_overrides(args: list[str], conf_dir: Path) -> None:
     """Check train.py's command-line overrides: config groups must name a file under
     ``conf_dir/<group>/`` and keys must exist in :class:`dab.suite.config.Config`. Hydra's own keys,
     flags and anything Hydra's parser rejects are left to Hydra."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     if any(a in _HELP_FLAGS for a in args):
         return
     parser = OverridesParser.create()

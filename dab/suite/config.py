@@ -1,32 +1,32 @@
-"""The shared config schema (what every family has: task, seed, trainer, optimizer, dab, paper)
-and validation.
+"""The shared config schema (what every family has: task, seed, trainer, optimizer, dab, paper),
+the shared checks, and the typed result of parsing a config once: :class:`RunArgs`.
 
 The family-owned groups (``dataset``, ``model``, ``hard_fn``, ``latent``) are free-form here: each
 option's schema is registered with the option (``dab.registry``): hard functions in
 ``dab/hard_fns.py``, data sets in ``dab/suite/datasets.py``, latents in
-``dab/suite/models/latents.py``, models in their family's module. A family's ``validate(cfg)``
-reads its groups through :func:`option_args`, which refuses a key the selected option does not
-have and names the valid ones. The dataclasses double as Hydra's structured-config schema
-(:func:`register_configs`), so a typo'd shared key fails at composition; nothing here needs Hydra
-except the registration.
+``dab/suite/models/latents.py``, models in their family's module. A family's ``parse(values)``
+reads each of its groups once through :func:`read_group`, which refuses a key the selected option
+does not have and names the valid ones. The dataclasses double as Hydra's structured-config schema
+(``train.py`` registers :class:`Config`), so a typo'd shared key fails at composition.
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Optional
 
+from omegaconf import DictConfig, OmegaConf
+
 from dab.approximators import APPROXIMATORS
+from dab.bridge import make_bridge
 from dab.errors import ConfigError
 from dab.estimators import ESTIMATORS, make_estimator
 from dab.estimators import settings_of as estimator_settings
-from dab.losses import DAB_LOSSES
-from dab.bridge import make_bridge
 from dab.hard_fns import HARD_FNS
-from dab.registry import Option, Registry
+from dab.losses import DAB_LOSSES
+from dab.registry import Registry, check_keys
 from dab.suite.datasets import DATASETS
-from dab.suite.families import FAMILIES
+from dab.suite.optim import OPTIMIZERS
 from dab.suite.schedules import SCHEDULES
-from dab.suite.step import OPTIMIZERS
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -37,7 +37,7 @@ FAMILY_GROUPS = ("dataset", "model", "hard_fn", "latent")  # free-form here; sch
 @dataclass
 class OptimizerConfig:
     name: str = "adam"
-    lr: float = 1e-4
+    lr: float = 1e-4  # > 0: a zero lr never moves the weights
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # max global grad norm; None = off
     schedule: str = "constant"  # learning-rate schedule over trainer.max_steps (dab/suite/schedules.py)
@@ -124,103 +124,118 @@ def check_min(value, low, key: str) -> None:
         raise ConfigError(f"{key} must be >= {low}, got {value}")
 
 
-def bridge_from_config(cfg: Any, in_shape: tuple[int, ...]):
-    """The bridge ``cfg.hard_fn`` (with its settings) and ``cfg.dab`` ask for on inputs of
-    per-sample shape ``in_shape``; None for ``hard_fn=identity``, the plain-network baseline."""
-    option, args = option_args(cfg, "hard_fn", HARD_FNS)
-    if option.name == "identity":
-        return None
-    d = cfg.dab
-    return make_bridge(option.name, tuple(in_shape), gamma=d.gamma, estimator=d.estimator,
-                       approximator=d.approximator, hidden=d.hidden, depth=d.depth, loss=d.loss,
-                       loss_to_input=d.loss_to_input, estimator_args=estimator_settings(d),
-                       **({} if args is None else asdict(args)))
-
-
-def node_items(node: Any) -> dict:
-    """A config node (DictConfig, dict, dataclass, namespace or None) as a plain dict, resolved."""
-    if node is None:
-        return {}
+def plain(node: Any) -> Any:
+    """A config node (DictConfig, dict, dataclass or None) as plain, resolved Python values."""
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
     if is_dataclass(node):
         return asdict(node)
-    if isinstance(node, dict):
-        return dict(node)
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(node, DictConfig):
-            return OmegaConf.to_container(node, resolve=True)
-    except ImportError:
-        pass
-    return dict(vars(node))
+    return {} if node is None else node
 
 
-def option_args(cfg: Any, key: str, registry: Registry, allowed: tuple[str, ...] | None = None,
-                task: str | None = None) -> tuple[Option, Any]:
-    """The option selected in ``cfg.<key>`` and its settings (the option's schema, filled): the name
-    must be registered (and among ``allowed`` where given), every other key must be one of the
-    option's settings, of the declared type."""
-    items = node_items(getattr(cfg, key, None))
+@dataclass(frozen=True)
+class Choice:
+    """One option of a family-owned group: its name and its settings (the option's schema, filled)."""
+
+    name: str
+    args: Any = None
+
+
+def read_group(values: dict, key: str, registry: Registry, allowed: tuple[str, ...] | None = None,
+               task: str | None = None) -> Choice:
+    """The option selected in ``values[key]`` with its settings: the name must be registered (and
+    among ``allowed`` where given), every other key must be one of the option's settings, of the
+    declared type. Each family calls it once per group."""
+    items = dict(values.get(key) or {})
     if "name" not in items:
         raise ConfigError(f"{key} is not set{f' (task {task} needs one)' if task else ''}; valid choices: "
                           + ", ".join(allowed or registry.names()))
     option = registry.check(items["name"], allowed, f"{key} for task {task}" if allowed is not None else None)
-    return option, option.args(items, where=key)
+    return Choice(option.name, option.args(items, where=key))
 
 
-def bridged_family_args(cfg: Any, task: str, datasets: tuple[str, ...], models: Registry) -> tuple[Any, Any]:
-    """The shared checks of a family whose model holds one bridge (sort, classify): the data set
+@dataclass(frozen=True)
+class BridgedGroups:
+    """The groups of a family whose model holds one bridge (sort, classify)."""
+
+    data: Choice
+    model: Choice
+    hard_fn: Choice
+
+
+def read_bridged_groups(values: dict, task: str, datasets: tuple[str, ...], models: Registry) -> BridgedGroups:
+    """The shared reading of a family whose model holds one bridge (sort, classify): the data set
     (among ``datasets``), the model and the hard function with their settings, no latent, and a
-    positive batch and test size. Returns the data set's and the model's settings."""
-    _, d = option_args(cfg, "dataset", DATASETS, datasets, task)
-    _, m = option_args(cfg, "model", models, task=task)
-    option_args(cfg, "hard_fn", HARD_FNS, task=task)
-    if getattr(cfg, "latent", None) is not None:
+    positive batch and test size."""
+    data = read_group(values, "dataset", DATASETS, datasets, task)
+    model = read_group(values, "model", models, task=task)
+    hard_fn = read_group(values, "hard_fn", HARD_FNS, task=task)
+    if values.get("latent") is not None:
         raise ConfigError(f"latent applies to task autoencode only; task {task} reads hard_fn and dab")
-    check_min(d.batch_size, 1, "dataset.batch_size")
-    check_min(d.test_size, 1, "dataset.test_size")
-    return d, m
+    check_min(data.args.batch_size, 1, "dataset.batch_size")
+    check_min(data.args.test_size, 1, "dataset.test_size")
+    return BridgedGroups(data, model, hard_fn)
 
 
-def _check_keys(node: Any, schema: type, prefix: str) -> None:
-    """Reject keys the schema does not know (e.g. a CLI `+trainer.max_stpes=3` that Hydra lets through)."""
-    if is_dataclass(node) or node is None:
-        return
-    known = {f.name: f for f in fields(schema)}
-    keys = node.keys() if hasattr(node, "keys") else vars(node).keys()
-    for key in keys:
-        if key not in known:
-            raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys: {', '.join(known)}")
-        factory = known[key].default_factory
-        if factory is not MISSING and is_dataclass(factory):
-            _check_keys(getattr(node, key), factory, f"{prefix}{key}.")
+def make_bridge_for(hard_fn: Choice, dab: DabConfig, in_shape: tuple[int, ...]):
+    """The bridge around ``hard_fn`` that the ``dab`` settings ask for, on inputs of per-sample
+    shape ``in_shape``; None for ``hard_fn=identity``, the plain-network baseline."""
+    if hard_fn.name == "identity":
+        return None
+    return make_bridge(hard_fn.name, tuple(in_shape), gamma=dab.gamma, estimator=dab.estimator,
+                       approximator=dab.approximator, hidden=dab.hidden, depth=dab.depth, loss=dab.loss,
+                       loss_to_input=dab.loss_to_input, estimator_args=estimator_settings(dab),
+                       **({} if hard_fn.args is None else asdict(hard_fn.args)))
 
 
-def validate(cfg: Any) -> None:
-    """Check a composed config (DictConfig, dataclass or namespace); raise ConfigError if bad.
-    Shared settings here, the family-owned groups by the family (``FAMILIES[cfg.task]``)."""
-    _check_keys(cfg, Config, "")
-    family = FAMILIES[cfg.task]
-    o = cfg.optimizer
-    OPTIMIZERS[o.name]
+@dataclass
+class RunArgs:
+    """A config parsed once: the shared settings, typed, the family's own parsed groups
+    (``family``: the family's ``Args``) and the resolved config as written to ``config.yaml``."""
+
+    task: str
+    seed: int
+    run_name: str
+    runs_root: str
+    trainer: TrainerConfig
+    optimizer: OptimizerConfig
+    dab: DabConfig
+    paper: PaperConfig
+    family: Any
+    config: dict
+
+    @property
+    def batch_size(self) -> int:
+        return self.family.data.args.batch_size
+
+
+def check_shared(values: dict) -> tuple[TrainerConfig, OptimizerConfig, DabConfig, PaperConfig]:
+    """Every shared key known (one line naming the valid ones otherwise) and every shared value
+    valid; returns the typed trainer, optimizer, dab and paper settings."""
+    check_keys(values, Config, "")
+    for key, schema in (("trainer", TrainerConfig), ("optimizer", OptimizerConfig), ("dab", DabConfig),
+                        ("paper", PaperConfig)):
+        check_keys(values.get(key) or {}, schema, f"{key}.")
+    t, o, d, p = (TrainerConfig(**(values.get("trainer") or {})), OptimizerConfig(**(values.get("optimizer") or {})),
+                  DabConfig(**(values.get("dab") or {})), PaperConfig(**(values.get("paper") or {})))
+    OPTIMIZERS.check(o.name, what="optimizer")
     check_choice(o.schedule, SCHEDULES, "optimizer.schedule")
     check_min(o.warmup_steps, 0, "optimizer.warmup_steps")
     if not 0 <= o.warmup_fraction < 1:
         raise ConfigError(f"optimizer.warmup_fraction must be in [0, 1), got {o.warmup_fraction}")
     if not 0 <= o.final_lr_ratio <= 1:
         raise ConfigError(f"optimizer.final_lr_ratio must be in [0, 1], got {o.final_lr_ratio}")
-    check_min(o.lr, 0, "optimizer.lr")
+    if o.lr is None or not o.lr > 0:
+        raise ConfigError(f"optimizer.lr must be > 0 (a zero lr never moves the weights), got {o.lr}")
     if o.grad_clip is not None:
         check_min(o.grad_clip, 0, "optimizer.grad_clip")
-    d = cfg.dab
     ESTIMATORS.check(d.estimator, what="dab.estimator")
     make_estimator(d.estimator, estimator_settings(d))  # its settings: known keys, valid values
     APPROXIMATORS.check(d.approximator, what="dab.approximator")
     DAB_LOSSES.check(d.loss, what="dab.loss")
     check_min(d.gamma, 0, "dab.gamma")
-    if getattr(d, "fidelity_every", None) is not None:
+    if d.fidelity_every is not None:
         check_min(d.fidelity_every, 1, "dab.fidelity_every")
-    t = cfg.trainer
     check_choice(t.device, DEVICES, "trainer.device")
     check_choice(t.precision, PRECISIONS, "trainer.precision")
     check_choice(t.nan_policy, NAN_POLICIES, "trainer.nan_policy")
@@ -234,11 +249,4 @@ def validate(cfg: Any) -> None:
         check_min(t.threads, 1, "trainer.threads")
     if t.max_minutes is not None and t.max_minutes <= 0:
         raise ConfigError(f"trainer.max_minutes must be > 0 or null, got {t.max_minutes}")
-    family.build.validate(cfg)
-
-
-def register_configs() -> None:
-    """Register :class:`Config` as Hydra's ``base_config`` schema (imports Hydra lazily)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="base_config", node=Config)
+    return t, o, d, p

@@ -1,9 +1,8 @@
 """The data sets a config may name (``dataset=<name>``), each with the schema of its own settings.
 
-The modules that load them register them here: ``dab/suite/sorting_data.py`` (``sort``) and
-``dab/suite/image_data.py`` (``fmnist``, ``fmnist32``, ``cifar10``, ``imagenet``); importing this
-module imports both, so ``DATASETS`` always lists every option. Which family accepts which data
-set is the family's business (its ``validate``).
+The modules that load them: ``dab/suite/sorting_data.py`` (``sort``) and
+``dab/suite/image_data.py`` (``fmnist``, ``fmnist32``, ``cifar10``, ``imagenet``). Which family
+accepts which data set is the family's business (its ``parse``).
 """
 from __future__ import annotations
 
@@ -50,5 +49,10 @@ class ImageNetData(FMNISTData):
     workers: int = 8  # DataLoader worker processes
 
 
-import dab.suite.image_data  # noqa: E402,F401  (registers the image data sets)
-import dab.suite.sorting_data  # noqa: E402,F401  (registers sort)  # pyflakes: ignore
+
+# an entry is its settings' schema (the loaders live with the families' data modules)
+DATASETS.register("sort", SortData, schema=SortData)
+DATASETS.register("fmnist", FMNISTData, schema=FMNISTData)
+DATASETS.register("fmnist32", SmallImageData, schema=SmallImageData)
+DATASETS.register("cifar10", SmallImageData, schema=SmallImageData)
+DATASETS.register("imagenet", ImageNetData, schema=ImageNetData)

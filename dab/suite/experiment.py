@@ -1,8 +1,8 @@
-"""One run end to end: validate, build, train, write ``metrics.json``. Needs no Hydra: pass a
-:class:`dab.suite.config.Config` (or any object with the same attributes) and an output directory."""
+"""One run end to end: parse, build, train, write ``metrics.json``. Needs no Hydra: pass a
+:class:`dab.suite.config.Config`, a plain dict or a parsed :class:`dab.suite.config.RunArgs`, and an
+output directory."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -15,10 +15,13 @@ from typing import Any
 import torch
 import yaml
 
-from dab.suite.checkpoint import CONFIG, resolve_resume
-from dab.suite.config import node_items, validate
+from torch.utils.tensorboard import SummaryWriter
+
 from dab.errors import ConfigError, TrainingFailed
 from dab.suite import distributed
+from dab.suite.checkpoint import CONFIG, resolve_resume
+from dab.suite.config import RunArgs
+from dab.suite.families import parse
 from dab.suite.step import build_run
 from dab.suite.threads import LocalRuns, ThreadPolicy
 from dab.suite.trainer import Interrupted, train
@@ -51,14 +54,6 @@ def hardware_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def config_to_dict(cfg: Any) -> dict:
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
 def interpreter() -> str:
     """The running Python as a user can type it here: relative to the working directory when it
     lies below it (``.venv/bin/python``), else absolute, so hints work outside an activated venv."""
@@ -77,7 +72,8 @@ def with_interpreter(words: list[str]) -> list[str]:
 def resume_command(command: str | None, out_dir: Path, *extra: str) -> str:
     """The command that continues this run in its own directory (``trainer.resume=auto``)."""
     words = with_interpreter(shlex.split(command) if command else ["python", "train.py"])
-    keep = [w for w in words if not w.startswith(("trainer.resume", "hydra.run.dir=", "-m", "--multirun"))]
+    replaced = tuple(e.split("=", 1)[0] + "=" for e in extra)  # a key the hint sets anew appears once
+    keep = [w for w in words if not w.startswith(("trainer.resume", "hydra.run.dir=", "-m", "--multirun", *replaced))]
     run_dir = f"hydra.run.dir='{out_dir}'"  # quoted for Hydra: run dir names hold '=', ',' and '[]'
     run_dir = f'"{run_dir}"' if not set('"$`\\!') & set(run_dir) else shlex.quote(run_dir)  # and for the shell
     return shlex.join([*keep, "trainer.resume=auto", *extra]) + " " + run_dir
@@ -96,7 +92,7 @@ def paper_line(paper: Any, objective: str, final: str) -> str | None:
     return f"  paper ({paper.cell}): {objective} {paper.value:g}{spread}%  |  this run, final: {final}"
 
 
-def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: Any, command: str | None,
+def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: RunArgs, command: str | None,
                   percent: tuple[str, ...] = ()) -> list[str]:
     """The end-of-run summary: final and best metrics (``percent`` ones in percent), the paper's
     number for the preset's cell, steps, time, where the run is, how to go on."""
@@ -118,7 +114,7 @@ def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: Any, comman
     return lines
 
 
-def write_failure(out_dir: Path, cfg: Any, err: TrainingFailed, command: str | None, device: torch.device) -> None:
+def write_failure(out_dir: Path, cfg: RunArgs, err: TrainingFailed, command: str | None, device: torch.device) -> None:
     """A ``status: failed`` record in place of metrics.json: what failed, where, and what is kept."""
     record = {"status": "failed", "reason": str(err), "train/steps": err.step, "losses": err.losses,
               "last_checkpoint_step": err.saved_step, "experiment": cfg.run_name, "seed": cfg.seed,
@@ -126,7 +122,7 @@ def write_failure(out_dir: Path, cfg: Any, err: TrainingFailed, command: str | N
     (out_dir / STATUS).write_text(json.dumps(record, indent=1))
 
 
-def _threads(cfg: Any, device: torch.device, runs: LocalRuns) -> ThreadPolicy | None:
+def _threads(cfg: RunArgs, device: torch.device, runs: LocalRuns) -> ThreadPolicy | None:
     """The CPU thread policy (None on a GPU): trainer.threads, else cores / live local runs."""
     return ThreadPolicy(cfg.trainer.threads, runs) if device.type == "cpu" else None
 
@@ -140,12 +136,13 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
     :class:`TrainingFailed` after writing ``status.json`` (no metrics.json); an interrupt raises
     :class:`dab.suite.trainer.Interrupted` after logging where the run was saved. Under
     ``torchrun`` every rank calls this; only rank 0 writes and returns the metrics (others: {}).
+    ``cfg`` is parsed once here (:func:`dab.suite.families.parse`) unless it is parsed already.
     """
-    validate(cfg)
+    cfg = parse(cfg)
     out_dir = Path(out_dir)
     dist = distributed.from_env()  # one process, or a rank of `torchrun --nproc_per_node=N train.py ...`
     device = distributed.setup(dist, resolve_device(cfg.trainer.device))
-    config = config_to_dict(cfg)
+    config = cfg.config
     # a model with nothing to train (a training-free baseline) gets no optimizer: evaluated once, no steps
     run = build_run(cfg, device, dist)
     task, model = run.task, run.model
@@ -161,8 +158,6 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-    from torch.utils.tensorboard import SummaryWriter
-
     with SummaryWriter(log_dir=str(out_dir / "tb")) as writer, LocalRuns() as runs:
         if resume_path is not None:
             log.info(f"resuming from {resume_path}")
@@ -187,7 +182,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         f"{task.objective}_best": best,
         "objective": task.objective,
         "train/steps": state.step,
-        "train/samples": state.step * node_items(cfg.dataset)["batch_size"],
+        "train/samples": state.step * cfg.batch_size,
         "train/skipped_steps": state.skipped_steps,
         # optional task hook: end-of-training values such as train/tau_final
         **(task.final_train_metrics(model) if hasattr(task, "final_train_metrics") else {}),

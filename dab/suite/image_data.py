@@ -28,7 +28,6 @@ from typing import Iterator
 import torch
 
 from dab.errors import ConfigError
-from dab.suite.datasets import DATASETS, FMNISTData, ImageNetData, SmallImageData
 
 _FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -162,28 +161,8 @@ def pad_to_32_rgb(images: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(images, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
 
 
-def load_image_split(name: str, root: str | os.PathLike | None, train: bool, device: torch.device | str,
-                     download: bool = True) -> ImageSplit:
-    """A whole small-image split as device tensors (the data sets registered with a ``load``)."""
-    option = DATASETS[name]
-    if "load" not in option.info:
-        raise ConfigError(f"{name} is not a small-image data set held on the device; valid choices: "
-                          + ", ".join(DATASETS.where(lambda o: "load" in o.info)))
-    images, labels = option.info["load"](data_root(root), train, download)
-    return ImageSplit(images.to(device), labels.to(device))
-
-
-def image_shape(name: str, image_size: int = 512) -> tuple[int, int, int]:
-    """Per-sample [C, H, W] of an image data set, known before loading it (imagenet: ``image_size``)."""
-    option = DATASETS[name]
-    if "shape" not in option.info:
-        raise ConfigError(f"{name} is not an image data set; valid choices: {', '.join(image_datasets())}")
-    return option.info["shape"](image_size)
-
-
-def image_datasets() -> tuple[str, ...]:
-    """The registered image data sets."""
-    return DATASETS.where(lambda o: "shape" in o.info)
+def _fmnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_fashion_mnist(root, train, download)
 
 
 def _fmnist32(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,10 +170,39 @@ def _fmnist32(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, to
     return pad_to_32_rgb(images), labels
 
 
-DATASETS.register("fmnist", None, schema=FMNISTData, load=lambda *a: load_fashion_mnist(*a), shape=lambda size: (1, 28, 28))
-DATASETS.register("fmnist32", None, schema=SmallImageData, load=_fmnist32, shape=lambda size: (3, 32, 32))
-DATASETS.register("cifar10", None, schema=SmallImageData, load=lambda *a: load_cifar10(*a), shape=lambda size: (3, 32, 32))
-DATASETS.register("imagenet", None, schema=ImageNetData, shape=lambda size: (3, size, size))  # imagenet_loader()
+def _cifar10(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_cifar10(root, train, download)
+
+
+# the small-image data sets held on the device: name -> (per-sample shape, loader); ImageNet is
+# read through a DataLoader (imagenet_loader), its shape set by dataset.image_size
+DEVICE_SETS = {"fmnist": ((1, 28, 28), _fmnist), "fmnist32": ((3, 32, 32), _fmnist32),
+               "cifar10": ((3, 32, 32), _cifar10)}
+IMAGE_SETS = (*DEVICE_SETS, "imagenet")
+
+
+def load_image_split(name: str, root: str | os.PathLike | None, train: bool, device: torch.device | str,
+                     download: bool = True) -> ImageSplit:
+    """A whole small-image split (one of ``DEVICE_SETS``) as device tensors."""
+    if name not in DEVICE_SETS:
+        raise ConfigError(f"{name} is not a small-image data set held on the device; valid choices: "
+                          + ", ".join(DEVICE_SETS))
+    images, labels = DEVICE_SETS[name][1](data_root(root), train, download)
+    return ImageSplit(images.to(device), labels.to(device))
+
+
+def image_shape(name: str, image_size: int = 512) -> tuple[int, int, int]:
+    """Per-sample [C, H, W] of an image data set, known before loading it (imagenet: ``image_size``)."""
+    if name == "imagenet":
+        return (3, image_size, image_size)
+    if name not in DEVICE_SETS:
+        raise ConfigError(f"{name} is not an image data set; valid choices: {', '.join(IMAGE_SETS)}")
+    return DEVICE_SETS[name][0]
+
+
+def image_datasets() -> tuple[str, ...]:
+    """The image data sets."""
+    return IMAGE_SETS
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

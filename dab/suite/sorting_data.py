@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 
 from dab.errors import ConfigError
-from dab.suite.datasets import DATASETS, SortData
 
 
 def sort_batch(batch_size: int, length: int, generator: torch.Generator,
@@ -16,5 +15,3 @@ def sort_batch(batch_size: int, length: int, generator: torch.Generator,
     x = torch.rand(batch_size, length, generator=generator, device=device)
     return x, torch.argsort(x, dim=1)
 
-
-DATASETS.register("sort", None, schema=SortData)

@@ -1,6 +1,6 @@
 """The training step, one definition for the trainer and every benchmark script.
 
-:func:`build_run` turns a validated config into the parts of a run (task, model, optimizer and a
+:func:`build_run` turns a parsed config (:class:`dab.suite.config.RunArgs`) into the parts of a run (task, model, optimizer and a
 :class:`TrainStep`), in the order that fixes the random initialisation; :class:`TrainStep` is
 ``step -> (task loss, DAB loss, logs, taken)``: the batch for that step (a function of seed and
 step), the learning rate for that step, forward, task loss plus the bridges' DAB losses (one
@@ -15,35 +15,14 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from dab.bridge import pop_dab_loss
 from dab.errors import ConfigError
-from dab.registry import Registry
+from dab.suite.config import RunArgs
 from dab.suite.distributed import Dist, ShardedTask, check_batch
-from dab.suite.schedules import lr_factor
-
-OPTIMIZERS = Registry("optimizer")
-
-
-@OPTIMIZERS.register("adam")
-def _adam(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam with the fused (single-kernel) update; the maths is the standard one."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-
-
-@OPTIMIZERS.register("rmsprop")
-def _rmsprop(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, foreach=True)
-
-
-@OPTIMIZERS.register("sgd")
-def _sgd(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9)
-
-
-def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """The optimizer registered as ``name`` (adam, rmsprop, sgd)."""
-    return OPTIMIZERS[name](params, lr, weight_decay)
+from dab.suite.families import build_task, parse
+from dab.suite.optim import make_lr_factor, make_optimizer
 
 
 def cpu_supports_bf16() -> bool:
@@ -58,16 +37,6 @@ def make_autocast(device: torch.device, precision: str) -> Callable[[], Any]:
                               "CUDA; this CPU has none. Valid choices here: fp32")
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
-
-
-def make_lr_factor(cfg: Any) -> Callable[[int], float] | None:
-    """step -> lr multiplier for ``cfg.optimizer``'s schedule over ``cfg.trainer.max_steps``;
-    None for a constant lr without warm-up."""
-    o, total = cfg.optimizer, cfg.trainer.max_steps
-    warmup = max(o.warmup_steps, round(o.warmup_fraction * total))
-    if o.schedule == "constant" and warmup == 0:
-        return None
-    return lambda step: lr_factor(o.schedule, step, total, warmup, o.final_lr_ratio)
 
 
 def make_forward_loss(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> Callable:
@@ -125,7 +94,7 @@ class TrainStep:
     never recompiles. Only the batch (drawn from (seed, step)) and the lr value stay outside.
     """
 
-    def __init__(self, model: nn.Module, task: Any, optimizer: torch.optim.Optimizer, device: torch.device,
+    def __init__(self, *, model: nn.Module, task: Any, optimizer: torch.optim.Optimizer | None, device: torch.device,
                  precision: str = "fp32", compile: bool = False, grad_clip: float | None = None,
                  lr_factor: Callable[[int], float] | None = None, skip_nonfinite: bool = False,
                  forward_model: nn.Module | None = None, batches: Any = None):
@@ -186,27 +155,26 @@ class Run:
 
 
 def build_run(cfg: Any, device: torch.device, dist: Dist = Dist()) -> Run:
-    """Task, model (on ``device``), optimizer and training step for a validated config. Seeds the
-    global RNG with ``cfg.seed`` first, so the same config always starts from the same weights
-    (on every rank of a data-parallel run: ``dist``, see dab/suite/distributed.py)."""
-    from dab.suite.config import node_items
-    from dab.suite.families import build_task
-
-    make_autocast(device, cfg.trainer.precision)  # refuses bf16 where the device lacks it, before any work
+    """Task, model (on ``device``), optimizer and training step for a config (parsed once by
+    :func:`dab.suite.families.parse` unless it is a :class:`RunArgs` already). Seeds the global RNG
+    with the seed first, so the same config always starts from the same weights (on every rank of a
+    data-parallel run: ``dist``, see dab/suite/distributed.py)."""
+    args: RunArgs = parse(cfg)
+    make_autocast(device, args.trainer.precision)  # refuses bf16 where the device lacks it, before any work
     if dist.enabled:
-        check_batch(node_items(cfg.dataset)["batch_size"], dist)
-    torch.manual_seed(cfg.seed)
-    task, model = build_task(cfg, device)
+        check_batch(args.batch_size, dist)
+    torch.manual_seed(args.seed)
+    task, model = build_task(args, device)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    o = cfg.optimizer
+    o = args.optimizer
     optimizer = make_optimizer(o.name, trainable, o.lr, o.weight_decay) if trainable else None
     forward_model, batches = model, task
     if dist.enabled and trainable:
-        from torch.nn.parallel import DistributedDataParallel
-
         forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         batches = ShardedTask(task, dist)
-    step = TrainStep(model, task, optimizer, device, cfg.trainer.precision, cfg.trainer.compile, o.grad_clip,
-                     make_lr_factor(cfg), cfg.trainer.nan_policy == "skip", forward_model, batches)
+    step = TrainStep(model=model, task=task, optimizer=optimizer, device=device, precision=args.trainer.precision,
+                     compile=args.trainer.compile, grad_clip=o.grad_clip,
+                     lr_factor=make_lr_factor(o, args.trainer.max_steps),
+                     skip_nonfinite=args.trainer.nan_policy == "skip", forward_model=forward_model, batches=batches)
     return Run(task, model, optimizer, step)

@@ -1,11 +1,12 @@
-"""Experiment families, registered by name (``task=<name>``).
+"""Experiment families by name (``task=<name>``), and :func:`parse`, the one reading of a config.
 
-A family module owns its configuration and its run: it registers the models it builds (each with
-the schema of its settings), and exposes
+A family is a module that owns its configuration and its run: it registers the models it builds
+(each with the schema of its settings) and exposes
 
-- ``validate(cfg)``: check its groups (``dataset``, ``model``, ``hard_fn``, ``latent``) through
-  :func:`dab.suite.config.option_args`, raising ConfigError naming valid choices;
-- ``build(cfg, device) -> (task, model)``.
+- ``parse(values: dict) -> Args``: read and check each of its groups (``dataset``, ``model``,
+  ``hard_fn``, ``latent``) once, through :func:`dab.suite.config.read_group`; raise ConfigError
+  naming the valid choices;
+- ``build(args: RunArgs, device) -> (task, model)``; ``args.family`` holds what ``parse`` returned.
 
 The task object is all the trainer sees:
 
@@ -16,42 +17,38 @@ The task object is all the trainer sees:
 - optionally ``log_media(model, writer, step)``, ``final_train_metrics(model)`` and
   ``percent_metrics`` (fractions the run summary shows in percent).
 
-Adding a family adds a module and one ``FAMILIES.register`` line here (the module is imported on
-first use); the trainer never learns which family it trains.
+Adding a family adds a module and one entry in ``FAMILIES``; the trainer never learns which family
+it trains.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
 from torch import nn
 
-from dab.registry import Registry
+from dab.suite.config import RunArgs, check_choice, check_shared, plain
+from dab.suite.families import autoencoding, classification, sorting
 
-FAMILIES = Registry("task")
-
-
-class LazyModule:
-    """A module imported on first attribute access, so registering a family costs no import."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr == "path":
-            raise AttributeError(attr)
-        return getattr(importlib.import_module(self.path), attr)
-
-    def __repr__(self) -> str:
-        return f"LazyModule({self.path!r})"
+FAMILIES = {"sort": sorting, "classify": classification, "autoencode": autoencoding}
 
 
-FAMILIES.register("sort", LazyModule("dab.suite.families.sorting"))
-FAMILIES.register("classify", LazyModule("dab.suite.families.classification"))
-FAMILIES.register("autoencode", LazyModule("dab.suite.families.autoencoding"))
+def parse(cfg: Any) -> RunArgs:
+    """Read and check a composed config (DictConfig, dict or :class:`dab.suite.config.Config`)
+    once: the shared settings, then the family's groups; a :class:`RunArgs` passes through."""
+    if isinstance(cfg, RunArgs):
+        return cfg
+    values = plain(cfg)
+    trainer, optimizer, dab, paper = check_shared(values)
+    task = values.get("task", "sort")
+    check_choice(task, FAMILIES, "task")
+    family = FAMILIES[task].parse(values)
+    return RunArgs(task=task, seed=values.get("seed", 0), run_name=values.get("run_name", "default"),
+                   runs_root=values.get("runs_root", "runs"), trainer=trainer, optimizer=optimizer, dab=dab,
+                   paper=paper, family=family, config=values)
 
 
 def build_task(cfg: Any, device: torch.device) -> tuple[Any, nn.Module]:
-    """Build (task, model) for a validated config, by ``cfg.task``."""
-    return FAMILIES[cfg.task].build.build(cfg, device)
+    """(task, model) for a config (parsed once here unless it is a :class:`RunArgs` already)."""
+    args = parse(cfg)
+    return FAMILIES[args.task].build(args, device)

@@ -19,7 +19,7 @@ from torch import nn
 
 from dab.errors import ConfigError
 from dab.registry import Registry
-from dab.suite.config import check_choice, check_min, option_args
+from dab.suite.config import Choice, RunArgs, check_choice, check_min, read_group
 from dab.suite.datasets import DATASETS
 from dab.suite.image_data import image_datasets, image_shape, imagenet_loader, load_image_split, to_float
 from dab.suite.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
@@ -29,7 +29,7 @@ from dab.bridge import score_function_loss
 from dab.suite.models.latents import (ANNEAL_SCHEDULES, LATENTS, BridgedCategoricalArgs, RelaxedArgs, RelaxedLatent,
                                       SignumLatentArgs, ThresholdLatent, bits_per_unit, make_bridged_latent,
                                       make_schedule)
-from dab.suite.models.sorting import ACTIVATIONS
+
 from dab.suite.rng import EpochOrder
 
 MODELS = Registry("model for task autoencode")  # the autoencoders: name -> builder(args, shape, in_features, code_features)
@@ -265,36 +265,38 @@ def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none").flatten(1).sum(1)
 
 
-def validate(cfg: Any) -> None:
-    """An image data set, an autoencoder, a latent, and their settings' values."""
-    _, d = option_args(cfg, "dataset", DATASETS, image_datasets(), "autoencode")
-    _, m = option_args(cfg, "model", MODELS, task="autoencode")
-    lat_opt, lat = option_args(cfg, "latent", LATENTS, task="autoencode")
-    if lat_opt.build.estimator is not None or lat_opt.build.hard_fn is None:
-        if cfg.dab.estimator != "dab":
-            raise ConfigError(f"latent={lat_opt.name} picks its own estimator (dab.estimator is not read); for "
-                              "dab.estimator to choose it use latent=bridged_binary, bridged_signum, bridged_bernoulli "
-                              "or bridged_categorical; for the straight-through estimator alone latent=ste_binary or "
-                              "latent=ste_signum")
+@dataclass(frozen=True)
+class AutoencodingGroups:
+    data: Choice
+    model: Choice
+    latent: Choice
+
+
+def parse(values: dict) -> AutoencodingGroups:
+    """An image data set, an autoencoder and a latent with their settings, read once."""
+    data = read_group(values, "dataset", DATASETS, image_datasets(), "autoencode")
+    model = read_group(values, "model", MODELS, task="autoencode")
+    latent = read_group(values, "latent", LATENTS, task="autoencode")
+    d, m, lat = data.args, model.args, latent.args
+    estimator = (values.get("dab") or {}).get("estimator", "dab")
+    if LATENTS[latent.name].build.hard_fn is None and estimator != "dab":
+        raise ConfigError(f"latent={latent.name} has no bridge, so dab.estimator is not read; for dab.estimator to "
+                          "choose the estimator use latent=bridged_binary, bridged_signum, bridged_bernoulli or "
+                          "bridged_categorical")
     check_min(d.batch_size, 1, "dataset.batch_size")
     check_min(d.test_size, 1, "dataset.test_size")
     check_min(d.probe_size, 10, "dataset.probe_size")
     for key in ("image_size", "workers"):
         if hasattr(d, key):
             check_min(getattr(d, key), 32 if key == "image_size" else 0, f"dataset.{key}")
-    if len(m.widths) < 1 or min(m.widths) < 1:
-        raise ConfigError(f"model.widths needs at least one width >= 1, got {list(m.widths)}")
     check_min(m.hidden, 1, "model.hidden")
-    check_choice(m.activation, tuple(ACTIVATIONS), "model.activation")
     if lat.bpp is None or lat.bpp <= 0:
         raise ConfigError(f"latent.bpp must be > 0, got {lat.bpp}")
     if isinstance(lat, SignumLatentArgs) and lat.eps < 0:
         raise ConfigError(f"latent.eps (the signum margin) must be >= 0, got {lat.eps}")
-    if isinstance(lat, BridgedCategoricalArgs):
+    if hasattr(lat, "categories"):
         check_min(lat.categories, 2, "latent.categories")
     if isinstance(lat, RelaxedArgs):
-        if hasattr(lat, "categories"):
-            check_min(lat.categories, 2, "latent.categories")
         check_choice(lat.anneal, ANNEAL_SCHEDULES, "latent.anneal")
         if lat.tau_min is None or not 0 < lat.tau_min < 1:
             raise ConfigError(f"latent.tau_min must be > 0 and < 1 (tau starts at 1), got {lat.tau_min}")
@@ -303,40 +305,42 @@ def validate(cfg: Any) -> None:
                               f"got {lat.anneal_epochs}")
         check_min(lat.anneal_rate, 0, "latent.anneal_rate")
         check_min(lat.anneal_every, 1, "latent.anneal_every")
+    shape = image_shape(data.name, getattr(d, "image_size", 512))
+    latent_size(lat.bpp, shape, latent.name, getattr(lat, "categories", 8))  # a too-small bpp fails here
+    return AutoencodingGroups(data, model, latent)
 
 
-def make_autoencoder(cfg: Any, shape: tuple[int, int, int]) -> tuple[Autoencoder, int, float]:
-    """The model for ``cfg.model`` and ``cfg.latent`` on images ``shape``; returns (model, units, bits)."""
-    model_opt, m = option_args(cfg, "model", MODELS, task="autoencode")
-    lat_opt, lat = option_args(cfg, "latent", LATENTS, task="autoencode")
+def make_autoencoder(args: RunArgs, shape: tuple[int, int, int]) -> tuple[Autoencoder, int, float]:
+    """The model for the parsed ``model`` and ``latent`` on images ``shape``; returns (model, units, bits)."""
+    g = args.family
+    lat = g.latent.args
     categories = getattr(lat, "categories", 8)
-    units, bits = latent_size(lat.bpp, shape, lat_opt.name, categories)
-    variant = lat_opt.build
-    if lat_opt.name == "threshold":
+    units, bits = latent_size(lat.bpp, shape, g.latent.name, categories)
+    variant = LATENTS[g.latent.name].build
+    if g.latent.name == "threshold":
         side = math.isqrt(units // shape[0])
         return threshold_autoencoder(shape, side, ThresholdLatent(shape[0], side)), units, bits
     if variant.relaxed is not None:
         latent = RelaxedLatent("bernoulli" if variant.relaxed == "bernoulli" else "categorical", units, categories,
-                               schedule=make_schedule(lat, cfg.trainer.max_steps))
+                               schedule=make_schedule(lat, args.trainer.max_steps))
     else:
         hard_args = ({"eps": lat.eps} if isinstance(lat, SignumLatentArgs) else
                      {"categories": lat.categories} if isinstance(lat, BridgedCategoricalArgs) else {})
-        latent = make_bridged_latent(lat_opt.name, units, cfg.dab, **hard_args)
-    encoder, decoder = model_opt(m, shape, latent.in_features, latent.code_features)
+        latent = make_bridged_latent(g.latent.name, units, args.dab, **hard_args)
+    encoder, decoder = MODELS[g.model.name](g.model.args, shape, latent.in_features, latent.code_features)
     return Autoencoder(encoder, latent, decoder), units, bits
 
 
-def build(cfg: Any, device: torch.device) -> tuple[AutoencodingTask, Autoencoder]:
-    data, d = option_args(cfg, "dataset", DATASETS, image_datasets(), "autoencode")
-    lat_opt, lat = option_args(cfg, "latent", LATENTS, task="autoencode")
-    shape = image_shape(data.name, getattr(d, "image_size", 512))
-    latent_size(lat.bpp, shape, lat_opt.name, getattr(lat, "categories", 8))  # a too-small bpp fails first
-    if data.name == "imagenet":
+def build(args: RunArgs, device: torch.device) -> tuple[AutoencodingTask, Autoencoder]:
+    g = args.family
+    d = g.data.args
+    shape = image_shape(g.data.name, getattr(d, "image_size", 512))
+    if g.data.name == "imagenet":
         train = LoaderImages(imagenet_loader(d.root, d.image_size, d.batch_size, True, d.workers), device)
         test = LoaderImages(imagenet_loader(d.root, d.image_size, d.batch_size, False, d.workers), device)
     else:
-        train = DeviceImages(load_image_split(data.name, d.root, True, device), d.batch_size, cfg.seed)
-        test = DeviceImages(load_image_split(data.name, d.root, False, device), d.batch_size, cfg.seed)
-    model, units, bits = make_autoencoder(cfg, shape)
+        train = DeviceImages(load_image_split(g.data.name, d.root, True, device), d.batch_size, args.seed)
+        test = DeviceImages(load_image_split(g.data.name, d.root, False, device), d.batch_size, args.seed)
+    model, units, bits = make_autoencoder(args, shape)
     task = AutoencodingTask(model, train, test, units, bits, shape, d.test_size, d.probe_size)
     return task, model

@@ -11,13 +11,12 @@ from torch import nn
 
 from dab.bridge import Bridge
 from dab.errors import ConfigError
-from dab.hard_fns import HARD_FNS
 from dab.registry import Registry
 from dab.suite import image_data
-from dab.suite.config import bridge_from_config, bridged_family_args, check_choice, check_min, option_args
-from dab.suite.datasets import DATASETS
+from dab.suite.config import (BridgedGroups, RunArgs, check_choice, check_min, make_bridge_for,
+                              read_bridged_groups)
 from dab.suite.memory_layout import CHANNELS_LAST_CHOICES, use_channels_last
-from dab.suite.models.resnet import HEADS, STAGES, ResNet18Classifier, stage_output_shape
+from dab.suite.models.resnet import ResNet18Classifier, stage_output_shape
 from dab.suite.models.sorting import ACTIVATIONS
 from dab.suite.rng import EpochOrder, step_generator
 
@@ -175,45 +174,44 @@ class ClassificationTask:
         return {"test/emd": positional_emd(align_for_emd(x, out), out.flatten(1)), "test/emd_values": value_emd(x, out)}
 
 
-def validate(cfg: Any) -> None:
-    """A 32x32 RGB data set, the ResNet18, a hard function, and their settings' values."""
-    d, m = bridged_family_args(cfg, "classify", DATASETS_HERE, MODELS)
+def parse(values: dict) -> BridgedGroups:
+    """A 32x32 RGB data set, the ResNet18 and a hard function with their settings, read once (the
+    stage and the head are checked by ``stage_output_shape`` and ``ResNet18Classifier``)."""
+    groups = read_bridged_groups(values, "classify", DATASETS_HERE, MODELS)
+    d, m = groups.data.args, groups.model.args
     check_min(m.width, 1, "model.width")
-    check_choice(m.head, HEADS, "model.head")
     check_choice(m.activation, tuple(ACTIVATIONS), "model.activation")
     if str(m.channels_last).lower() not in CHANNELS_LAST_CHOICES:
         raise ConfigError(f"unknown model.channels_last '{m.channels_last}'; valid choices: "
                           + ", ".join(CHANNELS_LAST_CHOICES))
-    if m.hard_fn_after not in STAGES:
-        raise ConfigError(f"model.hard_fn_after must be a residual stage; valid choices: "
-                          f"{', '.join(map(str, STAGES))} (got {m.hard_fn_after})")
     check_min(d.crop_pad, 0, "dataset.crop_pad")
     check_min(d.emd_batch, 0, "dataset.emd_batch")
-
-
-def make_classifier(cfg: Any) -> ResNet18Classifier:
-    """ResNet18 with ``cfg.hard_fn``'s bridge after stage ``cfg.model.hard_fn_after`` and the
-    classifier head ``cfg.model.head`` (pool | flatten)."""
-    option, m = option_args(cfg, "model", MODELS, task="classify")
-    return option(m, bridge_from_config(cfg, stage_output_shape(m.hard_fn_after, m.width)))
-
-
-def build(cfg: Any, device: torch.device) -> tuple[ClassificationTask, nn.Module]:
-    data, d = option_args(cfg, "dataset", DATASETS, DATASETS_HERE, "classify")
-    _, m = option_args(cfg, "model", MODELS, task="classify")
-    hard, _ = option_args(cfg, "hard_fn", HARD_FNS, task="classify")
-    if d.emd_batch > 0 and hard.name == "identity":
+    if d.emd_batch > 0 and groups.hard_fn.name == "identity":
         raise ConfigError("test/emd measures a hard function; hard_fn=identity builds no bridge. "
                           "Set dataset.emd_batch=0 or choose signum, kmeans, sort1d, sort_rows_cols")
-    model = make_classifier(cfg)  # shape and layout errors before any data is loaded
+    return groups
+
+
+def make_classifier(args: RunArgs) -> ResNet18Classifier:
+    """ResNet18 with the hard function's bridge after stage ``model.hard_fn_after`` and the
+    classifier head ``model.head`` (pool | flatten)."""
+    g = args.family
+    m = g.model.args
+    return MODELS[g.model.name](m, make_bridge_for(g.hard_fn, args.dab, stage_output_shape(m.hard_fn_after, m.width)))
+
+
+def build(args: RunArgs, device: torch.device) -> tuple[ClassificationTask, nn.Module]:
+    g = args.family
+    d, m = g.data.args, g.model.args
+    model = make_classifier(args)  # shape and layout errors before any data is loaded
     channels_last = use_channels_last(m.channels_last, model, device)
     if d.emd_batch > 0:
         probe = stage_output_shape(m.hard_fn_after, m.width)
         align_for_emd(torch.zeros(1, *probe), model.bridge.hard_fn(torch.zeros(1, *probe)))
-    train = image_data.load_image_split(data.name, d.root, True, device)
-    test = image_data.load_image_split(data.name, d.root, False, device)
+    train = image_data.load_image_split(g.data.name, d.root, True, device)
+    test = image_data.load_image_split(g.data.name, d.root, False, device)
     test = image_data.ImageSplit(test.images[:d.test_size], test.labels[:d.test_size])
-    task = ClassificationTask(train, test, d.batch_size, cfg.seed, d.crop_pad, d.flip, channels_last, d.emd_batch)
+    task = ClassificationTask(train, test, d.batch_size, args.seed, d.crop_pad, d.flip, channels_last, d.emd_batch)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return task, model

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import List
 
 import torch
 from torch import nn
 
 from dab.registry import Registry
-from dab.suite.config import bridge_from_config, bridged_family_args, check_choice, check_min, option_args
-from dab.suite.datasets import DATASETS
-from dab.errors import ConfigError
+from dab.suite.config import BridgedGroups, RunArgs, make_bridge_for, read_bridged_groups
 from dab.suite.metrics import all_or_none_accuracy, per_element_accuracy
-from dab.suite.models.sorting import ACTIVATIONS, NORMS, DenseSorter, LSTMSorter
+from dab.suite.models.sorting import DenseSorter, LSTMSorter, check_widths
 from dab.suite.rng import step_generator
 from dab.suite.sorting_data import sort_batch
 
@@ -82,28 +80,21 @@ class SortingTask:
         return {"test/all_or_none": float(hits_all / n), "test/per_element": float(hits_elem / n)}
 
 
-def validate(cfg: Any) -> None:
-    """dataset=sort, a sorting model, a hard function, and their settings' values."""
-    d, m = bridged_family_args(cfg, "sort", ("sort",), MODELS)
-    check_min(d.length, 2, "dataset.length (T)")
-    if len(m.widths) < 1 or min(m.widths) < 1:
-        raise ConfigError(f"model.widths needs at least one width >= 1, got {list(m.widths)}")
-    check_choice(m.activation, tuple(ACTIVATIONS), "model.activation")
-    if isinstance(m, LSTMArgs):
-        check_min(m.hidden, 1, "model.hidden")
-        check_min(m.ponder_steps, 0, "model.ponder_steps")
-        check_choice(m.norm, tuple(NORMS), "model.norm")
+def parse(values: dict) -> BridgedGroups:
+    """dataset=sort, a sorting model and a hard function with their settings, read once (the
+    values are checked by the constructors: ``sort_batch``, ``DenseSorter``, ``LSTMSorter``)."""
+    return read_bridged_groups(values, "sort", ("sort",), MODELS)
 
 
-def make_sorting_model(cfg: Any) -> nn.Module:
-    """Build the sorting model; hard_fn=identity means no bridge (the plain baseline)."""
-    option, args = option_args(cfg, "model", MODELS, task="sort")
-    _, d = option_args(cfg, "dataset", DATASETS, ("sort",), "sort")
-    bridge = bridge_from_config(cfg, (args.widths[-1],))
-    return option(args, d.length, bridge)
+def make_sorting_model(args: RunArgs) -> nn.Module:
+    """The sorting model; hard_fn=identity means no bridge (the plain baseline)."""
+    g = args.family
+    check_widths(g.model.args.widths)  # the bridge's width is the last one
+    bridge = make_bridge_for(g.hard_fn, args.dab, (g.model.args.widths[-1],))
+    return MODELS[g.model.name](g.model.args, g.data.args.length, bridge)
 
 
-def build(cfg: Any, device: torch.device) -> tuple[SortingTask, nn.Module]:
-    _, d = option_args(cfg, "dataset", DATASETS, ("sort",), "sort")
-    task = SortingTask(d.length, d.batch_size, d.test_size, d.test_seed, cfg.seed, device)
-    return task, make_sorting_model(cfg)
+def build(args: RunArgs, device: torch.device) -> tuple[SortingTask, nn.Module]:
+    d = args.family.data.args
+    task = SortingTask(d.length, d.batch_size, d.test_size, d.test_seed, args.seed, device)
+    return task, make_sorting_model(args)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dab.suite.models.sorting import make_activation
+from dab.suite.models.sorting import check_widths, make_activation
 
 
 Shape = tuple[int, int, int]
@@ -40,6 +40,7 @@ def conv_encoder(shape: Shape, widths: Sequence[int], activation: str, out_featu
                  coord: bool = False) -> nn.Sequential:
     """A stride-1 conv, then one stride-2 conv per further width (BatchNorm + activation after
     each), flattened into Linear(-> out_features). x: [B, *shape] -> [B, out_features]."""
+    check_widths(widths)
     c, h, w = shape
     layers: list[nn.Module] = [CoordConcat()] if coord else []
     in_ch = c + (2 if coord else 0)

@@ -3,9 +3,10 @@
 
 - ``bernoulli`` / ``discrete``: relaxed (reparameterized) VAE posteriors, a KL to the uniform prior,
   a temperature set per training step by a :class:`TemperatureSchedule`, the hard sample in eval mode;
-- ``dab_*`` / ``ste_*``: a hard function behind a :class:`dab.bridge.Bridge` (DAB or straight-through);
 - ``bridged_*``: a hard function (binary, signum, Bernoulli or categorical sample) behind a bridge
-  whose estimator is ``dab.estimator`` (any that suits the function: ``dab/estimators.py``);
+  whose estimator is ``dab.estimator`` (any that suits the function: ``dab/estimators.py``); the
+  paper's dab-binary is ``bridged_binary`` with ``dab.estimator=dab``, our ste-binary the same with
+  ``dab.estimator=ste``;
 - ``threshold``: no learning at all; binarize a downsampled image at a chosen level ``tau``.
 """
 from __future__ import annotations
@@ -62,12 +63,10 @@ class BridgedCategoricalArgs(LatentArgs):
 
 @dataclass(frozen=True)
 class LatentVariant:
-    """How a ``latent`` option encodes: its hard function and estimator (bridged variants), its
-    relaxation (VAE baselines) and what one latent unit costs in bits."""
+    """How a ``latent`` option encodes: its hard function (bridged variants, behind a bridge whose
+    estimator is ``dab.estimator``), its relaxation (VAE baselines) and what one unit costs in bits."""
 
-    legend: str  # the paper's name in figures
     hard_fn: str | None = None
-    estimator: str | None = None  # bridged variants: None takes dab.estimator
     relaxed: str | None = None  # "bernoulli" or "categorical"
     ternary: bool = False
 
@@ -83,22 +82,16 @@ class LatentVariant:
 
 
 def _register(name: str, schema: type, variant: LatentVariant) -> None:
-    LATENTS.register(name, variant, schema=schema, legend=variant.legend)
+    LATENTS.register(name, variant, schema=schema)
 
 
-_register("bernoulli", RelaxedArgs, LatentVariant("bernoulli", relaxed="bernoulli"))
-_register("discrete", CategoricalArgs, LatentVariant("discrete", relaxed="categorical"))
-_register("dab_bernoulli", LatentArgs, LatentVariant("dab-bernoulli", hard_fn="bernoulli", estimator="dab"))
-_register("dab_binary", LatentArgs, LatentVariant("dab-binary", hard_fn="binary", estimator="dab"))
-_register("dab_signum", SignumLatentArgs, LatentVariant("dab-signum", hard_fn="signum", estimator="dab", ternary=True))
-_register("threshold", LatentArgs, LatentVariant("threshold"))
-_register("ste_binary", LatentArgs, LatentVariant("ste-binary (ours)", hard_fn="binary", estimator="ste"))
-_register("ste_signum", SignumLatentArgs, LatentVariant("ste-signum (ours)", hard_fn="signum", estimator="ste", ternary=True))
-_register("bridged_binary", LatentArgs, LatentVariant("binary, dab.estimator (ours)", hard_fn="binary"))
-_register("bridged_signum", SignumLatentArgs, LatentVariant("signum, dab.estimator (ours)", hard_fn="signum", ternary=True))
-_register("bridged_bernoulli", LatentArgs, LatentVariant("bernoulli, dab.estimator (ours)", hard_fn="bernoulli"))
-_register("bridged_categorical", BridgedCategoricalArgs,
-          LatentVariant("categorical, dab.estimator (ours)", hard_fn="categorical"))
+_register("bernoulli", RelaxedArgs, LatentVariant(relaxed="bernoulli"))
+_register("discrete", CategoricalArgs, LatentVariant(relaxed="categorical"))
+_register("threshold", LatentArgs, LatentVariant())
+_register("bridged_binary", LatentArgs, LatentVariant(hard_fn="binary"))
+_register("bridged_signum", SignumLatentArgs, LatentVariant(hard_fn="signum", ternary=True))
+_register("bridged_bernoulli", LatentArgs, LatentVariant(hard_fn="bernoulli"))
+_register("bridged_categorical", BridgedCategoricalArgs, LatentVariant(hard_fn="categorical"))
 
 
 def bits_per_unit(name: str, categories: int = 8) -> float:
@@ -273,15 +266,13 @@ class ThresholdLatent(nn.Module):
 
 
 def make_bridged_latent(name: str, units: int, dab_cfg: Any, **hard_fn_args) -> BridgedLatent:
-    """The ``dab_*``/``ste_*``/``bridged_*`` latent for ``units`` units (a categorical unit is
-    ``categories`` features); ``dab_cfg`` supplies gamma, the approximator and, for the
-    ``bridged_*`` variants, the estimator and its settings (the ``dab_*``/``ste_*`` variants fix
-    their estimator); ``hard_fn_args`` are the hard function's settings (``eps``, ``categories``)."""
+    """The ``bridged_*`` latent for ``units`` units (a categorical unit is ``categories``
+    features); ``dab_cfg`` supplies the estimator and its settings, gamma and the approximator;
+    ``hard_fn_args`` are the hard function's settings (``eps``, ``categories``)."""
     v = LATENTS[name].build
-    estimator = dab_cfg.estimator if v.estimator is None else v.estimator
     categories = hard_fn_args.get("categories") if v.categorical else None
     features = units * (categories or 1)
-    bridge = make_bridge(v.hard_fn, (features,), gamma=dab_cfg.gamma, estimator=estimator,
+    bridge = make_bridge(v.hard_fn, (features,), gamma=dab_cfg.gamma, estimator=dab_cfg.estimator,
                          approximator=dab_cfg.approximator, hidden=dab_cfg.hidden, depth=dab_cfg.depth,
                          loss=dab_cfg.loss, loss_to_input=dab_cfg.loss_to_input,
                          estimator_args=estimator_settings(dab_cfg), **hard_fn_args)

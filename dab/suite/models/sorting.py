@@ -21,9 +21,14 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def _hidden_stack(in_features: int, widths: Sequence[int], activation: str) -> list[nn.Module]:
+def check_widths(widths: Sequence[int]) -> None:
+    """A model's layer widths: at least one, each >= 1."""
     if len(widths) < 1 or min(widths) < 1:
         raise ConfigError(f"model.widths needs at least one width >= 1, got {list(widths)}")
+
+
+def _hidden_stack(in_features: int, widths: Sequence[int], activation: str) -> list[nn.Module]:
+    check_widths(widths)
     layers: list[nn.Module] = []
     for a, b in zip([in_features, *widths[:-1]], widths):
         layers += [nn.Linear(a, b), make_activation(activation)]
@@ -70,6 +75,8 @@ class LSTMSorter(nn.Module):
         super().__init__()
         if ponder_steps < 0:
             raise ConfigError(f"model.ponder_steps must be >= 0, got {ponder_steps}")
+        if hidden < 1:
+            raise ConfigError(f"model.hidden must be >= 1, got {hidden}")
         self.length = length
         self.ponder_steps = ponder_steps
         self.lstm = nn.LSTM(1, hidden, batch_first=True)
