@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +43,7 @@ from dab.suite.benchmarking import throughput  # noqa: E402
 from dab.suite.compose import compose_config  # noqa: E402
 from dab.suite.experiment import hardware_name, resolve_device  # noqa: E402
 from dab.suite.step import Run, build_run  # noqa: E402
-from dab.suite.trainer import evaluate  # noqa: E402
+from dab.suite.trainer import evaluate, train  # noqa: E402
 
 
 def compose(experiment: str, device: torch.device, *overrides: str):
@@ -107,6 +109,21 @@ class PlainLoop:
         return loss.item()
 
 
+def loop_throughput(cfg, device: torch.device, seconds: float) -> float:
+    """Samples per second of the trainer's own loop (``dab.suite.trainer.train``: the step, the
+    loss bookkeeping, the progress bar, logging every ``trainer.log_every`` steps) over about
+    ``seconds`` of training, its one evaluation and checkpoint at the end not counted."""
+    run = build_run(cfg, device)
+    for i in range(15):  # warm-up, as throughput() does
+        run.step(i)
+    t = cfg.trainer
+    budget = type("Budget", (), dict(max_steps=10**9, max_minutes=seconds / 60, eval_every=10**9,
+                                       log_every=t.log_every, ckpt_every=10**9, progress=False))
+    with tempfile.TemporaryDirectory() as out:
+        state = train(run.step, budget, Path(out), {"run_name": "bench"})
+    return state.step * cfg.dataset.batch_size / (state.train_seconds - state.eval_seconds)
+
+
 def score(model: nn.Module, task) -> float:
     """Test all-or-none accuracy (fp32)."""
     return evaluate(model, task, contextlib.nullcontext)["test/all_or_none"]
@@ -144,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--experiment", default="sort_t10", help="throughput preset (signum-dense)")
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per throughput measurement")
+    p.add_argument("--repeats", type=int, default=3, help="alternating plain/ours measurements; medians reported")
     p.add_argument("--tta-experiment", default="sort_t5")
     p.add_argument("--tta-target", type=float, default=0.95)
     p.add_argument("--tta-steps", type=int, default=8000, help="the fast recipe's schedule horizon")
@@ -167,17 +185,28 @@ def main(argv: list[str] | None = None) -> dict:
     fast_name = "torch.compile" + (" reduce-overhead (CUDA graphs)" if device.type == "cuda" else "")
     say(f"device: {hardware_name(device)} | torch {torch.__version__} | {args.experiment} signum-dense, "
         f"batch {B}, {args.seconds:.0f} s per measurement")
-    plain = throughput(PlainLoop(base, device).step, B, args.seconds, device)
-    say(f"plain reference-style loop (fp32):  {plain:12,.0f} samples/s  {plain / B:8.1f} steps/s")
-    eager = throughput(build_run(base, device).step, B, args.seconds, device)
-    say(f"dab trainer, fp32 eager (default):  {eager:12,.0f} samples/s  {eager / B:8.1f} steps/s  "
-        f"({eager / plain:.2f}x plain)")
+    # alternating, so that a drift of the machine (clock, another process) hits every variant alike
+    plain_loop, ours = PlainLoop(base, device), build_run(base, device)
+    rates = {"plain": [], "step": [], "loop": []}
+    for _ in range(args.repeats):
+        rates["plain"].append(throughput(plain_loop.step, B, args.seconds, device))
+        rates["step"].append(throughput(ours.step, B, args.seconds, device))
+        rates["loop"].append(loop_throughput(base, device, args.seconds))
+    plain, eager, loop = (statistics.median(rates[k]) for k in ("plain", "step", "loop"))
+    each = {k: ", ".join(f"{v / B:.1f}" for v in vs) for k, vs in rates.items()}
+    say(f"plain reference-style loop (fp32):  {plain:12,.0f} samples/s  {plain / B:8.1f} steps/s  "
+        f"(median of {args.repeats}: {each['plain']})")
+    say(f"dab trainer step, fp32 eager:       {eager:12,.0f} samples/s  {eager / B:8.1f} steps/s  "
+        f"({eager / plain:.2f}x plain; {each['step']})")
+    say(f"dab trainer loop, fp32 eager:       {loop:12,.0f} samples/s  {loop / B:8.1f} steps/s  "
+        f"({loop / plain:.2f}x plain; {each['loop']})")
     quick = throughput(build_run(fast, device).step, B, args.seconds, device)
     say(f"dab trainer, fp32 {fast_name}: {quick:12,.0f} samples/s  {quick / B:8.1f} steps/s  "
         f"({quick / plain:.2f}x plain)")
     result = {"device": hardware_name(device), "torch": torch.__version__, "experiment": args.experiment,
               "batch_size": B, "seconds_per_measurement": args.seconds, "plain_samples_per_s": plain,
-              "ours_eager_samples_per_s": eager, "ours_fast_samples_per_s": quick,
+              "ours_eager_samples_per_s": eager, "ours_loop_samples_per_s": loop, "ours_fast_samples_per_s": quick,
+              "repeats": args.repeats, "samples_per_s_each": rates, "speedup_loop_vs_plain": loop / plain,
               "fast_steps_per_s": quick / B, "speedup_eager_vs_plain": eager / plain, "speedup_vs_plain": quick / plain}
     if args.tta_minutes > 0:
         cfg = compose(args.tta_experiment, device, "+recipe=fast", "trainer.compile=true",

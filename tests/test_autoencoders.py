@@ -12,6 +12,7 @@ import dab.suite.families.autoencoding as ae
 from dab.bridge import pop_dab_loss
 from dab.errors import ConfigError
 from dab.suite.experiment import run_experiment
+from dab.suite.families import parse
 from dab.suite.image_data import ImageSplit, image_shape
 from dab.suite.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
 from dab.suite.models.latents import (LATENTS, RelaxedLatent, anneal_temperature, cosine_epochs_for_steps,
@@ -19,7 +20,7 @@ from dab.suite.models.latents import (LATENTS, RelaxedLatent, anneal_temperature
 
 from conftest import REPO, compose_config, presets_for_task, small_overrides
 
-AE_PRESETS = [p for p in presets_for_task("autoencode") if not p.startswith("est_")]  # est_*: tests/test_gradient_fidelity.py
+AE_PRESETS = presets_for_task("autoencode")
 
 
 def prototype_images(n: int, shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,8 +73,8 @@ def test_every_latent_variant_trains_and_reports_its_metrics(latent, tmp_path, s
     assert m["train/steps"] == (0 if latent == "threshold" else 2)  # threshold has nothing to train
     assert ("test/kl" in m) == (latent in ("bernoulli", "discrete"))
     assert ("train/tau_final" in m) == (latent in ("bernoulli", "discrete"))
-    assert ("test/linear_acc_posterior" in m) == (latent in ("bernoulli", "discrete", "dab_bernoulli",
-                                                            "bridged_bernoulli", "bridged_categorical"))
+    assert ("test/linear_acc_posterior" in m) == (latent in ("bernoulli", "discrete", "bridged_bernoulli",
+                                                            "bridged_categorical"))
     assert ("test/threshold_tau" in m) == (latent == "threshold")
     assert m["test/recon_loss"] > 0 and m["test/bits"] <= 0.1 * 784 + 1e-9
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # parameter-free threshold included
@@ -103,9 +104,7 @@ def test_ms_ssim_wrapper_on_small_images():
 
 
 @pytest.mark.parametrize("latent, units, bits", [
-    ("dab_binary", 78, 78.0), ("ste_binary", 78, 78.0), ("dab_bernoulli", 78, 78.0), ("bernoulli", 78, 78.0),
-    ("dab_signum", 49, 49 * math.log2(3)), ("ste_signum", 49, 49 * math.log2(3)),
-    ("discrete", 26, 78.0), ("threshold", 64, 64.0), ("bridged_binary", 78, 78.0),
+    ("bernoulli", 78, 78.0), ("discrete", 26, 78.0), ("threshold", 64, 64.0), ("bridged_binary", 78, 78.0),
     ("bridged_bernoulli", 78, 78.0), ("bridged_signum", 49, 49 * math.log2(3)), ("bridged_categorical", 26, 78.0)])
 def test_bits_accounting_fashion_mnist_at_0_1(latent, units, bits):
     assert ae.latent_size(0.1, (1, 28, 28), latent, categories=8) == (units, pytest.approx(bits))
@@ -113,9 +112,9 @@ def test_bits_accounting_fashion_mnist_at_0_1(latent, units, bits):
 
 def test_bits_accounting_rgb_and_the_model_code_size():
     assert ae.latent_size(0.1, (3, 32, 32), "threshold") == (300, 300.0)  # 307 bits -> 3 x 10 x 10
-    assert ae.latent_size(0.00097, (3, 512, 512), "dab_binary")[0] == 762
-    assert ae.latent_size(0.00097, (3, 512, 512), "dab_signum")[0] == 481
-    cfg = compose_config(["+experiment=vae_fmnist", "latent=dab_signum", "model.widths=[8,8]", "latent.bpp=0.05"])
+    assert ae.latent_size(0.00097, (3, 512, 512), "bridged_binary")[0] == 762
+    assert ae.latent_size(0.00097, (3, 512, 512), "bridged_signum")[0] == 481
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=bridged_signum", "model.widths=[8,8]", "latent.bpp=0.05"])
     model, units, bits = ae.make_autoencoder(parse(cfg), (1, 28, 28))
     code = model.eval().encode(torch.rand(5, 1, 28, 28))[0]
     assert code.shape == (5, units) == (5, 24) and set(code.unique().tolist()) <= {-1.0, 0.0, 1.0}
@@ -124,9 +123,9 @@ def test_bits_accounting_rgb_and_the_model_code_size():
 
 def test_too_small_bpp_names_the_smallest_valid_value():
     with pytest.raises(ConfigError, match=r"smallest valid value is 0\.002022") as err:
-        ae.latent_size(0.001, (1, 28, 28), "dab_signum")
+        ae.latent_size(0.001, (1, 28, 28), "bridged_signum")
     assert "latent.bpp=0.001" in str(err.value)
-    assert ae.latent_size(0.002022, (1, 28, 28), "dab_signum")[0] == 1  # the value named is valid
+    assert ae.latent_size(0.002022, (1, 28, 28), "bridged_signum")[0] == 1  # the value named is valid
     with pytest.raises(ConfigError, match=r"0\.001276"):
         ae.latent_size(0.001, (1, 28, 28), "threshold")
 
@@ -145,7 +144,7 @@ def test_fashion_mnist_trains_from_the_local_files(tmp_path):
     if not (raw / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not under data/FashionMNIST/raw (run `make data`)")
     cfg = compose_config(["+experiment=vae_fmnist", f"dataset.root={REPO / 'data'}", *ae_overrides(tmp_path, 2)])
-    task, _ = ae.build(cfg, torch.device("cpu"))
+    task, _ = ae.build(parse(cfg), torch.device("cpu"))
     assert len(task.train.split) == 60000 and len(task.test.split) == 10000
     x, y = task.train_batch(0)
     assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
@@ -173,9 +172,9 @@ def test_too_small_bpp_exits_2_without_metrics(tmp_path, main_inprocess, synthet
 
 
 @pytest.mark.parametrize("overrides, words", [
-    (["latent.name=gumbel"], ["latent", "gumbel", "dab_binary", "threshold"]),
+    (["latent.name=gumbel"], ["latent", "gumbel", "bridged_binary", "threshold"]),
     (["model=dense"], ["model for task autoencode", "conv_unet"]),
-    (["dab=ste"], ["latent=ste_binary", "latent=bridged_binary"]),
+    (["latent=threshold", "dab=ste"], ["latent=threshold", "latent=bridged_binary"]),
     (["latent=bernoulli", "dab.estimator=reinforce"], ["latent=bernoulli", "dab.estimator", "bridged_bernoulli"]),
     (["latent=bridged_categorical", "latent.categories=1"], ["latent.categories", ">= 2"]),
     (["latent=bridged_bernoulli", "dab.estimator=gumbel", "dab.lam=3"], ["dab.lam", "estimator gumbel", "tau"]),
@@ -207,7 +206,7 @@ def test_good_annealing_settings_validate():
 
 
 def test_dab_loss_trains_only_the_approximator_in_the_model():
-    cfg = compose_config(["+experiment=vae_fmnist", "latent=dab_binary", "model.widths=[8,8]"])
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=bridged_binary", "model.widths=[8,8]"])
     model, _, _ = ae.make_autoencoder(parse(cfg), (1, 28, 28))
     x = torch.rand(6, 1, 28, 28)
     logits, _, _ = model.train()(x)
@@ -225,7 +224,7 @@ def test_dab_loss_trains_only_the_approximator_in_the_model():
 def test_relaxed_temperature_anneals_every_10_steps_and_eval_codes_are_hard(tmp_path, synthetic_data):
     cfg = compose_config(["+experiment=vae_fmnist", "latent=discrete", "latent.anneal_rate=0.01",
                           *ae_overrides(tmp_path)])
-    task, model = ae.build(cfg, torch.device("cpu"))
+    task, model = ae.build(parse(cfg), torch.device("cpu"))
     lat = model.latent
     assert isinstance(lat, RelaxedLatent)
     task.train_batch(20)
@@ -257,7 +256,7 @@ def reference_cosine_taus(steps: int, epochs: float, tau_min: float) -> list[flo
 def test_bernoulli_default_is_the_paper_era_cosine_schedule_fitted_to_max_steps(tmp_path, synthetic_data):
     cfg = compose_config(["+experiment=vae_fmnist", "latent=bernoulli", *ae_overrides(tmp_path, steps=300)])
     assert (cfg.latent.anneal, cfg.latent.tau_min, cfg.latent.anneal_epochs) == ("cosine_per_step", 0.3, None)
-    task, model = ae.build(cfg, torch.device("cpu"))
+    task, model = ae.build(parse(cfg), torch.device("cpu"))
     epochs = math.pi * math.sqrt(300 / 12)  # 300 * pi^2 / (4 E^2) = 3
     assert cosine_epochs_for_steps(300) == pytest.approx(epochs, rel=1e-15)
     expected = reference_cosine_taus(300, epochs, 0.3)
@@ -278,7 +277,7 @@ def test_bernoulli_default_is_the_paper_era_cosine_schedule_fitted_to_max_steps(
 def test_explicit_anneal_epochs_fix_e_as_the_reference_does(tmp_path, synthetic_data):
     cfg = compose_config(["+experiment=vae_fmnist", "latent=bernoulli", "latent.anneal_epochs=4",
                           "latent.tau_min=0.2", *ae_overrides(tmp_path, steps=5000)])
-    task, model = ae.build(cfg, torch.device("cpu"))
+    task, model = ae.build(parse(cfg), torch.device("cpu"))
     expected = reference_cosine_taus(60, 4.0, 0.2)  # E = 4: gap x 0.854 per step, 1e-4 of it left after 59 steps
     assert [model.latent.schedule(s) for s in range(60)] == pytest.approx(expected, rel=1e-13, abs=0)
     task.train_batch(59)
@@ -291,7 +290,7 @@ def test_gumbel_schedule_is_the_reference_exponential_every_10_steps(tmp_path, s
     cfg = compose_config(["+experiment=vae_fmnist", "latent=discrete", *ae_overrides(tmp_path)])
     assert (cfg.latent.anneal, cfg.latent.tau_min, cfg.latent.anneal_rate, cfg.latent.anneal_every) == (
         "exp_every", 0.5, 3e-6, 10)
-    _, model = ae.build(cfg, torch.device("cpu"))
+    _, model = ae.build(parse(cfg), torch.device("cpu"))
     tau, steps = 1.0, [*range(0, 40), 999, 1000, 1001, 123_456, 230_000, 250_007]
     reference = {}
     for it in range(max(steps) + 1):
@@ -336,13 +335,13 @@ def test_discrete_run_logs_tau_too(tmp_path, synthetic_data):
     assert m["train/tau_final"] == pytest.approx(math.exp(-0.1))
 
 
-@pytest.mark.parametrize("latent", ["bernoulli", "discrete", "dab_bernoulli"])
+@pytest.mark.parametrize("latent", ["bernoulli", "discrete", "bridged_bernoulli"])
 def test_posterior_probe_reads_the_posterior_probabilities(latent, tmp_path, synthetic_data, monkeypatch):
     """evaluate() fits two probes for a stochastic latent: one on the hard codes (a random draw),
     one on the posterior's probabilities of the same images, i.e. sigmoid(h) or the softmax per
     K-way variable of the encoder's output h."""
     cfg = compose_config(["+experiment=vae_fmnist", f"latent={latent}", *ae_overrides(tmp_path)])
-    task, model = ae.build(cfg, torch.device("cpu"))
+    task, model = ae.build(parse(cfg), torch.device("cpu"))
     model.eval()
     calls = []
     real = ae.linear_probe_accuracy
@@ -367,14 +366,14 @@ def test_posterior_probe_reads_the_posterior_probabilities(latent, tmp_path, syn
 
 
 def test_posterior_of_the_bridged_bernoulli_is_what_it_samples_from():
-    cfg = compose_config(["+experiment=vae_fmnist", "latent=dab_bernoulli"])
-    lat = make_bridged_latent("dab_bernoulli", 6, cfg.dab).eval()
+    cfg = compose_config(["+experiment=vae_fmnist", "latent=bridged_bernoulli"])
+    lat = make_bridged_latent("bridged_bernoulli", 6, cfg.dab).eval()
     h = torch.linspace(-3, 3, 6).repeat(4000, 1)
     torch.manual_seed(0)
     draws = lat(h)[0]
     assert torch.allclose(draws.mean(0), lat.posterior(h)[0], atol=0.03)
     assert torch.equal(lat.posterior(h), torch.sigmoid(h))
-    assert make_bridged_latent("dab_binary", 6, cfg.dab).posterior(h) is None
+    assert make_bridged_latent("bridged_binary", 6, cfg.dab).posterior(h) is None
 
 
 @pytest.mark.parametrize("latent, estimator", [
@@ -387,7 +386,7 @@ def test_a_bridged_latent_trains_with_the_estimator_dab_estimator_names(latent, 
     (reinforce: through the score-function term that the task's loss adds)."""
     cfg = compose_config(["+experiment=vae_fmnist", f"latent={latent}", f"dab.estimator={estimator}",
                           *ae_overrides(tmp_path, steps=2)])
-    task, model = ae.build(cfg, torch.device("cpu"))
+    task, model = ae.build(parse(cfg), torch.device("cpu"))
     assert model.latent.bridge.estimator == estimator
     model.train()
     loss, _ = task.loss(model, task.train_batch(0))
@@ -420,11 +419,11 @@ def test_each_preset_trains_on_synthetic_data_and_learns(preset, tmp_path, synth
     lr = ["optimizer.lr=1e-3"] if preset != "vae_fmnist" else []  # the paper's 1e-4 is slow for 30 steps
     bpp = 0.05 if preset == "vae_imagenet" else 0.1  # imagenet is 32x32 here
     steps, batch = (10, 16) if preset == "vae_imagenet" else (30, 32)  # ResNet18 is the slow one on a CPU
-    cfg = compose_config([f"+experiment={preset}", "latent=dab_signum", f"latent.bpp={bpp}", *lr,
+    cfg = compose_config([f"+experiment={preset}", "latent=bridged_signum", f"latent.bpp={bpp}", *lr,
                           *ae_overrides(tmp_path, steps, preset), "dataset.test_size=64", "dataset.probe_size=512",
                           f"dataset.batch_size={batch}"])
     torch.manual_seed(cfg.seed)  # the very initialisation run_experiment starts from
-    task, untrained = ae.build(cfg, torch.device("cpu"))
+    task, untrained = ae.build(parse(cfg), torch.device("cpu"))
     before = task.evaluate(untrained.eval())
     m = run_experiment(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -455,7 +454,7 @@ def test_real_fashion_mnist_short_run_beats_mean_image_and_chance(latent, tmp_pa
                           "trainer.max_steps=200", "trainer.eval_every=200", "trainer.ckpt_every=200",
                           "trainer.progress=false", "trainer.device=cpu", f"runs_root={tmp_path / 'runs'}"])
     m = run_experiment(cfg, tmp_path / "run")
-    task, _ = ae.build(cfg, torch.device("cpu"))
+    task, _ = ae.build(parse(cfg), torch.device("cpu"))
     x = torch.cat([x for x, _ in task.test.chunks(1000)])
     mean = (task.train.split.images.float() / 255).mean(0, keepdim=True).clamp(1e-4, 1 - 1e-4)
     assert m["test/ms_ssim"] > float(ms_ssim_upsampled(mean.expand_as(x), x).mean())

@@ -1,9 +1,10 @@
 """Gradient-fidelity diagnostics (dab/diagnostics.py, dab/suite/fidelity.py, scripts/gradient_fidelity.py):
-references with known answers, the statistics, the suite hook, and the estimator table's presets."""
+references with known answers, the statistics, the suite hook, and the estimator table's variants."""
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import subprocess
 import sys
 
@@ -14,10 +15,11 @@ import yaml
 from dab import Bridge, make_bridge
 from dab.diagnostics import compare, estimator_gradients, gradient_fidelity, reference_gradient
 from dab.hard_fns import HardFn
-from dab.suite.config import validate
+from dab.suite.families import parse
 from dab.suite.fidelity import find_bridge, measure
 
-from conftest import PRESETS, REPO, compose_config, small_overrides
+from conftest import REPO, compose_config, small_overrides
+from test_estimator_spec import variant_overrides
 
 WEIGHTS = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 
@@ -44,35 +46,36 @@ X = torch.tensor([[0.3, -0.8, 1.1], [-1.5, 0.2, 0.4]], dtype=torch.float64)
 
 def test_exact_reference_is_the_enumerated_gradient():
     bridge = make_bridge("bernoulli", (3,), estimator="reinforce").double()
-    grad, kind, se, _, n = reference_gradient(bridge, X, per_sample_objective)
-    assert kind == "exact" and se == 0.0 and n == 8
-    torch.testing.assert_close(grad, enumerated_gradient(X))
+    ref = reference_gradient(bridge, X, per_sample_objective)
+    assert ref.kind == "exact" and ref.rel_se == 0.0 and ref.samples == 8 and ref.terms is None
+    torch.testing.assert_close(ref.grad, enumerated_gradient(X))
 
 
 def test_score_reference_beyond_the_exact_limit_agrees_with_the_enumeration():
     torch.manual_seed(0)
     bridge = make_bridge("bernoulli", (3,), estimator="reinforce").double()
-    grad, kind, se, _, n = reference_gradient(bridge, X, per_sample_objective, samples=20000, max_exact_bits=2)
-    assert kind == "score" and n == 20000 and 0 < se < 0.05
+    ref = reference_gradient(bridge, X, per_sample_objective, samples=20000, max_exact_bits=2)
+    assert ref.kind == "score" and ref.samples == 20000 and 0 < ref.rel_se < 0.05
+    assert ref.terms.shape == (20000, *X.shape)
+    torch.testing.assert_close(ref.terms.mean(0), ref.grad)
     exact = enumerated_gradient(X)
-    assert (grad - exact).norm() / exact.norm() < 4 * se + 0.01
+    assert (ref.grad - exact).norm() / exact.norm() < 4 * ref.rel_se + 0.01
 
 
 def test_smoothed_reference_of_a_smooth_op_tends_to_its_gradient():
     """h(x) = x^3 elementwise, L = per-sample objective of h: the Gaussian-smoothed gradient tends
     to the true gradient as sigma -> 0."""
     torch.manual_seed(0)
-    hard = HardFn("cube", lambda v: v ** 3, lambda s: s, facts={"name": "cube"})
+    hard = HardFn("cube", lambda v: v ** 3, lambda s: s)  # no facts: a deterministic op of no known structure
     bridge = Bridge(hard, None, gamma=0.0, estimator="perturbed")
     loss = lambda y: (y.double() @ WEIGHTS) ** 2  # noqa: E731
     leaf = X.clone().requires_grad_(True)
     true, = torch.autograd.grad(loss(leaf ** 3).mean(), leaf)
     errors = []
     for sigma in (0.3, 0.1):
-        grad, kind, se, used, _ = reference_gradient(bridge, X, loss, samples=20000, sigma=sigma,
-                                                     generator=torch.Generator().manual_seed(1))
-        assert kind == "smoothed" and used == sigma
-        errors.append(float((grad - true).norm() / true.norm()))
+        ref = reference_gradient(bridge, X, loss, samples=20000, sigma=sigma, generator=torch.Generator().manual_seed(1))
+        assert ref.kind == "smoothed" and ref.sigma == sigma
+        errors.append(float((ref.grad - true).norm() / true.norm()))
     assert errors[1] < errors[0] and errors[1] < 0.1, errors
 
 
@@ -84,6 +87,104 @@ def test_the_statistics_on_draws_with_a_known_mean_and_spread():
     assert stats["rel_bias"] == pytest.approx(1.0)
     assert stats["rel_std"] == pytest.approx(2 ** 0.5)  # sum of squared deviations 2, K/(K-1) = 2
     assert stats["cosine_single"] == pytest.approx(2 / 5 ** 0.5)
+    # debiased: |m - g|^2 = 1 less tr(Sigma_hat)/K = 2/2 = 1 is 0; |m|^2 - 1 = 3 makes the cosine 2/sqrt(3), clipped
+    assert stats["rel_bias2"] == pytest.approx(0.0) and stats["cosine_debiased"] == 1.0
+    assert stats["rel_bias2_lo"] <= 0 <= stats["rel_bias2_hi"] and stats["ci_level"] == 0.95
+
+
+def test_the_reference_variance_is_subtracted_from_the_squared_bias():
+    """Draws that equal the reference's mean exactly, against a reference of two noisy terms: the raw
+    squared distance is 0, the debiased one is minus the reference's variance of its mean."""
+    terms = torch.tensor([[2.0, 1.0], [0.0, -1.0]])  # mean (1, 0), variance of the mean (4 + 4) / 2 / 2 = 2
+    stats = compare(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), terms.mean(0), terms)
+    assert stats["rel_bias"] == 0.0
+    assert stats["rel_bias2"] == pytest.approx(-2.0 / (1.0 - 2.0))  # |g|^2 - V = -1: sign as computed
+    assert math.isnan(stats["cosine_debiased"])  # |g|^2 - V < 0: the reference is not resolved
+
+
+SIX = torch.tensor([1.0, -2.0, 0.5, 0.3, -1.0, 0.8], dtype=torch.float64)
+
+
+def six_bit_objective(z: torch.Tensor) -> torch.Tensor:
+    """A per-sample, nonlinear loss of a 6-bit code (64 codes, enumerated exactly): [B, 6] -> [B]."""
+    z = z.double()
+    return (z @ SIX - 0.7) ** 2 + 1.5 * z[:, 0] * z[:, 2] - z[:, 3] * z[:, 5]
+
+
+X6 = torch.randn(8, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+def fidelity_of(estimator: str, repeats: int, seed: int = 1, **kwargs):
+    torch.manual_seed(seed)
+    bridge = make_bridge("bernoulli", (6,), estimator=estimator, estimator_args=kwargs.pop("args", None)).double()
+    return gradient_fidelity(bridge, X6, six_bit_objective, repeats=repeats, **kwargs)
+
+
+def test_an_unbiased_estimators_debiased_bias_tends_to_zero_and_a_biased_ones_does_not():
+    """The known answer on an exactly enumerable code: REINFORCE is unbiased, so its debiased squared
+    bias is consistent with 0 at every number of draws and its interval closes on 0, while the raw
+    bias only falls like 1/sqrt(K); the STE and straight-through Gumbel are biased, so theirs stays
+    away from 0 however many draws."""
+    reinforce = [fidelity_of("reinforce", k) for k in (16, 128, 1024)]
+    for fid in reinforce:
+        assert fid.reference == "exact" and fid.repeats in (16, 128, 1024)
+        assert fid.rel_bias2_lo <= 0 <= fid.rel_bias2_hi, fid
+    widths = [f.rel_bias2_hi - f.rel_bias2_lo for f in reinforce]
+    assert widths[2] < widths[1] < widths[0] and widths[2] < 0.05, widths
+    assert reinforce[0].rel_bias ** 2 > 0.3  # the raw squared bias at 16 draws is mostly noise
+    assert reinforce[2].cosine_debiased_lo > 0.98
+    for estimator in ("ste", "gumbel_st"):
+        for k in (128, 1024):
+            fid = fidelity_of(estimator, k)
+            assert fid.rel_bias2_lo > 0.05, (estimator, k, fid)
+
+
+def test_against_a_noisy_reference_the_reference_noise_is_removed_too():
+    """The score-function reference (unbiased, noisy): REINFORCE still reads unbiased, Gumbel-ST not."""
+    unbiased = fidelity_of("reinforce", 256, samples=256, max_exact_bits=2)
+    assert unbiased.reference == "score" and unbiased.ref_rel_se > 0.1
+    assert unbiased.rel_bias > 0.2 and unbiased.rel_bias2_lo <= 0 <= unbiased.rel_bias2_hi, unbiased
+    biased = fidelity_of("gumbel_st", 256, samples=256, max_exact_bits=2)
+    assert biased.rel_bias2_lo > 0.05, biased
+
+
+def test_draws_are_added_while_the_interval_is_wide_and_counted():
+    fid = fidelity_of("reinforce", 8, max_repeats=1024, ci_width=0.05)
+    assert fid.repeats in (16, 32, 64, 128, 256, 512, 1024)
+    assert fid.cosine_debiased_hi - fid.cosine_debiased_lo < 0.1
+    capped = fidelity_of("reinforce", 8, max_repeats=24, ci_width=0.001)
+    assert capped.repeats == 24
+    torch.manual_seed(0)
+    deterministic = gradient_fidelity(make_bridge("signum", (6,), estimator="ste").double(), X6, six_bit_objective,
+                                      repeats=8, max_repeats=1024, ci_width=1e-6, sigma=0.5, samples=64)
+    assert deterministic.repeats == 8  # more draws of a deterministic estimator would change nothing
+
+
+def test_reinforce_with_several_draws_per_input_in_the_diagnostics():
+    """Each input measured S times in a row, the baseline over its own draws: still unbiased, less noisy."""
+    one, four = fidelity_of("reinforce", 256), fidelity_of("reinforce", 256, args={"samples": 4})
+    assert four.rel_bias2_lo <= 0 <= four.rel_bias2_hi, four
+    assert four.rel_std < 0.75 * one.rel_std
+
+
+def test_the_loss_averages_over_the_training_batch():
+    """Measured on 16 of a batch of 1,024 with loss_batch=1024, each sample's gradient is the one the
+    whole batch gives it: blackbox's output is not linear in dL/dy, so over 16 samples alone
+    (dL/dy 64 times larger) many more of its inputs cross a threshold."""
+    torch.manual_seed(0)
+    bridge = make_bridge("signum", (32,), estimator="blackbox", estimator_args={"lam": 100.0}).double()
+    x = torch.randn(1024, 32, dtype=torch.float64)
+
+    def loss(y):
+        return (y * torch.linspace(-1, 1, 32, dtype=torch.float64)).sum(1) ** 2
+
+    whole = estimator_gradients(bridge, x, loss, 1)[0, :16]
+    part = estimator_gradients(bridge, x[:16], loss, 1, loss_batch=1024)[0]
+    torch.testing.assert_close(part, whole)
+    alone = estimator_gradients(bridge, x[:16], loss, 1)[0]
+    assert (alone != 0).float().mean() > 2 * (part != 0).float().mean()
+    fid = gradient_fidelity(bridge, x[:16], loss, repeats=2, samples=16, sigma=0.5, loss_batch=1024)
+    assert fid.batch == 16 and fid.loss_batch == 1024
 
 
 def test_the_straight_through_gradient_of_the_identity_is_the_exact_one():
@@ -121,7 +222,7 @@ def test_estimator_draws_include_the_dab_loss_only_when_it_reaches_the_input():
 
 def sort_model(tmp_path):
     cfg = compose_config(["+experiment=sort_t10", *small_overrides(tmp_path / "runs")])
-    validate(cfg)
+    parse(cfg)
     from dab.suite.families import build_task
 
     torch.manual_seed(0)
@@ -220,33 +321,26 @@ def test_sorting_logs_fidelity_at_its_cadence_too(tmp_path):
     assert [e.step for e in events.Scalars("fidelity/cosine")] == [2, 4]
 
 
-# --- the estimator table's presets (experiments/estimators.yaml)
+# --- the estimator table's variants (experiments/estimators.yaml; its plan: tests/test_estimator_spec.py)
 
-EST_PRESETS = [p for p in PRESETS if p.startswith("est_")]
-
-
-def test_the_estimator_spec_lists_exactly_the_est_presets():
-    spec = yaml.safe_load((REPO / "experiments" / "estimators.yaml").read_text())
-    assert sorted(spec["sweep"]["presets"]) == sorted(EST_PRESETS)
-    assert set(spec["fidelity"]["tasks"]) == {"sort", "autoencode", "classify"}
+EST_VARIANTS = variant_overrides()  # label -> the overrides of its seed-0 job
 
 
-@pytest.mark.parametrize("preset", EST_PRESETS)
-def test_every_estimator_preset_composes_validates_and_builds(preset, tmp_path):
+@pytest.mark.parametrize("label", list(EST_VARIANTS))
+def test_every_estimator_variant_composes_validates_and_builds(label, tmp_path):
     from dab.suite.families import build_task
     import dab.suite.families.autoencoding as ae
     import dab.suite.families.classification as cls
 
-    estimator = preset.split("_", 2)[2].removeprefix("binary_").removeprefix("bernoulli_")
+    estimator = label.split("/")[1]
     if estimator == "softsort":  # the optional extra (pip install -e ".[softsort]"); validation builds it
         pytest.importorskip("torchsort")
-    cfg = compose_config([f"+experiment={preset}", "trainer.device=cpu"])
-    validate(cfg)
-    assert cfg.run_name == preset
+    cfg = compose_config([*EST_VARIANTS[label], "trainer.device=cpu"])
+    parse(cfg)
     if cfg.task == "autoencode":
-        model, _, _ = ae.make_autoencoder(cfg, (1, 28, 28))
+        model, _, _ = ae.make_autoencoder(parse(cfg), (1, 28, 28))
     elif cfg.task == "classify":
-        model = cls.make_classifier(cfg)
+        model = cls.make_classifier(parse(cfg))
     else:
         model = build_task(cfg, torch.device("cpu"))[1]
     bridge = find_bridge(model)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from dab.errors import ConfigError
 
@@ -44,8 +45,6 @@ def setup(d: Dist, device: torch.device) -> torch.device:
     """Join the process group (gloo on CPUs, NCCL on GPUs); returns this rank's device."""
     if not d.enabled:
         return device
-    import torch.distributed as dist
-
     if device.type == "cuda":
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
@@ -55,11 +54,8 @@ def setup(d: Dist, device: torch.device) -> torch.device:
 
 
 def teardown(d: Dist) -> None:
-    if d.enabled:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_batch(batch_size: int, d: Dist) -> None:
@@ -93,8 +89,6 @@ def broadcast(obj: Any, d: Dist) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not d.enabled:
         return obj
-    import torch.distributed as dist
-
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -104,8 +98,6 @@ def any_rank(flags: list[bool], d: Dist) -> list[bool]:
     """Each flag true on every rank if it is true on any (one small all-reduce)."""
     if not d.enabled:
         return flags
-    import torch.distributed as dist
-
     t = torch.tensor([float(f) for f in flags])
     if dist.get_backend() == "nccl":
         t = t.cuda()

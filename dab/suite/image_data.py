@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+from torchvision.datasets import CIFAR10, FashionMNIST
 
 from dab.errors import ConfigError
 
@@ -135,8 +138,6 @@ def _torchvision_split(cls, name: str, root: Path, train: bool, download: bool, 
 def load_fashion_mnist(root: Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [N, 1, 28, 28] and int64 [N] on the CPU, from ``root/FashionMNIST/raw`` (IDX files,
     gzipped or not) or torchvision's download."""
-    from torchvision.datasets import FashionMNIST
-
     unpack_local_fashion_mnist(root)
     how = ("Get it with `apt-get install -y dataset-fashion-mnist` and copy "
            "/usr/share/datasets/fashion-mnist/*.gz into <root>/FashionMNIST/raw/ (`make data` does this), "
@@ -147,8 +148,6 @@ def load_fashion_mnist(root: Path, train: bool, download: bool = True) -> tuple[
 
 def load_cifar10(root: Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [N, 3, 32, 32] and int64 [N] on the CPU via torchvision's CIFAR10."""
-    from torchvision.datasets import CIFAR10
-
     how = ("Allow torchvision to download it (internet access), or place the extracted "
            "cifar-10-batches-py/ folder under <root>; <root> is $DAB_DATA_ROOT or dataset.root.")
     ds = _torchvision_split(CIFAR10, "cifar10", root, train, download, how)
@@ -231,9 +230,6 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, 
 def imagenet_loader(path: str | os.PathLike, size: int, batch_size: int, train: bool, workers: int = 8):
     """A torchvision ImageFolder DataLoader over ``path/{train,val}`` resized to ``size`` (the
     paper used 512x512). ImageNet is too large for device tensors, so it keeps a DataLoader."""
-    from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
-
     split = Path(path) / ("train" if train else "val")
     if not split.is_dir():
         raise DataMissingError(f"data set 'imagenet' not found: no folder {split}. ImageNet cannot be "

@@ -6,6 +6,9 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 
 # pytorch-msssim asserts min(H, W) > (win_size - 1) * 2**4 = 160 for its default 11-px window and
 # five scales, whatever the weights; smaller images are upsampled bilinearly to this side first.
@@ -16,8 +19,6 @@ def ms_ssim_upsampled(x: torch.Tensor, y: torch.Tensor, side: int = MS_SSIM_SIDE
     """Per-image MS-SSIM of x, y: [B, C, H, W] in [0, 1] -> [B]. Both are resized bilinearly to
     side x side when min(H, W) is too small for pytorch-msssim's five scales, the same way for
     every model, so scores compare across models here (not with the paper's, whose filter differs)."""
-    from pytorch_msssim import ms_ssim
-
     x, y = x.float(), y.float()
     if min(x.shape[-2:]) <= 160:
         x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
@@ -35,9 +36,6 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
                           test_y: torch.Tensor, max_iter: int = 300) -> float:
     """Fit a multinomial logistic regression (scikit-learn, L2, lbfgs) on codes train_x: [N, F]
     with labels [N]; return its accuracy on test_x: [M, F]. Runs on the host."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
     def host(t: torch.Tensor) -> np.ndarray:
         return t.detach().float().cpu().numpy()
 

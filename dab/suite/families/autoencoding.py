@@ -16,6 +16,8 @@ from typing import Any, Iterator, List
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torchvision.utils import make_grid, save_image
 
 from dab.errors import ConfigError
 from dab.registry import Registry
@@ -121,8 +123,6 @@ class LoaderImages:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def chunks(self, n: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from torch.utils.data import DataLoader, Subset
-
         ds = self.loader.dataset
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
         for x, y in DataLoader(Subset(ds, idx), batch_size=self.loader.batch_size, num_workers=self.loader.num_workers):
@@ -252,8 +252,6 @@ class AutoencodingTask:
     def log_media(self, model: Autoencoder, writer: Any, step: int, count: int = 8) -> None:
         """Originals (top row) above their reconstructions (bottom row), to TensorBoard and, the
         latest, to ``reconstructions.png`` in the run directory."""
-        from torchvision.utils import make_grid, save_image
-
         x, _ = next(self.test.chunks(count))
         grid = make_grid(torch.cat([x, torch.sigmoid(model(x)[0].float())]).cpu(), nrow=x.shape[0], pad_value=1.0)
         writer.add_image("test/reconstructions", grid, step)

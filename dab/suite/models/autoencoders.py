@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import resnet18
 
 from dab.suite.models.sorting import check_widths, make_activation
 
@@ -88,8 +89,6 @@ def dense_decoder(code_features: int, shape: Shape, hidden: int, activation: str
 def resnet18_encoder(shape: Shape, out_features: int) -> nn.Module:
     """torchvision ResNet18 (random init; its BatchNorm-ReLU body as torchvision defines it), the
     stem taking C channels, the classifier replaced by Linear(512 -> out_features)."""
-    from torchvision.models import resnet18
-
     net = resnet18(weights=None)
     if shape[0] != 3:
         net.conv1 = nn.Conv2d(shape[0], 64, 7, 2, 3, bias=False)
