@@ -171,18 +171,10 @@ def run_overrides(command: str | None) -> list[str]:
     return [w for w in words[start:] if not w.startswith("-")]
 
 
-# Config keys renamed after committed runs recorded their commands: old spelling -> current one.
-# The autoencoder's bit budget moved from model.bpp to latent.bpp after the runs in
-# results/gpu/figure4_runs.csv and results/cpu/figure4_runs.csv (and figure4_history.csv) were made;
-# read with the current key, those runs fall in the spec's cells and carry no extra override.
-RENAMED_KEYS = {"model.bpp": "latent.bpp"}
-
-
 def command_overrides(command: str | None) -> dict[str, str]:
-    """key -> value (as Hydra spells it) of a recorded ``python train.py ...`` command, keys in their
-    current spelling (RENAMED_KEYS)."""
+    """key -> value (as Hydra spells it) of a recorded ``python train.py ...`` command."""
     pairs = (item.partition("=") for item in run_overrides(command))
-    return {RENAMED_KEYS.get(key, key): hydra_value(value) for key, _, value in pairs}
+    return {key: hydra_value(value) for key, _, value in pairs}
 
 
 def swept_from_command(spec: dict, command: str | None) -> dict | None:
