@@ -268,14 +268,14 @@ def test_core_modules_import_nothing_from_the_suite():
         assert "import hydra" not in text and "import omegaconf" not in text and "from omegaconf" not in text
 
 
-def test_the_readme_recipe_for_a_hard_function_runs_as_written():
-    """The README's `clip_round` registration and its YAML, executed as printed there."""
+def test_the_docs_recipe_for_a_hard_function_runs_as_written():
+    """docs/extending.md's `clip_round` registration and its YAML, executed as printed there."""
     import re
     from dataclasses import dataclass as dataclass_
 
     from dab import make_bridge
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "extending.md").read_text()
     section = text[text.index("**A hard function** is one registration"):]
     code, conf = re.findall(r"```(?:python|yaml)\n(.*?)```", section, re.S)[:2]
     try:

@@ -177,7 +177,6 @@ def _cifar10(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, tor
 # read through a DataLoader (imagenet_loader), its shape set by dataset.image_size
 DEVICE_SETS = {"fmnist": ((1, 28, 28), _fmnist), "fmnist32": ((3, 32, 32), _fmnist32),
                "cifar10": ((3, 32, 32), _cifar10)}
-IMAGE_SETS = (*DEVICE_SETS, "imagenet")
 
 
 def load_image_split(name: str, root: str | os.PathLike | None, train: bool, device: torch.device | str,
@@ -195,13 +194,13 @@ def image_shape(name: str, image_size: int = 512) -> tuple[int, int, int]:
     if name == "imagenet":
         return (3, image_size, image_size)
     if name not in DEVICE_SETS:
-        raise ConfigError(f"{name} is not an image data set; valid choices: {', '.join(IMAGE_SETS)}")
+        raise ConfigError(f"{name} is not an image data set; valid choices: {', '.join(image_datasets())}")
     return DEVICE_SETS[name][0]
 
 
 def image_datasets() -> tuple[str, ...]:
-    """The image data sets."""
-    return IMAGE_SETS
+    """The image data sets: those held on the device, and ImageNet."""
+    return (*DEVICE_SETS, "imagenet")
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
