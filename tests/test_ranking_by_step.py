@@ -6,7 +6,8 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 
-from renderers.common import orders_by_step, ranking_lines, settled_step  # noqa: E402
+from renderers.common import ranking_lines  # noqa: E402
+from renderers.settle import orders_by_step, settle  # noqa: E402
 from renderers.figure4 import rankings  # noqa: E402
 
 
@@ -34,18 +35,18 @@ def test_orders_use_the_mean_over_seeds_and_find_where_the_order_settles():
                           ("a", 0.1, 200): [0.7, 0.7], ("b", 0.1, 200): [0.6, 0.6],
                           ("a", 0.1, 300): [0.8, 0.8], ("b", 0.1, 300): [0.7, 0.7]})
     orders = orders_by_step(rows, "test/ms_ssim", by_run(runs, "variant"), by_run(runs, "bpp_target"))
-    assert orders == {0.1: {100: ["b", "a"], 200: ["a", "b"], 300: ["a", "b"]}}
-    assert settled_step(orders[0.1]) == 200
+    assert orders == {0.1: {100: (("a", "b"),), 200: (("a",), ("b",)), 300: (("a",), ("b",))}}  # 100: tied
+    assert settle(orders[0.1]).step == 200 and settle(orders[0.1]).settled
 
 
 def test_a_ranking_that_flips_at_the_last_evaluation_is_reported_as_still_moving():
-    orders = {100: ["a", "b"], 200: ["a", "b"], 300: ["b", "a"]}
-    assert settled_step(orders) == 300
+    orders = {100: (("a",), ("b",)), 200: (("a",), ("b",)), 300: (("b",), ("a",))}
+    assert settle(orders).step == 300 and not settle(orders).settled
     rows, runs = history({("a", 0.2, 100): [0.1], ("b", 0.2, 100): [0.2], ("a", 0.2, 200): [0.3],
                           ("b", 0.2, 200): [0.2]})
     lines = ranking_lines(rows, "test/ms_ssim", by_run(runs, "variant"), lambda h: "bpp 0.2")
     assert "| bpp 0.2 | 100 | b > a | no |" in lines and "| bpp 0.2 | 200 | a > b | yes |" in lines
-    assert "bpp 0.2: step 200 of 200" in lines[-1]
+    assert "bpp 0.2: not settled: the order changed at the last evaluation (step 200)" in lines[-1]
 
 
 def test_figure4_rankings_cover_both_metrics_only_where_present():
@@ -67,4 +68,4 @@ def test_figure4_rankings_take_variant_and_bpp_from_the_runs_not_the_cell_name()
 def test_a_training_free_baseline_evaluated_once_keeps_its_place_at_later_steps():
     rows, runs = history({("threshold", 0.1, 0): [0.55], ("a", 0.1, 150): [0.5], ("a", 0.1, 300): [0.6]})
     orders = orders_by_step(rows, "test/ms_ssim", by_run(runs, "variant"), lambda h: "b")
-    assert orders == {"b": {150: ["threshold", "a"], 300: ["a", "threshold"]}}
+    assert orders == {"b": {150: (("threshold",), ("a",)), 300: (("a",), ("threshold",))}}

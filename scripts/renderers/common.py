@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from renderers.settle import order_text, orders_by_step, settle
+
 REPO = Path(__file__).resolve().parents[2]
 METRIC_NAMES = {"all_or_none": "final test all-or-none accuracy",
                 "all_or_none_best": "maximum test all-or-none accuracy over training"}
@@ -437,50 +439,23 @@ def compare(row: ReportRow) -> tuple[str, str | None]:
     return f"{gap:+.{d}f}, {outcome} the seed spread ({spread:.{d}f})", outcome
 
 
-def orders_by_step(history: list[dict], metric: str, group_of: Callable[[dict], str | None],
-                   block_of: Callable[[dict], str]) -> dict[str, dict[int, list[str]]]:
-    """{block: {step: groups, best mean ``metric`` over runs first}} from history rows. A group
-    without an evaluation at a step keeps its latest earlier mean (a training-free baseline is
-    evaluated once, at step 0); steps where not every group has a value yet are left out."""
-    values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for h in history:
-        group = group_of(h)
-        if group is not None and h.get(metric) is not None:
-            values[block_of(h)][int(h["step"])][group].append(h[metric])
-    out = {}
-    for block, steps in values.items():
-        groups = {g for per_step in steps.values() for g in per_step}
-        latest, orders = {}, {}
-        for step, per_step in sorted(steps.items()):
-            latest.update({g: statistics.fmean(v) for g, v in per_step.items()})
-            if set(latest) == groups:
-                orders[step] = sorted(groups, key=lambda g: -latest[g])
-        out[block] = orders
-    return out
-
-
-def settled_step(orders: dict[int, list[str]]) -> int:
-    """The first evaluation step from which every later order equals the last one."""
-    steps = sorted(orders)
-    final = orders[steps[-1]]
-    return next(s for s in steps if all(orders[t] == final for t in steps if t >= s))
-
-
 def ranking_lines(history: list[dict], metric: str, group_of: Callable[[dict], str | None],
                   block_of: Callable[[dict], str]) -> list[str]:
-    """Markdown: per block (e.g. one bpp level), the order of the groups (best mean ``metric`` over
-    seeds first) at every evaluation, whether it is the final order, and the step from which it no
-    longer changed. A step budget should reach that step for the ranking to mean something."""
+    """Markdown: per block (e.g. one bpp level), the weak order of the groups (best mean ``metric``
+    over seeds first; '~' joins groups within the pooled seed spread) at every evaluation, whether it
+    is the final order, and each block's verdict by the settle rule (renderers/settle.py)."""
     table = orders_by_step(history, metric, group_of, block_of)
-    lines = [f"Ranking by evaluation step ({metric}, mean over seeds, best first):", "",
-             "| block | step | order | same as final |", "|---|---|---|---|"]
-    settled = []
+    lines = [f"Ranking by evaluation step ({metric}, mean over seeds, best first; '~': within the pooled seed "
+             "spread):", "", "| block | step | order | same as final |", "|---|---|---|---|"]
+    verdicts = []
     for block in sorted(table, key=str):
         orders = table[block]
+        if not orders:
+            continue
         final = orders[max(orders)]
-        lines += [f"| {block} | {step} | {' > '.join(order)} | {'yes' if order == final else 'no'} |"
+        lines += [f"| {block} | {step} | {order_text(order)} | {'yes' if order == final else 'no'} |"
                   for step, order in orders.items()]
-        settled.append(f"{block}: step {settled_step(orders)} of {max(orders)}")
-    lines += ["", "The order no longer changed from: " + "; ".join(settled) + ". Where that is the last "
-              "evaluation, the ranking was still moving when the budget ended."]
+        verdicts.append(f"{block}: {settle(orders).text()}")
+    lines += ["", "Settle rule (the order unchanged from that step to the end, over at least the last 30% of the "
+              "run): " + "; ".join(verdicts) + "."]
     return lines
