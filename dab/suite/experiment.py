@@ -21,7 +21,7 @@ from dab.errors import ConfigError, TrainingFailed
 from dab.suite import distributed
 from dab.suite.checkpoint import CONFIG, resolve_resume
 from dab.suite.config import RunArgs
-from dab.suite.families import parse
+from dab.suite.families import budget_dependence, parse
 from dab.suite.step import build_run
 from dab.suite.threads import LocalRuns, ThreadPolicy
 from dab.suite.trainer import Interrupted, train
@@ -127,6 +127,20 @@ def _threads(cfg: RunArgs, device: torch.device, runs: LocalRuns) -> ThreadPolic
     return ThreadPolicy(cfg.trainer.threads, runs) if device.type == "cpu" else None
 
 
+def check_extension(args: RunArgs, resume_path: Path | None) -> None:
+    """A run continued to a different ``trainer.max_steps`` must not depend on it: refuse with the
+    reason (e.g. a cosine lr schedule over the budget) rather than change the maths mid-run."""
+    old_file = None if resume_path is None else resume_path.parent / CONFIG
+    if old_file is None or not old_file.is_file():
+        return
+    old = (yaml.safe_load(old_file.read_text()) or {}).get("trainer", {}).get("max_steps")
+    reason = budget_dependence(args)
+    if old is not None and old != args.trainer.max_steps and reason is not None:
+        raise ConfigError(f"cannot continue {resume_path} from trainer.max_steps={old} to {args.trainer.max_steps}: "
+                          f"{reason}, so a new budget would change the steps already taken; keep "
+                          f"trainer.max_steps={old} or start a fresh run")
+
+
 def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = None) -> dict:
     """Train one configuration into ``out_dir`` and return its final metrics.
 
@@ -149,6 +163,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
     # rank 0's choice, so that every rank continues the same checkpoint
     resume_path = distributed.broadcast(
         resolve_resume(cfg.trainer, Path(cfg.runs_root), config, out_dir) if dist.is_main else None, dist)
+    check_extension(cfg, resume_path)
     if not dist.is_main:
         logging.getLogger("dab").setLevel(logging.WARNING)  # rank 0 reports for all
         with LocalRuns() as runs:

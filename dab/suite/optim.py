@@ -32,6 +32,16 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     return OPTIMIZERS[name](params, lr, weight_decay)
 
 
+def budget_dependence(optimizer: Any) -> str | None:
+    """Why the lr at a step depends on ``trainer.max_steps`` (None if it does not): such a run
+    cannot be extended to a longer budget by resume without changing the steps already taken."""
+    if optimizer.schedule != "constant":
+        return f"optimizer.schedule={optimizer.schedule} spans trainer.max_steps"
+    if optimizer.warmup_fraction > 0:
+        return "optimizer.warmup_fraction scales the warm-up with trainer.max_steps"
+    return None
+
+
 def make_lr_factor(optimizer: Any, max_steps: int) -> Callable[[int], float] | None:
     """step -> lr multiplier for the ``optimizer`` settings' schedule over ``max_steps``; None for
     a constant lr without warm-up (then the loop never writes the lr)."""

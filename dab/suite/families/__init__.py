@@ -29,6 +29,7 @@ from torch import nn
 
 from dab.suite.config import RunArgs, check_choice, check_shared, plain
 from dab.suite.families import autoencoding, classification, sorting
+from dab.suite.optim import budget_dependence as schedule_dependence
 
 FAMILIES = {"sort": sorting, "classify": classification, "autoencode": autoencoding}
 
@@ -46,6 +47,14 @@ def parse(cfg: Any) -> RunArgs:
     return RunArgs(task=task, seed=values.get("seed", 0), run_name=values.get("run_name", "default"),
                    runs_root=values.get("runs_root", "runs"), trainer=trainer, optimizer=optimizer, dab=dab,
                    paper=paper, family=family, config=values)
+
+
+def budget_dependence(args: RunArgs) -> str | None:
+    """Why a step of this run depends on ``trainer.max_steps`` (the lr schedule, or a family's own
+    schedule through its optional ``budget_dependence(family_args)``); None when nothing does, so
+    that the run may be extended to a longer budget by resume."""
+    own = getattr(FAMILIES[args.task], "budget_dependence", None)
+    return schedule_dependence(args.optimizer) or (None if own is None else own(args.family))
 
 
 def build_task(cfg: Any, device: torch.device) -> tuple[Any, nn.Module]:

@@ -308,6 +308,14 @@ def parse(values: dict) -> AutoencodingGroups:
     return AutoencodingGroups(data, model, latent)
 
 
+def budget_dependence(groups: AutoencodingGroups) -> str | None:
+    """Why the latent's temperature at a step depends on ``trainer.max_steps`` (None if not)."""
+    lat = groups.latent.args
+    if isinstance(lat, RelaxedArgs) and lat.anneal == "cosine_per_step" and lat.anneal_epochs is None:
+        return "latent.anneal=cosine_per_step with latent.anneal_epochs=null fits its schedule to trainer.max_steps"
+    return None
+
+
 def make_autoencoder(args: RunArgs, shape: tuple[int, int, int]) -> tuple[Autoencoder, int, float]:
     """The model for the parsed ``model`` and ``latent`` on images ``shape``; returns (model, units, bits)."""
     g = args.family
