@@ -42,3 +42,27 @@ def test_a_cosine_schedule_refuses_a_new_budget_and_writes_nothing(tmp_path):
 def test_budget_dependence_names_what_depends_on_the_budget(overrides, depends):
     reason = budget_dependence(parse(compose_config(["+experiment=vae_fmnist", *overrides])))
     assert reason is None if depends is None else depends in reason
+
+
+def test_a_validation_split_is_scored_as_val_and_never_the_test_set(tmp_path):
+    """dataset.validation=N: the run scores N held-out sequences under val/* (tuning reads those)."""
+    base = ["+experiment=sort_t5", *small_overrides(tmp_path / "runs", steps=2)]
+    test = run_experiment(compose_config(base), tmp_path / "t")
+    val = run_experiment(compose_config([*base, "dataset.validation=64"]), tmp_path / "v")
+    assert test["objective"] == "test/all_or_none" and test["eval_split"] == "test"
+    assert val["objective"] == "val/all_or_none" and val["eval_split"] == "val"
+    assert not any(k.startswith("test/") for k in val) and "val/per_element" in val
+    assert all("val/per_element" in h for h in val["history"])
+    assert val["val/per_element"] != test["test/per_element"]  # other sequences, the same weights
+
+
+def test_hold_out_keeps_the_last_images_out_of_training():
+    import torch
+
+    from dab.suite.image_data import ImageSplit
+
+    split = ImageSplit(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1), torch.arange(10))
+    train, val = split.hold_out(3)
+    assert train.labels.tolist() == list(range(7)) and val.labels.tolist() == [7, 8, 9]
+    with pytest.raises(ConfigError, match="dataset.validation must be between 1 and 9"):
+        split.hold_out(10)

@@ -20,6 +20,9 @@ class SortData:
     batch_size: int = 1024
     test_size: int = 10000
     test_seed: int = 1234  # fixed: every run is scored on the same test sequences
+    # > 0: score this many held-out sequences (drawn from test_seed + 1) instead of the test set,
+    # reported as val/* (tuning never sees the test set)
+    validation: int = 0
 
 
 @dataclass
@@ -29,6 +32,9 @@ class FMNISTData:
     batch_size: int = 128
     test_size: int = 10000  # test images scored (a fixed subsample when smaller than the split)
     probe_size: int = 10000  # autoencode: training images (a fixed subsample) the linear probe is fitted on
+    # > 0: the last this many training images are held out of training and scored instead of the
+    # test set, reported as val/* (tuning never sees the test set)
+    validation: int = 0
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dab.suite.config import RunArgs
 from dab.suite.families import budget_dependence, parse
 from dab.suite.step import build_run
 from dab.suite.threads import LocalRuns, ThreadPolicy
-from dab.suite.trainer import Interrupted, train
+from dab.suite.trainer import Interrupted, on_split, train
 
 METRICS = "metrics.json"
 STATUS = "status.json"  # written instead of metrics.json when a run fails
@@ -100,10 +100,10 @@ def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: RunArgs, co
     lines = [f"finished {metrics['experiment']} (seed {metrics['seed']}): {metrics['train/steps']} steps in "
              f"{metrics['wall_seconds'] / 60:.1f} min on {metrics['device']}",
              "  final: " + " | ".join(f"{k} {format_metric(k, v, percent)}" for k, v in metrics.items()
-                                   if k.startswith("test/") and not k.endswith("_best")),
+                                   if k.startswith(("test/", "val/")) and not k.endswith("_best")),
              f"  best:  {objective} {format_metric(objective, metrics[f'{objective}_best'], percent)} (step {best_step})"]
     paper = paper_line(getattr(cfg, "paper", None), objective, format_metric(objective, metrics[objective], percent))
-    if paper is not None:
+    if paper is not None and objective.startswith("test/"):  # the paper's numbers are test numbers
         lines.append(paper)
     if metrics.get("train/skipped_steps"):
         lines.append(f"  skipped steps (non-finite loss): {metrics['train/skipped_steps']}")
@@ -190,12 +190,15 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
                         + ("" if err.saved_step is None else f"; continue with: {resume_command(command, out_dir)}"))
             raise
     final = state.history[-1]
-    best = max(h[task.objective] for h in state.history)
+    split = getattr(task, "eval_split", "test")
+    objective = on_split(task.objective, split)
+    best = max(h[objective] for h in state.history)
     metrics = {
         "status": "finished",
-        **{k: v for k, v in final.items() if k.startswith("test/")},
-        f"{task.objective}_best": best,
-        "objective": task.objective,
+        **{k: v for k, v in final.items() if k.startswith(f"{split}/")},
+        f"{objective}_best": best,
+        "objective": objective,
+        "eval_split": split,
         "train/steps": state.step,
         "train/samples": state.step * cfg.batch_size,
         "train/skipped_steps": state.skipped_steps,
@@ -214,6 +217,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         "history": state.history,
     }
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=1))
-    for line in summary_lines(metrics, task.objective, out_dir, cfg, command, getattr(task, "percent_metrics", ())):
+    percent = tuple(on_split(k, split) for k in getattr(task, "percent_metrics", ()))
+    for line in summary_lines(metrics, objective, out_dir, cfg, command, percent):
         log.info(line)
     return metrics

@@ -50,6 +50,12 @@ class ImageSplit:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def hold_out(self, n: int) -> tuple["ImageSplit", "ImageSplit"]:
+        """(the first len - n images, the last n): a training split and its held-out validation split."""
+        if not 0 < n < len(self):
+            raise ConfigError(f"dataset.validation must be between 1 and {len(self) - 1} (the training images), got {n}")
+        return (ImageSplit(self.images[:-n], self.labels[:-n]), ImageSplit(self.images[-n:], self.labels[-n:]))
+
 
 def data_root(configured: str | os.PathLike | None = None) -> Path:
     """``$DAB_DATA_ROOT`` if set, else ``configured``, else ``./data``."""

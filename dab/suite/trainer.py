@@ -103,12 +103,19 @@ class LossWatch:
         return means
 
 
+def on_split(key: str, split: str) -> str:
+    """A task's ``test/...`` metric key as scored on ``split`` (test, or val for a held-out validation split)."""
+    return key if split == "test" else key.replace("test/", f"{split}/", 1)
+
+
 def evaluate(model: nn.Module, task: Any, autocast: Callable[[], Any]) -> dict[str, float]:
+    """The task's metrics, named for the split it scores (``task.eval_split``: test by default)."""
     model.eval()
     with autocast():
         metrics = task.evaluate(model)
     model.train()
-    return metrics
+    split = getattr(task, "eval_split", "test")
+    return {on_split(k, split): v for k, v in metrics.items()}
 
 
 def restore(resume_path: Path | None, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> TrainState:

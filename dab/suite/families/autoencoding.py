@@ -342,11 +342,20 @@ def build(args: RunArgs, device: torch.device) -> tuple[AutoencodingTask, Autoen
     d = g.data.args
     shape = image_shape(g.data.name, getattr(d, "image_size", 512))
     if g.data.name == "imagenet":
+        if d.validation > 0:
+            raise ConfigError("dataset.validation holds out device-held images; imagenet reads a DataLoader: "
+                              "use dataset.validation=0 there")
         train = LoaderImages(imagenet_loader(d.root, d.image_size, d.batch_size, True, d.workers), device)
         test = LoaderImages(imagenet_loader(d.root, d.image_size, d.batch_size, False, d.workers), device)
     else:
-        train = DeviceImages(load_image_split(g.data.name, d.root, True, device), d.batch_size, args.seed)
-        test = DeviceImages(load_image_split(g.data.name, d.root, False, device), d.batch_size, args.seed)
+        train_split = load_image_split(g.data.name, d.root, True, device)
+        if d.validation > 0:  # score held-out training images (val/*), never the test set
+            train_split, test_split = train_split.hold_out(d.validation)
+        else:
+            test_split = load_image_split(g.data.name, d.root, False, device)
+        train = DeviceImages(train_split, d.batch_size, args.seed)
+        test = DeviceImages(test_split, d.batch_size, args.seed)
     model, units, bits = make_autoencoder(args, shape)
     task = AutoencodingTask(model, train, test, units, bits, shape, d.test_size, d.probe_size)
+    task.eval_split = "val" if d.validation > 0 else "test"
     return task, model

@@ -209,9 +209,13 @@ def build(args: RunArgs, device: torch.device) -> tuple[ClassificationTask, nn.M
         probe = stage_output_shape(m.hard_fn_after, m.width)
         align_for_emd(torch.zeros(1, *probe), model.bridge.hard_fn(torch.zeros(1, *probe)))
     train = image_data.load_image_split(g.data.name, d.root, True, device)
-    test = image_data.load_image_split(g.data.name, d.root, False, device)
+    if d.validation > 0:  # score held-out training images (val/*), never the test set
+        train, test = train.hold_out(d.validation)
+    else:
+        test = image_data.load_image_split(g.data.name, d.root, False, device)
     test = image_data.ImageSplit(test.images[:d.test_size], test.labels[:d.test_size])
     task = ClassificationTask(train, test, d.batch_size, args.seed, d.crop_pad, d.flip, channels_last, d.emd_batch)
+    task.eval_split = "val" if d.validation > 0 else "test"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return task, model

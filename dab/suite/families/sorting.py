@@ -50,11 +50,13 @@ class SortingTask:
     percent_metrics = ("test/all_or_none", "test/per_element")  # fractions, shown in percent in the run summary
 
     def __init__(self, length: int, batch_size: int, test_size: int, test_seed: int, seed: int,
-                 device: torch.device):
+                 device: torch.device, validation: int = 0):
         self.length, self.batch_size, self.seed, self.device = length, batch_size, seed, device
+        # validation > 0: score that many other fixed sequences instead of the test set (val/*)
+        self.eval_split = "val" if validation > 0 else "test"
         # drawn on the CPU, then moved: CPU and GPU runs score the very same sequences
-        gen = torch.Generator().manual_seed(test_seed)
-        test_x, test_y = sort_batch(test_size, length, gen, "cpu")
+        gen = torch.Generator().manual_seed(test_seed + 1 if validation > 0 else test_seed)
+        test_x, test_y = sort_batch(validation if validation > 0 else test_size, length, gen, "cpu")
         self.test_x, self.test_y = test_x.to(device), test_y.to(device)
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,5 +98,5 @@ def make_sorting_model(args: RunArgs) -> nn.Module:
 
 def build(args: RunArgs, device: torch.device) -> tuple[SortingTask, nn.Module]:
     d = args.family.data.args
-    task = SortingTask(d.length, d.batch_size, d.test_size, d.test_seed, args.seed, device)
+    task = SortingTask(d.length, d.batch_size, d.test_size, d.test_seed, args.seed, device, d.validation)
     return task, make_sorting_model(args)
