@@ -12,15 +12,15 @@ The options of each extension point are registries (``dab.registry``): ``HARD_FN
 suite (Hydra configs, trainer, paper families) lives in ``dab.suite`` and is never imported here.
 """
 from dab.approximators import APPROXIMATORS, DenseApproximator, ElementwiseApproximator, make_approximator
-from dab.bridge import Bridge, make_bridge, pop_dab_loss, score_function_loss
+from dab.bridge import Bridge, draws_per_input, make_bridge, pop_dab_loss, score_function_loss
 from dab.errors import ConfigError
-from dab.estimators import ESTIMATORS
-from dab.hard_fns import HARD_FNS, HardFn, make_hard_fn
+from dab.estimators import ESTIMATORS, tuning_grid
+from dab.hard_fns import HARD_FNS, Facts, HardFn, Law, make_hard_fn
 from dab.losses import DAB_LOSSES
 from dab.registry import Registry
 
 __all__ = [
-    "Bridge", "make_bridge", "pop_dab_loss", "score_function_loss", "HardFn", "make_hard_fn", "HARD_FNS", "APPROXIMATORS",
-    "ESTIMATORS", "DAB_LOSSES", "Registry", "DenseApproximator", "ElementwiseApproximator",
-    "make_approximator", "ConfigError",
+    "Bridge", "make_bridge", "pop_dab_loss", "score_function_loss", "draws_per_input", "HardFn", "Facts", "Law",
+    "make_hard_fn", "HARD_FNS", "APPROXIMATORS", "ESTIMATORS", "tuning_grid", "DAB_LOSSES", "Registry",
+    "DenseApproximator", "ElementwiseApproximator", "make_approximator", "ConfigError",
 ]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -110,27 +111,35 @@ class ConvApproximator(nn.Module):
         return torch.cat([rows, cols], dim=-1)
 
 
-APPROXIMATORS = Registry("approximator")  # name -> builder(in_shape, out_shape, hidden, depth)
+@dataclass
+class ApproximatorArgs:
+    """The settings every approximator reads (the suite's ``dab.hidden`` and ``dab.depth``)."""
+
+    hidden: int = 256  # width: units (dense, elementwise) or channels (conv)
+    depth: int = 2  # Linear (or convolution) layers
 
 
-@APPROXIMATORS.register("dense")
-def _dense(in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
-    return DenseApproximator(in_shape, out_shape, hidden, depth)
+APPROXIMATORS = Registry("approximator")  # name -> builder(settings, in_shape, out_shape) -> nn.Module
 
 
-@APPROXIMATORS.register("elementwise")
-def _elementwise(in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
+@APPROXIMATORS.register("dense", schema=ApproximatorArgs)
+def _dense(args: ApproximatorArgs, in_shape: Shape, out_shape: Shape) -> nn.Module:
+    return DenseApproximator(in_shape, out_shape, args.hidden, args.depth)
+
+
+@APPROXIMATORS.register("elementwise", schema=ApproximatorArgs)
+def _elementwise(args: ApproximatorArgs, in_shape: Shape, out_shape: Shape) -> nn.Module:
     if tuple(in_shape) != tuple(out_shape):
         raise ConfigError(f"the elementwise approximator cannot map shape {tuple(in_shape)} to {tuple(out_shape)}; "
                           "use approximator=dense for shape-changing hard functions")
-    return ElementwiseApproximator(hidden, depth)
+    return ElementwiseApproximator(args.hidden, args.depth)
 
 
-@APPROXIMATORS.register("conv")
-def _conv(in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
-    return ConvApproximator(in_shape, out_shape, hidden, depth)
+@APPROXIMATORS.register("conv", schema=ApproximatorArgs)
+def _conv(args: ApproximatorArgs, in_shape: Shape, out_shape: Shape) -> nn.Module:
+    return ConvApproximator(in_shape, out_shape, args.hidden, args.depth)
 
 
 def make_approximator(name: str, in_shape: Shape, out_shape: Shape, hidden: int, depth: int) -> nn.Module:
     """Build the approximator registered as ``name`` for per-sample shapes ``in_shape -> out_shape``."""
-    return APPROXIMATORS[name](in_shape, out_shape, hidden, depth)
+    return APPROXIMATORS[name](ApproximatorArgs(hidden, depth), in_shape, out_shape)

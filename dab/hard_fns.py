@@ -1,9 +1,11 @@
 """Non-differentiable ("hard") functions, as pure batched torch functions.
 
 Every function takes a batch ``x: [B, *in_shape]`` and returns ``[B, *out_shape]``; the first
-dimension is always the batch and no function mixes samples. The registry ``HARD_FNS`` maps a config
-name to a builder of a :class:`HardFn`, which also knows the per-sample output shape, so a bridge can size its approximator
-(and refuse the straight-through estimator on shape-changing ops) before seeing data.
+dimension is always the batch and no function mixes samples. The registry ``HARD_FNS`` maps a name
+to a builder that turns the option's settings (a dataclass) into a :class:`HardFn`, which knows the
+per-sample output shape, so a bridge can size its approximator before seeing data, and its
+:class:`Facts` (typed: position-wise, continuous, stochastic and with which :class:`Law`), from
+which each estimator decides whether it suits the function (``dab/estimators.py``).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from dab.errors import ConfigError
-from dab.registry import Registry
+from dab.registry import NoSettings, Registry
 
 Shape = tuple[int, ...]
 
@@ -134,15 +136,59 @@ def _require_feature_map(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} expects a feature map [B, C, H, W], got shape {tuple(x.shape)}")
 
 
+LAWS = ("bernoulli", "categorical")
+
+
+@dataclass(frozen=True)
+class Law:
+    """The distribution of a stochastic hard function's draw given its input logits x:
+    ``bernoulli``: z ~ Bernoulli(sigmoid(x)) per element (a two-way categorical with logits (0, x));
+    ``categorical``: one-hot draws from softmax over groups of ``categories`` elements of the last dim."""
+
+    kind: str
+    categories: int = 2
+
+    def __post_init__(self):
+        if self.kind not in LAWS:
+            raise TypeError(f"Law kind must be one of {', '.join(LAWS)}, got {self.kind!r}")
+        if self.kind == "bernoulli" and self.categories != 2:
+            raise TypeError(f"a Bernoulli law has 2 categories, got {self.categories}")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the estimators and the diagnostics may rely on about a hard function (all False: a
+    deterministic function of no known structure, which only ``dab``, ``ste`` and ``perturbed`` suit).
+
+    positionwise: output element i belongs to input element i (same shape, no values moved between
+                  positions): signum, binary, Bernoulli and categorical samples, k-means, identity;
+                  not the sorts and top-k, which move values between positions;
+    continuous:   the output is a continuous (piecewise-linear) function of the input that autograd
+                  differentiates exactly almost everywhere (the sorts and top-k, identity), so the
+                  gradient-fidelity diagnostics can use the exact gradient as their reference;
+    stochastic:   the output is a random draw; ``law`` is its distribution where it is known.
+    """
+
+    positionwise: bool = False
+    continuous: bool = False
+    stochastic: bool = False
+    law: Law | None = None
+
+    def __post_init__(self):
+        if self.law is not None and not self.stochastic:
+            raise TypeError("Facts with a law must say stochastic=True")
+
+
 @dataclass(frozen=True)
 class HardFn:
-    """A named hard function bound to its arguments, with its per-sample output shape."""
+    """A named hard function bound to its arguments, with its per-sample output shape, its facts
+    (which the estimators read to decide whether they suit it) and the settings it was built from."""
 
     name: str
     fn: Callable[[torch.Tensor], torch.Tensor]
     out_shape: Callable[[Shape], Shape]
-    # the registered facts and settings (make_hard_fn fills them); the estimators read them
-    facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    facts: Facts = field(default=Facts(), compare=False)
+    settings: Any = field(default=None, compare=False)  # the option's settings dataclass (make_hard_fn fills it)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """[B, *in_shape] -> [B, *out_shape], never attached to x's graph (identity returns x itself,
@@ -201,19 +247,10 @@ def _kmeans_shape(k: int) -> Callable[[Shape], Shape]:
     return shape_fn
 
 
-# Each option registers, besides its schema, the facts the estimators read to decide whether they
-# suit it (dab/estimators.py declares which facts each estimator needs):
-#   positionwise: output element i belongs to input element i (same shape, no values moved between
-#                 positions): signum, binary, Bernoulli and categorical samples, k-means, identity;
-#                 not the sorts and top-k, which move values between positions;
-#   continuous:   the output is a continuous (piecewise-linear) function of the input that autograd
-#                 differentiates exactly almost everywhere (the sorts and top-k, identity), so the
-#                 gradient-fidelity diagnostics can use the exact gradient as their reference;
-#   stochastic:   the output is a random draw; ``distribution`` names its law over the input logits:
-#                 "bernoulli" (z ~ Bernoulli(sigmoid(x)) per element) or "categorical" (one-hot
-#                 draws from softmax over groups of ``categories`` elements of the last dim).
-# An option that declares nothing counts as deterministic and not positionwise.
-HARD_FNS = Registry("hard_fn")  # name -> builder(args) -> HardFn; its schema is the option's settings
+POSITIONWISE = Facts(positionwise=True)
+CONTINUOUS = Facts(continuous=True)
+BERNOULLI = Facts(positionwise=True, stochastic=True, law=Law("bernoulli"))
+HARD_FNS = Registry("hard_fn")  # name -> builder(settings) -> HardFn; its schema is the option's settings
 
 
 @dataclass
@@ -238,62 +275,67 @@ class KMeansArgs:
     seed: int = 0  # picks the first centroid (farthest-point initialization)
 
 
-@HARD_FNS.register("signum", schema=SignumArgs, positionwise=True)
+@HARD_FNS.register("signum", schema=SignumArgs)
 def _signum(args: SignumArgs) -> HardFn:
     if args.eps < 0:
         raise ConfigError(f"signum margin eps must be >= 0, got {args.eps}")
-    return HardFn("signum", lambda x: signum_with_margin(x, args.eps), _same)
+    return HardFn("signum", lambda x: signum_with_margin(x, args.eps), _same, POSITIONWISE)
 
 
-@HARD_FNS.register("binary", positionwise=True)
-def _binary(args: None) -> HardFn:
-    return HardFn("binary", binary_above_mean, _same)
+@HARD_FNS.register("binary", schema=NoSettings)
+def _binary(args: NoSettings) -> HardFn:
+    return HardFn("binary", binary_above_mean, _same, POSITIONWISE)
 
 
-@HARD_FNS.register("bernoulli", positionwise=True, stochastic=True, distribution="bernoulli")
-def _bernoulli(args: None) -> HardFn:
-    return HardFn("bernoulli", bernoulli_sample, _same)
+@HARD_FNS.register("bernoulli", schema=NoSettings)
+def _bernoulli(args: NoSettings) -> HardFn:
+    return HardFn("bernoulli", bernoulli_sample, _same, BERNOULLI)
 
 
-@HARD_FNS.register("categorical", schema=CategoricalArgs, positionwise=True, stochastic=True,
-                   distribution="categorical")
+@HARD_FNS.register("categorical", schema=CategoricalArgs)
 def _categorical(args: CategoricalArgs) -> HardFn:
     if args.categories < 2:
         raise ConfigError(f"categorical needs categories >= 2, got {args.categories}")
-    return HardFn("categorical", lambda x: categorical_sample(x, args.categories), _categorical_shape(args.categories))
+    return HardFn("categorical", lambda x: categorical_sample(x, args.categories), _categorical_shape(args.categories),
+                  Facts(positionwise=True, stochastic=True, law=Law("categorical", args.categories)))
 
 
-@HARD_FNS.register("sort1d", continuous=True)
-def _sort1d(args: None) -> HardFn:
-    return HardFn("sort1d", sort_1d, _same)
+@HARD_FNS.register("sort1d", schema=NoSettings)
+def _sort1d(args: NoSettings) -> HardFn:
+    return HardFn("sort1d", sort_1d, _same, CONTINUOUS)
 
 
-@HARD_FNS.register("sort_rows_cols", continuous=True)
-def _sort_rows_cols(args: None) -> HardFn:
-    return HardFn("sort_rows_cols", sort_rows_cols, _rows_cols_shape)
+@HARD_FNS.register("sort_rows_cols", schema=NoSettings)
+def _sort_rows_cols(args: NoSettings) -> HardFn:
+    return HardFn("sort_rows_cols", sort_rows_cols, _rows_cols_shape, CONTINUOUS)
 
 
-@HARD_FNS.register("topk", schema=TopkArgs, continuous=True)
+@HARD_FNS.register("topk", schema=TopkArgs)
 def _topk(args: TopkArgs) -> HardFn:
-    return HardFn("topk", lambda x: topk_rows_cols(x, args.k), _topk_shape(args.k))
+    return HardFn("topk", lambda x: topk_rows_cols(x, args.k), _topk_shape(args.k), CONTINUOUS)
 
 
-@HARD_FNS.register("kmeans", schema=KMeansArgs, positionwise=True)
+@HARD_FNS.register("kmeans", schema=KMeansArgs)
 def _kmeans(args: KMeansArgs) -> HardFn:
-    return HardFn("kmeans", lambda x: kmeans_quantize(x, args.k, args.iters, args.seed), _kmeans_shape(args.k))
+    return HardFn("kmeans", lambda x: kmeans_quantize(x, args.k, args.iters, args.seed), _kmeans_shape(args.k),
+                  POSITIONWISE)
 
 
-@HARD_FNS.register("identity", positionwise=True, continuous=True)
-def _identity(args: None) -> HardFn:
-    return HardFn("identity", identity, _same)
+@HARD_FNS.register("identity", schema=NoSettings)
+def _identity(args: NoSettings) -> HardFn:
+    return HardFn("identity", identity, _same, Facts(positionwise=True, continuous=True))
 
 
-def make_hard_fn(name: str, **args) -> HardFn:
+def make_hard_fn(name: str, **settings) -> HardFn:
     """Build the hard function registered as ``name`` with its settings (signum: ``eps``; topk:
     ``k``; kmeans: ``k``, ``iters``, ``seed``; categorical: ``categories``); a setting the function
-    does not have is an error."""
+    does not have, or one of the wrong type, is a ConfigError naming the valid ones."""
+    return build_hard_fn(name, settings, caller="make_hard_fn")
+
+
+def build_hard_fn(name: str, settings: Mapping[str, Any], caller: str) -> HardFn:
+    """:func:`make_hard_fn` for a library function ``caller`` (e.g. ``make_bridge``), whose name the
+    errors about ``settings`` carry."""
     option = HARD_FNS[name]
-    settings = option.args(args, where="hard_fn")
-    fn = option(settings)
-    given = {} if settings is None else dataclasses.asdict(settings)
-    return dataclasses.replace(fn, facts={"name": name, **option.info, **given})
+    args = option.from_call(settings, caller)
+    return dataclasses.replace(option(args), settings=args)

@@ -37,5 +37,6 @@ for _name, _fn in (("l2", l2_loss), ("huber", huber_loss), ("l1", l1_loss), ("co
 
 
 def get_dab_loss(name: str) -> LossFn:
-    """The DAB loss registered as ``name`` (l2, huber, l1, cosine)."""
-    return DAB_LOSSES[name].build
+    """The DAB loss registered as ``name`` (l2, huber, l1, cosine); an unknown name is a ConfigError
+    naming the valid ones."""
+    return DAB_LOSSES.check(name, what="loss").build

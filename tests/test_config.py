@@ -168,7 +168,7 @@ def test_run_experiment_takes_a_plain_dataclass_config(tmp_path):
 def test_parse_accepts_a_plain_dict_as_documented(tmp_path):
     """parse()'s docstring: 'DictConfig, dict or Config'."""
     values = dataclasses.asdict(small_dataclass_config(tmp_path))
-    assert parse(values).family.data.args.length == 5
+    assert parse(values).family.data.args.length == 4
     values["dab"]["gamma"] = -1.0
     with pytest.raises(ConfigError, match="gamma"):
         parse(values)

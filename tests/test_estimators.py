@@ -2,26 +2,29 @@
 autocast against eager fp32, and a short training run per estimator that leaves chance."""
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import math
+import tomllib
 
 import pytest
 import torch
 from torch import nn
 
-from dab import Bridge, ConfigError, make_bridge, pop_dab_loss, score_function_loss
-from dab.estimators import ESTIMATORS, suitable_estimators
-from dab.hard_fns import HARD_FNS, HardFn, make_hard_fn
+from dab import Bridge, ConfigError, draws_per_input, make_bridge, pop_dab_loss, score_function_loss
+from dab.estimators import (BRIDGE_DEFAULTS, ESTIMATORS, SETTING_KEYS, SOFTSORT_REQUIREMENT, Axis, BlackboxArgs,
+                            Estimator, describe_grid, make_estimator, suitable_estimators, tuning_grid)
+from dab.hard_fns import HARD_FNS, Facts, HardFn, Law, make_hard_fn
 from dab.suite.experiment import run_experiment
 from dab.suite.step import cpu_supports_bf16
 
-from conftest import compose_config, small_overrides
+from conftest import REPO, compose_config, small_overrides
 
 
 def smooth_bridge(fn, estimator: str, **settings) -> Bridge:
     """A bridge around a plain (smooth) callable, with the facts of a deterministic op."""
-    hard = HardFn("smooth", fn, lambda s: s, facts={"name": "smooth", "positionwise": True})
+    hard = HardFn("smooth", fn, lambda s: s, Facts(positionwise=True))
     return Bridge(hard, None, gamma=0.0, estimator=estimator, estimator_args=settings).train()
 
 
@@ -269,8 +272,13 @@ def test_softsort_without_torchsort_is_a_clear_error(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_torchsort)
-    with pytest.raises(ConfigError, match="pip install torchsort"):
+    with pytest.raises(ConfigError) as err:
         make_bridge("sort1d", (4,), estimator="softsort")
+    # the install line of the README and of pyproject.toml's optional extra "softsort"
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["softsort"]
+    assert extra == [SOFTSORT_REQUIREMENT]
+    assert 'pip install --no-build-isolation -e ".[softsort]"' in str(err.value)
+    assert f'pip install --no-build-isolation "{SOFTSORT_REQUIREMENT}"' in str(err.value)
 
 
 # --- which estimator suits which op
@@ -300,7 +308,7 @@ def test_an_unsuitable_pair_is_one_line_naming_the_suitable_estimators(hard):
     shape = SHAPES.get(hard, (6,))
     fn = make_hard_fn(hard, **kwargs)
     same = tuple(fn.out_shape(shape)) == tuple(shape)
-    assert set(suitable_estimators(fn.facts, same)) == SUITS[hard]
+    assert set(suitable_estimators(hard, fn.facts, same)) == SUITS[hard]
     for estimator in ESTIMATORS:
         if estimator in SUITS[hard]:
             if estimator == "softsort":
@@ -315,10 +323,208 @@ def test_an_unsuitable_pair_is_one_line_naming_the_suitable_estimators(hard):
 
 
 def test_settings_an_estimator_does_not_have_are_refused_naming_its_own():
-    with pytest.raises(ConfigError, match="dab.sigma is not a setting of estimator blackbox; its settings: lam"):
+    """In a library call's words from make_bridge, in the suite's (dab.<key>) from make_estimator."""
+    with pytest.raises(ConfigError,
+                       match="make_bridge: estimator blackbox takes no setting 'sigma'; valid settings: lam"):
         make_bridge("signum", (4,), estimator="blackbox", estimator_args={"sigma": 1.0})
-    with pytest.raises(ConfigError, match="dab.samples must be >= 1"):
+    with pytest.raises(ConfigError, match="make_bridge: estimator perturbed needs samples >= 1, got 0"):
         make_bridge("signum", (4,), estimator="perturbed", estimator_args={"samples": 0})
+    with pytest.raises(ConfigError, match="make_bridge: estimator gumbel setting tau must be float, got 'hot'"):
+        make_bridge("bernoulli", (4,), estimator="gumbel", estimator_args={"tau": "hot"})
+    with pytest.raises(ConfigError, match="dab.sigma is not a setting of estimator blackbox; its settings: lam"):
+        make_estimator("blackbox", {"sigma": 1.0})
+    with pytest.raises(ConfigError, match="dab.samples must be >= 1 for estimator perturbed, got 0"):
+        make_estimator("perturbed", {"samples": 0})
+    with pytest.raises(ConfigError, match="Bridge: estimator reinmax needs tau > 0, got 0"):
+        Bridge(make_hard_fn("bernoulli"), None, estimator="reinmax", estimator_args={"tau": 0.0})
+
+
+# --- typed facts, settings and grids
+
+
+def test_a_typo_in_a_fact_or_a_law_fails_when_it_is_written():
+    with pytest.raises(TypeError):
+        Facts(positionwse=True)  # noqa: the typo is the test
+    with pytest.raises(TypeError, match="bernoulli, categorical"):
+        Law("bernouli")
+    with pytest.raises(TypeError, match="stochastic=True"):
+        Facts(law=Law("bernoulli"))
+    with pytest.raises(AttributeError):
+        make_hard_fn("signum").facts.positionwse  # noqa: B018
+    assert make_hard_fn("categorical", categories=3).facts.law == Law("categorical", 3)
+    assert make_hard_fn("topk", k=2).settings.k == 2  # what the soft sort reads
+
+
+def test_every_estimator_declares_its_needs_as_typed_class_attributes():
+    for name in ESTIMATORS:
+        cls = ESTIMATORS[name].build
+        assert cls.name == name and ESTIMATORS[name].schema is cls.Settings
+        assert cls.needs_approximator is (name == "dab")
+        assert isinstance(make_estimator(name), cls)  # settings validate without optional packages
+    assert set(SETTING_KEYS) == {"tau", "lam", "sigma", "samples", "tau_relative"}
+
+
+def test_a_grid_key_that_is_not_a_setting_fails_when_the_class_is_defined():
+    with pytest.raises(TypeError, match="tunes 'lamda', which is not one of its settings: lam"):
+        class Typo(Estimator):  # noqa: F841
+            Settings = BlackboxArgs
+            grid = (Axis("lamda", (1.0, 10.0)),)
+
+
+def test_the_tuning_grids_cover_every_estimator_with_valid_settings():
+    """Every point builds (its keys are the estimator's settings or, for dab, the bridge's), the
+    relative axes centre on the task's value, and an estimator with nothing to tune has one point."""
+    sizes = {name: len(tuning_grid(name)) for name in ESTIMATORS}
+    assert sizes == {"dab": 8, "ste": 1, "gumbel": 3, "gumbel_st": 3, "reinmax": 4, "reinforce": 4, "blackbox": 5,
+                     "perturbed": 6, "softsort": 4}
+    for name in ESTIMATORS:
+        for point in tuning_grid(name):
+            settings = {k: v for k, v in point.items() if k not in BRIDGE_DEFAULTS}
+            if name == "dab":
+                assert set(point) == {"gamma", "hidden", "depth"} and isinstance(point["hidden"], int)
+            make_estimator(name, settings)
+    assert tuning_grid("blackbox", {"lam": 5000.0}) == [{"lam": v} for v in (500.0, 1500.0, 5000.0, 15000.0, 50000.0)]
+    assert tuning_grid("blackbox", {"lam": None}) == tuning_grid("blackbox")  # the default, 10
+    assert {p["sigma"] for p in tuning_grid("perturbed", {"sigma": 0.5})} == {0.25, 0.5, 1.0}
+    assert {p["samples"] for p in tuning_grid("perturbed")} == {10, 100}
+    assert {(p["gamma"], p["hidden"]) for p in tuning_grid("dab", {"gamma": 10.0, "hidden": 128})} == {
+        (10.0, 128), (10.0, 256), (100.0, 128), (100.0, 256)}
+    assert tuning_grid("ste") == [{}] and describe_grid("ste") == "nothing to tune"
+    assert describe_grid("blackbox") == "lam x (0.1, 0.3, 1, 3, 10) of the task's value"
+
+
+def test_the_grid_defaults_are_make_bridges():
+    params = inspect.signature(make_bridge).parameters
+    assert {k: params[k].default for k in BRIDGE_DEFAULTS} == BRIDGE_DEFAULTS
+
+
+# --- library errors in the library's words
+
+
+def test_make_bridge_names_its_own_arguments_in_its_errors():
+    with pytest.raises(ConfigError, match=r"^make_bridge: signum takes no setting 'epsilon'; valid settings: eps$"):
+        make_bridge("signum", (8,), epsilon=0.1)
+    with pytest.raises(ConfigError, match=r"^make_bridge: binary takes no setting 'eps'; valid settings: none$"):
+        make_bridge("binary", (8,), eps=0.1)
+    with pytest.raises(ConfigError, match=r"^make_bridge: topk setting k must be int, got 2.5$"):
+        make_bridge("topk", (2, 4, 5), k=2.5)
+    with pytest.raises(ConfigError, match=r"^make_hard_fn: kmeans takes no setting 'K'; valid settings: k, "):
+        make_hard_fn("kmeans", K=3)
+    with pytest.raises(ConfigError, match=r"^make_bridge: gamma must be >= 0, got -1"):
+        make_bridge("signum", (8,), gamma=-1)
+    with pytest.raises(ConfigError, match=r"^unknown loss 'l3'; valid choices: "):
+        make_bridge("signum", (8,), loss="l3")
+
+
+def test_an_int_in_shape_is_one_dimension_and_anything_else_a_clear_error():
+    assert make_bridge("signum", 256, hidden=8).in_shape == (256,)
+    assert make_bridge("signum", torch.Size([4, 2]), hidden=8).in_shape == (4, 2)
+    assert Bridge(make_hard_fn("signum"), None, estimator="ste", in_shape=6).in_shape == (6,)
+    for bad in ("256", 2.0, (4, 0), (), [4, "2"], None, True):
+        with pytest.raises(ConfigError, match=r"make_bridge: in_shape must be a positive int or a tuple of positive "
+                                              r"ints, the shape of one sample without the batch dimension"):
+            make_bridge("signum", bad)
+
+
+# --- REINFORCE with S draws per input, leave-one-out over the draws
+
+
+def test_reinforce_with_several_draws_per_input_takes_its_baseline_from_the_same_inputs_draws():
+    bridge = make_bridge("bernoulli", (1,), estimator="reinforce", estimator_args={"samples": 3}).train()
+    assert bridge.draws_per_input == 3 and draws_per_input(nn.Sequential(bridge)) == 3
+    theta = torch.tensor(0.5, requires_grad=True)
+    s = torch.tensor([1.0, -2.0, 3.0, 0.5, 2.0, -1.0])
+    bridge.record_score(theta * s)
+    cost = torch.tensor([1.0, 4.0, 7.0, 2.0, 2.0, 8.0])  # input 0: draws 0-2, input 1: draws 3-5
+    score_function_loss(bridge, cost).backward()
+    baseline = torch.tensor([5.5, 4.0, 2.5, 5.0, 5.0, 2.0])
+    assert theta.grad.item() == pytest.approx(float(((cost - baseline) * s).mean()))
+    bridge.record_score(theta * s[:5])
+    with pytest.raises(ConfigError, match=r"repeat_interleave\(3, 0\)"):
+        score_function_loss(bridge, cost[:5])
+
+
+def test_reinforce_with_several_draws_per_input_is_unbiased():
+    torch.manual_seed(0)
+    logits = torch.tensor([0.3, -0.8, 1.1], dtype=torch.float64)
+    exact = exact_bernoulli_gradient(logits)
+    bridge = make_bridge("bernoulli", (3,), estimator="reinforce", estimator_args={"samples": 4}).double().train()
+    estimates = []
+    for _ in range(25):
+        leaf = logits.clone().requires_grad_(True)
+        z = bridge(leaf.expand(1024, 3).repeat_interleave(4, 0))
+        per_sample = bernoulli_objective(z)
+        (per_sample.mean() + score_function_loss(bridge, per_sample)).backward()
+        estimates.append(leaf.grad)
+    estimates = torch.stack(estimates)
+    mean, se = estimates.mean(0), estimates.std(0) / math.sqrt(25)
+    assert ((mean - exact).abs() <= 4 * se + 1e-3).all(), (mean, exact, se)
+
+
+def test_several_draws_per_input_refuse_a_batch_that_does_not_repeat_its_inputs():
+    bridge = make_bridge("bernoulli", (3,), estimator="reinforce", estimator_args={"samples": 2}).train()
+    with pytest.raises(ConfigError, match=r"samples=2 needs each input 2 times in a row"):
+        bridge(torch.randn(4, 3, requires_grad=True))
+    bridge(torch.randn(2, 3).repeat_interleave(2, 0).requires_grad_(True))  # checked once, then trusted
+    assert bridge.score_logp.shape == (4,)
+
+
+def test_one_draw_per_input_keeps_the_batch_baseline_exactly():
+    """samples=1 (the default) is the estimator as it was: the baseline of the other inputs."""
+    assert make_estimator("reinforce").draws_per_input == 1
+    assert make_bridge("signum", (3,), hidden=4).draws_per_input == 1
+
+
+# --- the soft sort's relative strength (a pure-torch stand-in for torchsort's l2 soft sort)
+
+
+def isotonic_decreasing(y: torch.Tensor) -> torch.Tensor:
+    """argmin_{v_1 >= v_2 >= ...} |v - y|^2 of one row (pool adjacent violators)."""
+    blocks = []  # [sum, count]
+    for value in y.tolist():
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return torch.tensor([t / c for t, c in blocks for _ in range(c)], dtype=y.dtype)
+
+
+def reference_soft_sort(values: torch.Tensor, regularization: str = "l2", regularization_strength: float = 1.0):
+    """torchsort's l2 soft_sort (ops.SoftSort.forward), ascending, row by row, without a gradient."""
+    n = values.shape[1]
+    w = torch.arange(n, 0, -1, dtype=values.dtype) / regularization_strength
+    rows = []
+    for row in values.detach():
+        s = torch.sort(-row, descending=True).values
+        rows.append(-(w - isotonic_decreasing(w - s)))
+    return torch.stack(rows)
+
+
+@pytest.fixture
+def fake_torchsort(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "torchsort", types.SimpleNamespace(soft_sort=reference_soft_sort))
+
+
+def test_the_relative_soft_sort_strength_relaxes_alike_at_any_scale(fake_torchsort):
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, dtype=torch.float64)
+    absolute = make_bridge("sort1d", (64,), estimator="softsort", estimator_args={"tau": 10.0}).double().train()
+    relative = make_bridge("sort1d", (64,), estimator="softsort",
+                           estimator_args={"tau": 1.0, "tau_relative": True}).double().train()
+    hard = torch.sort(x, 1).values
+    for scale in (1.0, 1000.0):
+        soft = relative(scale * x.clone().requires_grad_(True)).detach()
+        torch.testing.assert_close(soft, scale * relative(x.clone().requires_grad_(True)).detach())
+        assert (soft - scale * hard).abs().max() > 0.05 * scale  # it relaxes at either scale
+    # an absolute strength keeps gaps below 1 / tau: it leaves small inputs hard and relaxes large ones
+    small = absolute(x.clone().requires_grad_(True) / 1000).detach()
+    torch.testing.assert_close(small, hard / 1000)
+    big = absolute(1000 * x.clone().requires_grad_(True)).detach()
+    assert (big - 1000 * hard).abs().max() > 100
 
 
 # --- torch.compile and bf16 autocast against eager fp32

@@ -60,7 +60,8 @@ class DabConfig:
     tau: Optional[float] = None  # gumbel, gumbel_st, reinmax: temperature; softsort: regularization strength
     lam: Optional[float] = None  # blackbox: interpolation scale lambda
     sigma: Optional[float] = None  # perturbed: noise scale
-    samples: Optional[int] = None  # perturbed: noise draws per forward
+    samples: Optional[int] = None  # perturbed: noise draws per forward; reinforce: draws per input
+    tau_relative: Optional[bool] = None  # softsort: tau in units of each row's mean gap
     # log the bridge's gradient fidelity (dab/suite/fidelity.py) to TensorBoard every N steps, at the
     # evaluations that fall on a multiple of N, in every family (dab/suite/trainer.py); null: never
     fidelity_every: Optional[int] = None

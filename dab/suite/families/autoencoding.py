@@ -27,7 +27,7 @@ from dab.suite.image_data import image_datasets, image_shape, imagenet_loader, l
 from dab.suite.image_metrics import linear_probe_accuracy, ms_ssim_upsampled
 from dab.suite.models.autoencoders import (Autoencoder, ConvDecoder, conv_encoder, dense_decoder, resnet18_encoder,
                                            threshold_autoencoder)
-from dab.bridge import score_function_loss
+from dab.bridge import draws_per_input, score_function_loss
 from dab.suite.models.latents import (ANNEAL_SCHEDULES, LATENTS, BridgedCategoricalArgs, RelaxedArgs, RelaxedLatent,
                                       SignumLatentArgs, ThresholdLatent, bits_per_unit, make_bridged_latent,
                                       make_schedule)
@@ -154,6 +154,9 @@ class AutoencodingTask:
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         x, _ = batch
+        draws = draws_per_input(model)
+        if draws > 1:  # reinforce with S draws per image: S consecutive copies, a baseline among them
+            x = x.repeat_interleave(draws, 0)
         logits, _, kl = model(x)
         per_image = reconstruction_nll(logits, x)
         recon = per_image.mean()
