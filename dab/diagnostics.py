@@ -1,4 +1,5 @@
-"""Gradient fidelity: how close a bridge's gradient at its input is to a reference gradient.
+"""Gradient fidelity: how close a bridge's gradient at its input is to a reference gradient, with
+the estimator's bias separated from its noise.
 
 :func:`gradient_fidelity` takes a bridge, its input ``x: [B, *in_shape]`` and ``loss_fn``, the
 rest of the model and the task loss as a function of the bridge's output (``y -> [B]`` losses per
@@ -10,31 +11,48 @@ sample, or a scalar batch mean), and compares the estimator's gradient of the ba
   (``reference="exact"``; needs per-sample losses);
 - a larger stochastic code: the score-function gradient of the same objective from ``samples``
   draws with a leave-one-out baseline, unbiased (``reference="score"``);
-- a continuous (piecewise-linear) hard function, registered ``continuous`` (sorts, top-k): the
-  exact gradient of L(h(x)) by autograd through the function, which is the limit of the smoothed
+- a continuous (piecewise-linear) hard function (``Facts.continuous``: sorts, top-k): the exact
+  gradient of L(h(x)) by autograd through the function, which is the limit of the smoothed
   gradient below as sigma -> 0 (``reference="autograd"``);
 - any other deterministic hard function: its gradient is zero almost everywhere (signum, binary) or
-  ignores the jumps (sort, k-means), so the reference is the gradient of the Gaussian-smoothed
-  loss E_eps[L(h(x + sigma eps))], sigma = ``rel_sigma`` times the standard deviation of x (or
+  ignores the jumps (k-means), so the reference is the gradient of the Gaussian-smoothed loss
+  E_eps[L(h(x + sigma eps))], sigma = ``rel_sigma`` times the standard deviation of x (or
   ``sigma``), from ``samples`` antithetic pairs: (L(h(x + sigma eps)) - L(h(x - sigma eps))) eps / (2 sigma)
   (``reference="smoothed"``), per sample when ``loss_fn`` returns per-sample losses.
 
-The estimator's gradient is drawn ``repeats`` times (a stochastic estimator's draws differ), with
-the bridge in training mode; any DAB loss it records is added, so ``loss_to_input`` shows. Reported
-(over the whole flattened batch gradient; g the reference, g_k the draws, m their mean):
-``cosine`` = cos(m, g); ``rel_bias`` = |m - g| / |g|; ``rel_std`` = sqrt(mean_k |g_k - m|^2 * K/(K-1)) / |g|;
-``cosine_single`` = mean_k cos(g_k, g), what one training step sees; ``ref_rel_se``, the reference's own
-Monte-Carlo standard error over |g| (0 when exact).
+**The training regime.** ``loss_batch`` is the batch size the training loss averages over: the
+measured objective is sum_b L_b / loss_batch over the ``B`` samples measured, so that each sample's
+dL/dy is the one training sees. That matters for an estimator whose output is not linear in dL/dy
+(blackbox: lambda * dL/dy must be the training step's); for the others it only scales both
+gradients alike. A ``reinforce`` bridge with ``samples`` S > 1 gets each row of ``x`` S times.
+
+**The statistics** (over the whole flattened gradient; g the reference, g_1..g_K the estimator's
+draws, m their mean, Sigma their covariance, V the variance of the reference's mean, 0 when exact):
+
+- ``cosine`` = cos(m, g), ``rel_bias`` = |m - g| / |g|, ``rel_std`` = sqrt(tr Sigma_hat) / |g| and
+  ``cosine_single`` = mean_k cos(g_k, g) (what one training step sees): as measured. A noisy
+  estimator's mean m is itself noisy, so ``rel_bias`` grows like rel_std / sqrt(K) and ``cosine``
+  falls, even for an unbiased estimator; a noisy reference lowers every cosine alike.
+- ``rel_bias2``: the debiased squared bias, (|m - g|^2 - tr(Sigma_hat) / K - V_hat) / (|g|^2 - V_hat),
+  an unbiased estimate of |E[g_k] - g_true|^2 relative to |g_true|^2: about 0 for an unbiased
+  estimator however noisy (it may be slightly negative), > 0 for a biased one.
+- ``cosine_debiased``: the cosine of the debiased mean, <m, g> / sqrt((|m|^2 - tr(Sigma_hat) / K)
+  (|g|^2 - V_hat)), an estimate of cos(E[g_k], g_true) (NaN where a debiased norm is not positive,
+  i.e. the mean is indistinguishable from 0).
+- each of ``rel_bias2``, ``cosine_debiased`` and ``rel_std`` with a ``ci_level`` (95%) percentile
+  bootstrap interval, ``<stat>_lo`` .. ``<stat>_hi``, resampling the estimator's draws and the
+  reference's own terms. ``repeats`` is the number of draws used: with ``max_repeats``, the draws
+  double while the interval of ``cosine_debiased`` that the draws alone leave (the reference held
+  fixed) is wider than ``ci_width``. ``ref_rel_se`` is the reference's relative standard error.
 
 Limits: the smoothed reference depends on sigma (as sigma -> 0 it tends to the a.e. gradient,
 which is 0 for piecewise-constant ops; large sigma blurs the loss), so a cosine is "agreement with
-the sigma-smoothed loss", not with a unique true gradient. Its Monte-Carlo noise (``ref_rel_se``)
-lowers every cosine alike; a scalar ``loss_fn`` mixes the other samples' losses into each sample's
-estimate and needs more samples. ``rel_bias`` and ``rel_std`` are scale-sensitive: an estimator whose
-direction is right but whose scale is not (a DAB approximator's VJP, a blackbox or perturbed
-gradient at an arbitrary lambda or sigma) shows a large ``rel_bias`` with a cosine near 1; with Adam
-the scale matters less than the direction. The model around the bridge should be in eval mode
-(batch-norm running statistics), so that samples do not interact.
+the sigma-smoothed loss", not with a unique true gradient. A scalar ``loss_fn`` mixes the other
+samples' losses into each sample's estimate and needs more samples. The bias and the std are
+scale-sensitive: an estimator whose direction is right but whose scale is not (a DAB
+approximator's VJP, a blackbox or perturbed gradient at an arbitrary lambda or sigma) shows a large
+bias with a cosine near 1; with Adam the scale matters less than the direction. The model around
+the bridge should be in eval mode (batch-norm running statistics), so that samples do not interact.
 """
 from __future__ import annotations
 
@@ -63,11 +81,45 @@ class Fidelity:
     est_norm: float
     reference: str  # exact | score | autograd | smoothed
     sigma: float | None  # the smoothed reference's noise scale
-    repeats: int
+    repeats: int  # estimator draws used
     samples: int  # reference draws (antithetic pairs for smoothed; codes for exact)
+    rel_bias2: float
+    rel_bias2_lo: float
+    rel_bias2_hi: float
+    cosine_debiased: float
+    cosine_debiased_lo: float
+    cosine_debiased_hi: float
+    rel_std_lo: float
+    rel_std_hi: float
+    ci_level: float
+    batch: int  # samples measured
+    loss_batch: int  # the batch size the loss averages over (the training batch)
 
     def as_dict(self, prefix: str = "") -> dict:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
+
+
+@dataclass
+class Reference:
+    """A reference gradient ``grad`` [B, *in_shape] (float64) and, where it is estimated, its i.i.d.
+    Monte-Carlo ``terms`` [M, B, *in_shape] whose mean it is (None: exact)."""
+
+    grad: torch.Tensor
+    kind: str  # exact | score | autograd | smoothed
+    terms: torch.Tensor | None
+    sigma: float | None
+    samples: int
+
+    @property
+    def rel_se(self) -> float:
+        """The standard error of ``grad`` relative to its norm (0 when exact, NaN from one term)."""
+        if self.terms is None:
+            return 0.0
+        return _standard_error(self.terms, self.grad)
+
+    def scaled(self, factor: float) -> Reference:
+        terms = None if self.terms is None else self.terms * factor
+        return Reference(self.grad * factor, self.kind, terms, self.sigma, self.samples)
 
 
 def _per_sample(losses: torch.Tensor, batch: int) -> tuple[torch.Tensor, bool]:
@@ -84,16 +136,32 @@ def _mean_loss(losses: torch.Tensor) -> torch.Tensor:
     return losses if losses.dim() == 0 else losses.mean()
 
 
-def estimator_gradients(bridge: Bridge, x: torch.Tensor, loss_fn: LossFn, repeats: int) -> torch.Tensor:
-    """``repeats`` draws of the bridge's gradient of the batch-mean loss at x: [K, B, *in_shape]."""
+def _losses_of_draws(bridge: Bridge, leaf: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
+    """The bridge on ``leaf`` [B, ...] and the losses: [B] or a scalar; with S draws per input, the
+    bridge sees each row S times in a row and the result is the [B * S] losses of the draws."""
+    draws = bridge.draws_per_input
+    if draws == 1:
+        return loss_fn(bridge(leaf))
+    y = bridge(leaf.repeat_interleave(draws, 0)).unflatten(0, (leaf.shape[0], draws))
+    losses = torch.stack([loss_fn(y[:, s]) for s in range(draws)], 1)  # [B, S]
+    if losses.dim() != 2:
+        raise ValueError(f"estimator {bridge.estimator} with {draws} draws per input needs per-sample losses")
+    return losses.reshape(-1)
+
+
+def estimator_gradients(bridge: Bridge, x: torch.Tensor, loss_fn: LossFn, repeats: int,
+                        loss_batch: int | None = None) -> torch.Tensor:
+    """``repeats`` draws of the bridge's gradient at x of the batch-mean loss (of sum_b L_b /
+    ``loss_batch`` where given): [K, B, *in_shape] float64."""
     was_training = bridge.training
     bridge.train()
+    scale = None if loss_batch is None else x.shape[0] / loss_batch
     draws = []
     try:
         for _ in range(repeats):
             leaf = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                losses = loss_fn(bridge(leaf))
+                losses = _losses_of_draws(bridge, leaf, loss_fn)
                 total = _mean_loss(losses)
                 if bridge.score_logp is not None:
                     if losses.dim() == 0:
@@ -102,6 +170,8 @@ def estimator_gradients(bridge: Bridge, x: torch.Tensor, loss_fn: LossFn, repeat
                 dab = pop_dab_loss(bridge, none_if_empty=True)
                 if dab is not None:
                     total = total + dab
+                if scale is not None:
+                    total = total * scale
                 grad, = torch.autograd.grad(total, leaf, allow_unused=True)
             draws.append(torch.zeros_like(leaf) if grad is None else grad.detach())
     finally:
@@ -123,15 +193,6 @@ def _log_prob(x: torch.Tensor, code: torch.Tensor, kind: str, k: int) -> torch.T
         return (code * torch.nn.functional.logsigmoid(x) + (1 - code) * torch.nn.functional.logsigmoid(-x)).sum(-1)
     logp = torch.log_softmax(x.unflatten(-1, (-1, k)), -1).flatten(-2)
     return (code * logp).sum(-1)
-
-
-def _law(bridge: Bridge) -> tuple[str, int] | None:
-    facts = hard_facts(bridge.hard_fn)
-    if facts.get("distribution") == "bernoulli":
-        return "bernoulli", 2
-    if facts.get("distribution") == "categorical":
-        return "categorical", int(facts["categories"])
-    return None
 
 
 @torch.no_grad()
@@ -205,36 +266,126 @@ def _standard_error(terms: torch.Tensor, mean: torch.Tensor) -> float:
 
 def reference_gradient(bridge: Bridge, x: torch.Tensor, loss_fn: LossFn, *, samples: int = 256,
                        rel_sigma: float = 0.25, sigma: float | None = None, max_exact_bits: int = 12,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, str, float, float | None, int]:
-    """(reference gradient [B, *in_shape] float64, kind, relative standard error, sigma, draws); see
-    the module docstring for which reference a bridge gets."""
-    law = _law(bridge)
+                       generator: torch.Generator | None = None) -> Reference:
+    """The reference gradient of the batch-mean loss at x (see the module docstring for which
+    reference a bridge gets)."""
+    law = hard_facts(bridge.hard_fn).law
     if law is not None:
-        kind, k = law
+        kind, k = law.kind, law.categories
         features = x[0].numel()
         bits = features if kind == "bernoulli" else (features // k) * (k - 1).bit_length()
         if bits <= max_exact_bits:
             try:
                 grad = _exact_reference(x, loss_fn, kind, k)
-                return grad, "exact", 0.0, None, _codes(kind, features, k).shape[0]
+                return Reference(grad, "exact", None, None, _codes(kind, features, k).shape[0])
             except ValueError:
                 pass  # a scalar loss_fn: fall back to the score-function reference
         mean, terms = _score_reference(bridge, x, loss_fn, kind, k, samples)
-        return mean, "score", _standard_error(terms, mean), None, samples
-    facts = hard_facts(bridge.hard_fn)
-    if facts.get("continuous"):
+        return Reference(mean, "score", terms, None, samples)
+    if hard_facts(bridge.hard_fn).continuous:
         leaf = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             grad, = torch.autograd.grad(_mean_loss(loss_fn(bridge.hard_fn.fn(leaf))), leaf)
-        return grad.double(), "autograd", 0.0, None, 1
+        return Reference(grad.double(), "autograd", None, None, 1)
     if sigma is None:
         sigma = rel_sigma * float(x.detach().double().std())
     mean, terms = _smoothed_reference(bridge, x, loss_fn, sigma, samples, generator)
-    return mean, "smoothed", _standard_error(terms, mean), sigma, samples
+    return Reference(mean, "smoothed", terms, sigma, samples)
 
 
-def compare(draws: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """cosine, cosine_single, rel_bias, rel_std, est_norm, ref_norm of draws [K, ...] against reference [...]."""
+def _quadratic(w: torch.Tensor, gram: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+    """w_i^T gram v_i for each row i of w [N, K] (v [N, M]; default w): [N]."""
+    return ((w @ gram) * (w if v is None else v)).sum(1)
+
+
+def _debiased(mm, mg, gg, sum_g2, sum_r2, k: int, m: int) -> dict[str, torch.Tensor]:
+    """The statistics of the module docstring from the inner products of the estimator's mean
+    (``mm`` = |m|^2, ``mg`` = <m, g>), the reference's (``gg``), and the draws' and reference terms'
+    summed squared norms (``sum_g2``, ``sum_r2``) of ``k`` draws and ``m`` terms (each a tensor,
+    one value per bootstrap resample)."""
+    tr_est = (sum_g2 - k * mm).clamp_min(0) / (k - 1) if k > 1 else torch.zeros_like(mm)
+    v_ref = (sum_r2 - m * gg).clamp_min(0) / (m * (m - 1)) if m > 1 else torch.zeros_like(gg)
+    v_est = tr_est / k
+    gg_d, mm_d = gg - v_ref, mm - v_est
+    nan = torch.full_like(mm, float("nan"))
+    positive = (gg_d > 0) & (mm_d > 0)
+    cos = torch.where(positive, mg / (mm_d.clamp_min(1e-300) * gg_d.clamp_min(1e-300)).sqrt(), nan).clamp(-1, 1)
+    bias2 = (mm - 2 * mg + gg - v_est - v_ref) / gg_d.clamp_min(1e-300)
+    return {"rel_bias2": torch.where(gg_d > 0, bias2, nan), "cosine_debiased": cos,
+            "rel_std": tr_est.sqrt() / gg.clamp_min(1e-300).sqrt()}
+
+
+class _Grams:
+    """The Gram matrices of draws G [K, D] and reference terms R [M, D] (R = g itself when exact),
+    from which every statistic of any bootstrap resample follows without touching D again."""
+
+    def __init__(self, draws: torch.Tensor, terms: torch.Tensor):
+        self.k, self.m = draws.shape[0], terms.shape[0]
+        self.gg_draws = draws @ draws.T
+        self.gr = draws @ terms.T
+        self.rr = terms @ terms.T
+
+    def _moments(self, w: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        k, m = self.k, self.m
+        mm = _quadratic(w, self.gg_draws) / k ** 2
+        mg = _quadratic(w, self.gr, v) / (k * m)
+        gg = _quadratic(v, self.rr) / m ** 2
+        return mm, mg, gg, w @ self.gg_draws.diagonal(), v @ self.rr.diagonal()
+
+    def stats(self, w: torch.Tensor, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The statistics for resample weights w [N, K] (draw counts) and v [N, M] (term counts)."""
+        return _debiased(*self._moments(w, v), self.k, self.m)
+
+    def plugin(self) -> dict[str, float]:
+        """The same statistics of the draws and terms as they are, taken as the whole population
+        (no debiasing, variances over K): the truth of the bootstrap's world."""
+        one = torch.ones(1, self.k, dtype=torch.float64), torch.ones(1, self.m, dtype=torch.float64)
+        mm, mg, gg, sum_g2, _ = (t[0] for t in self._moments(*one))
+        norm2 = gg.clamp_min(1e-300)
+        return {"rel_bias2": float((mm - 2 * mg + gg) / norm2),
+                "cosine_debiased": float(mg / (mm * gg).clamp_min(1e-300).sqrt()),
+                "rel_std": float(((sum_g2 - self.k * mm).clamp_min(0) / self.k / norm2).sqrt())}
+
+
+def _resample(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """``count`` bootstrap resamples of n items as counts [count, n] (float64)."""
+    picks = torch.randint(n, (count, n), generator=gen)
+    return torch.zeros(count, n, dtype=torch.float64).scatter_add_(1, picks, torch.ones(count, n, dtype=torch.float64))
+
+
+BOUNDS = {"rel_bias2": (-float("inf"), float("inf")), "cosine_debiased": (-1.0, 1.0), "rel_std": (0.0, float("inf"))}
+
+
+def _intervals(grams: _Grams, point: dict[str, float], level: float, resamples: int,
+               resample_reference: bool) -> dict[str, tuple[float, float]]:
+    """The basic (pivotal) bootstrap interval of each statistic: the estimate minus the quantiles of
+    its resampled values' deviation from the plug-in value (the bootstrap world's truth). The
+    percentile interval would not do: a debiased statistic's resamples centre on the plug-in value,
+    which still holds the noise the estimate removed."""
+    gen = torch.Generator().manual_seed(0)
+    w = _resample(grams.k, resamples, gen)
+    v = (_resample(grams.m, resamples, gen) if resample_reference
+         else torch.ones(resamples, grams.m, dtype=torch.float64))
+    tails = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    truth = grams.plugin()
+    out = {}
+    for key, values in grams.stats(w, v).items():
+        if values.isnan().all() or point[key] != point[key]:
+            out[key] = (float("nan"), float("nan"))
+            continue
+        q_lo, q_hi = torch.nanquantile(values, tails).tolist()
+        low, high = BOUNDS[key]
+        out[key] = (min(max(point[key] - (q_hi - truth[key]), low), high),
+                    min(max(point[key] - (q_lo - truth[key]), low), high))
+    return out
+
+
+def compare(draws: torch.Tensor, reference: torch.Tensor, terms: torch.Tensor | None = None, *,
+            level: float = 0.95, resamples: int = 1000) -> dict[str, float]:
+    """Every statistic of the module docstring for draws [K, ...] against ``reference`` [...], whose
+    i.i.d. Monte-Carlo ``terms`` [M, ...] are given where it is estimated: cosine, cosine_single,
+    rel_bias, rel_std, est_norm, ref_norm, rel_bias2, cosine_debiased, each interval's ``_lo`` and
+    ``_hi``, and ``ci_level``."""
     g = reference.double().flatten()
     flat = draws.double().flatten(1)
     mean = flat.mean(0)
@@ -245,22 +396,57 @@ def compare(draws: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
 
     k = flat.shape[0]
     spread = (flat - mean).pow(2).sum(1).mean() * (k / (k - 1) if k > 1 else 0.0)
-    return {"cosine": cos(mean), "cosine_single": sum(cos(d) for d in flat) / k,
-            "rel_bias": float((mean - g).norm() / g_norm), "rel_std": float(spread.sqrt() / g_norm),
-            "est_norm": float(mean.norm()), "ref_norm": float(g.norm())}
+    out = {"cosine": cos(mean), "cosine_single": sum(cos(d) for d in flat) / k,
+           "rel_bias": float((mean - g).norm() / g_norm), "rel_std": float(spread.sqrt() / g_norm),
+           "est_norm": float(mean.norm()), "ref_norm": float(g.norm())}
+    grams = _Grams(flat, g.unsqueeze(0) if terms is None else terms.double().flatten(1))
+    one = torch.ones(1, grams.k, dtype=torch.float64), torch.ones(1, grams.m, dtype=torch.float64)
+    point = {key: float(value[0]) for key, value in grams.stats(*one).items()}
+    out["rel_bias2"], out["cosine_debiased"] = point["rel_bias2"], point["cosine_debiased"]
+    for key, (lo, hi) in _intervals(grams, point, level, resamples, resample_reference=terms is not None).items():
+        out[f"{key}_lo"], out[f"{key}_hi"] = lo, hi
+    out["ci_level"] = level
+    return out
+
+
+def draws_interval_width(draws: torch.Tensor, reference: torch.Tensor, level: float = 0.95,
+                         resamples: int = 1000) -> float:
+    """The width of the ``cosine_debiased`` interval that the draws alone leave (the reference held
+    fixed): what more draws narrow. NaN (read: wide) where the debiased mean is not resolved."""
+    grams = _Grams(draws.double().flatten(1), reference.double().flatten().unsqueeze(0))
+    one = torch.ones(1, grams.k, dtype=torch.float64), torch.ones(1, grams.m, dtype=torch.float64)
+    point = {key: float(value[0]) for key, value in grams.stats(*one).items()}
+    lo, hi = _intervals(grams, point, level, resamples, resample_reference=False)["cosine_debiased"]
+    return hi - lo
 
 
 def gradient_fidelity(bridge: Bridge, x: torch.Tensor, loss_fn: LossFn, *, repeats: int = 16,
-                      samples: int = 256, rel_sigma: float = 0.25, sigma: float | None = None,
-                      max_exact_bits: int = 12, generator: torch.Generator | None = None) -> Fidelity:
+                      max_repeats: int | None = None, ci_width: float = 0.1, samples: int = 256,
+                      rel_sigma: float = 0.25, sigma: float | None = None, max_exact_bits: int = 12,
+                      generator: torch.Generator | None = None, loss_batch: int | None = None,
+                      level: float = 0.95) -> Fidelity:
     """Compare ``bridge``'s gradient at ``x: [B, *in_shape]`` with the reference gradient of the
     loss ``loss_fn(y)`` (``y: [B, *out_shape] -> [B]`` or a scalar batch mean); see the module
-    docstring. ``repeats``: estimator draws; ``samples``: reference draws (antithetic pairs for a
-    deterministic op); ``rel_sigma`` / ``sigma``: the smoothed reference's noise scale."""
-    reference, kind, rel_se, used_sigma, n = reference_gradient(
-        bridge, x, loss_fn, samples=samples, rel_sigma=rel_sigma, sigma=sigma, max_exact_bits=max_exact_bits,
-        generator=generator)
-    draws = estimator_gradients(bridge, x, loss_fn, repeats)
-    stats = compare(draws, reference)
-    return Fidelity(stats["cosine"], stats["cosine_single"], stats["rel_bias"], stats["rel_std"], rel_se,
-                    stats["ref_norm"], stats["est_norm"], kind, used_sigma, repeats, n)
+    docstring. ``repeats``: estimator draws, doubled up to ``max_repeats`` while the draws leave the
+    debiased cosine's interval wider than ``ci_width``; ``samples``: reference draws (antithetic
+    pairs for a deterministic op); ``rel_sigma`` / ``sigma``: the smoothed reference's noise scale;
+    ``loss_batch``: the batch size the loss averages over in training (default: B)."""
+    loss_batch = x.shape[0] if loss_batch is None else int(loss_batch)
+    ref = reference_gradient(bridge, x, loss_fn, samples=samples, rel_sigma=rel_sigma, sigma=sigma,
+                             max_exact_bits=max_exact_bits, generator=generator)
+    ref = ref.scaled(x.shape[0] / loss_batch)
+    draws = estimator_gradients(bridge, x, loss_fn, repeats, loss_batch)
+    while max_repeats is not None and draws.shape[0] < max_repeats:
+        if bool((draws == draws[0]).all()) or draws_interval_width(draws, ref.grad, level) <= ci_width:
+            break  # a deterministic estimator (more draws change nothing), or narrow enough
+        more = min(draws.shape[0], max_repeats - draws.shape[0])
+        draws = torch.cat([draws, estimator_gradients(bridge, x, loss_fn, more, loss_batch)])
+    stats = compare(draws, ref.grad, ref.terms, level=level)
+    return Fidelity(
+        cosine=stats["cosine"], cosine_single=stats["cosine_single"], rel_bias=stats["rel_bias"],
+        rel_std=stats["rel_std"], ref_rel_se=ref.rel_se, ref_norm=stats["ref_norm"], est_norm=stats["est_norm"],
+        reference=ref.kind, sigma=ref.sigma, repeats=draws.shape[0], samples=ref.samples,
+        rel_bias2=stats["rel_bias2"], rel_bias2_lo=stats["rel_bias2_lo"], rel_bias2_hi=stats["rel_bias2_hi"],
+        cosine_debiased=stats["cosine_debiased"], cosine_debiased_lo=stats["cosine_debiased_lo"],
+        cosine_debiased_hi=stats["cosine_debiased_hi"], rel_std_lo=stats["rel_std_lo"],
+        rel_std_hi=stats["rel_std_hi"], ci_level=level, batch=x.shape[0], loss_batch=loss_batch)

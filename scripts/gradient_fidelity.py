@@ -11,8 +11,13 @@ again (its running statistics are the trained ones). Writes ``fidelity.json`` in
 measured are skipped unless ``--force``; a re-recorded metrics.json (a finished run resumed) loses
 the keys, and running this again puts them back.
 
-The reference settings per task (noise scale of the smoothed reference, number of draws) come from
-the spec's ``fidelity`` section (``--spec``) or the defaults below:
+Every estimator is measured in the training regime: the loss averages over the run's training
+batch size (``loss_batch`` in the record), on the first ``batch`` samples of the first training
+batch. The estimator's draws start at ``repeats`` and double, up to ``max_repeats``, while they
+leave the debiased cosine's 95% interval wider than ``ci_width``; the record says how many were
+used (``repeats``) beside the debiased bias and cosine and their intervals (``dab/diagnostics.py``).
+These settings and the reference's per task (noise scale of the smoothed reference, number of
+draws) come from the spec's ``fidelity`` section (``--spec``) or the defaults below:
 
     python scripts/gradient_fidelity.py runs/estimators --spec experiments/estimators.yaml
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import shlex
 import sys
 import time
@@ -34,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from dab.suite.experiment import interpreter  # noqa: E402
 from dab.suite.fidelity import measure  # noqa: E402
 
-DEFAULTS = {"batch": 16, "repeats": 8, "tasks": {}}
+DEFAULTS = {"batch": 16, "repeats": 8, "max_repeats": 256, "ci_width": 0.1, "tasks": {}}
 TASK_DEFAULTS = {"samples": 256, "rel_sigma": 0.25, "sigma": None}
 
 
@@ -68,13 +74,18 @@ def measure_run(run_dir: Path, fidelity_cfg: dict, command: str) -> dict:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     task_name = config.get("task", "sort")
     s = settings_for(fidelity_cfg, task_name)
-    kwargs = dict(batch=int(fidelity_cfg["batch"]), repeats=int(fidelity_cfg["repeats"]), samples=int(s["samples"]),
-                  rel_sigma=float(s["rel_sigma"]), sigma=None if s["sigma"] is None else float(s["sigma"]),
-                  seed=int(config.get("seed", 0)))
+    kwargs = dict(batch=int(fidelity_cfg["batch"]), repeats=int(fidelity_cfg["repeats"]),
+                  max_repeats=int(fidelity_cfg["max_repeats"]), ci_width=float(fidelity_cfg["ci_width"]),
+                  samples=int(s["samples"]), rel_sigma=float(s["rel_sigma"]),
+                  sigma=None if s["sigma"] is None else float(s["sigma"]), seed=int(config.get("seed", 0)))
     task, model = model_at_init(config)
     t0 = time.perf_counter()
     init = measure(model, task, calibrate=True, **kwargs)  # batch-norm statistics from 4 training batches
-    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    try:  # plain data only: a checkpoint someone sends you cannot run code here
+        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise SystemExit(f"{run_dir / 'checkpoint.pt'} holds more than tensors, numbers, strings, lists and "
+                         f"dicts, so it is not read: {str(err).splitlines()[0]}") from None
     model.load_state_dict(state["model"])
     end = measure(model, task, **kwargs)
     record = {"settings": kwargs, "command": command, "seconds": round(time.perf_counter() - t0, 2),
@@ -88,6 +99,15 @@ def measure_run(run_dir: Path, fidelity_cfg: dict, command: str) -> dict:
     metrics["fidelity/command"] = command
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return record
+
+
+def summary(fid: dict | None) -> str:
+    """One measurement in a few words: the debiased cosine and squared bias with their intervals."""
+    if fid is None:
+        return "no bridge"
+    return (f"cosine {fid['cosine_debiased']:.3f} [{fid['cosine_debiased_lo']:.3f}, {fid['cosine_debiased_hi']:.3f}], "
+            f"bias^2 {fid['rel_bias2']:.3g} [{fid['rel_bias2_lo']:.3g}, {fid['rel_bias2_hi']:.3g}], "
+            f"{fid['repeats']} draws")
 
 
 def main() -> None:
@@ -106,8 +126,8 @@ def main() -> None:
     print(f"{len(dirs)} finished run(s), {len(todo)} to measure")
     for i, run_dir in enumerate(todo, 1):
         rec = measure_run(run_dir, fidelity_cfg, command)
-        cos = {w: None if rec[w] is None else round(rec[w]["cosine"], 3) for w in ("init", "end")}
-        print(f"[{i}/{len(todo)}] {run_dir}: cosine init {cos['init']}, end {cos['end']} ({rec['seconds']} s)", flush=True)
+        print(f"[{i}/{len(todo)}] {run_dir}: init {summary(rec['init'])}; end {summary(rec['end'])} "
+              f"({rec['seconds']} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def test_smoothed_reference_of_a_smooth_op_tends_to_its_gradient():
     true, = torch.autograd.grad(loss(leaf ** 3).mean(), leaf)
     errors = []
     for sigma in (0.3, 0.1):
-        ref = reference_gradient(bridge, X, loss, samples=20000, sigma=sigma, generator=torch.Generator().manual_seed(1))
+        ref = reference_gradient(bridge, X, loss, samples=20000, sigma=sigma,
+                                 generator=torch.Generator().manual_seed(1))
         assert ref.kind == "smoothed" and ref.sigma == sigma
         errors.append(float((ref.grad - true).norm() / true.norm()))
     assert errors[1] < errors[0] and errors[1] < 0.1, errors
@@ -94,12 +95,14 @@ def test_the_statistics_on_draws_with_a_known_mean_and_spread():
 
 def test_the_reference_variance_is_subtracted_from_the_squared_bias():
     """Draws that equal the reference's mean exactly, against a reference of two noisy terms: the raw
-    squared distance is 0, the debiased one is minus the reference's variance of its mean."""
-    terms = torch.tensor([[2.0, 1.0], [0.0, -1.0]])  # mean (1, 0), variance of the mean (4 + 4) / 2 / 2 = 2
-    stats = compare(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), terms.mean(0), terms)
+    squared distance is 0, the debiased one is minus the variance V of the reference's mean."""
+    terms = torch.tensor([[3.0, 1.0], [1.0, -1.0]])  # mean g = (2, 0); V = (2 + 2) / (2 - 1) / 2 = 2
+    stats = compare(torch.tensor([[2.0, 0.0], [2.0, 0.0]]), terms.mean(0), terms)
     assert stats["rel_bias"] == 0.0
-    assert stats["rel_bias2"] == pytest.approx(-2.0 / (1.0 - 2.0))  # |g|^2 - V = -1: sign as computed
-    assert math.isnan(stats["cosine_debiased"])  # |g|^2 - V < 0: the reference is not resolved
+    assert stats["rel_bias2"] == pytest.approx((0.0 - 2.0) / (4.0 - 2.0))  # (|m - g|^2 - V) / (|g|^2 - V)
+    assert stats["cosine_debiased"] == 1.0  # <m, g> / sqrt(|m|^2 (|g|^2 - V)) = 4 / sqrt(8), clipped
+    resolved = compare(torch.tensor([[2.0, 0.0]]), torch.tensor([0.5, 0.0]), torch.tensor([[1.5, 0.0], [-0.5, 0.0]]))
+    assert math.isnan(resolved["cosine_debiased"])  # |g|^2 - V = 0.25 - 0.5 < 0: the reference is not resolved
 
 
 SIX = torch.tensor([1.0, -2.0, 0.5, 0.3, -1.0, 0.8], dtype=torch.float64)
@@ -242,6 +245,8 @@ def test_measure_on_a_suite_model_is_reproducible_and_leaves_the_run_alone(tmp_p
     assert all(torch.equal(p, q) for p, q in zip(params, model.parameters()))
     assert first == second and first.reference == "smoothed" and first.sigma == 0.5
     assert -1 <= first.cosine <= 1
+    assert first.batch == 8 and first.loss_batch == 32  # the loss averages over the training batch (32 here)
+    assert measure(model, task, batch=None, repeats=1, samples=4, sigma=0.5).batch == 32
 
 
 def test_measure_with_calibration_does_not_touch_the_models_batch_norm(tmp_path):
@@ -270,21 +275,32 @@ def test_the_script_adds_init_and_end_fidelity_to_a_finished_run(tmp_path):
     run_dir = tmp_path / "runs" / "estimators" / "one"
     run_experiment(cfg, run_dir)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"fidelity": {"batch": 4, "repeats": 2, "tasks": {"sort": {"samples": 8, "sigma": 0.5}}}}))
+    spec.write_text(yaml.safe_dump({"fidelity": {"batch": 4, "repeats": 2, "max_repeats": 4, "ci_width": 0.0,
+                                                 "tasks": {"sort": {"samples": 8, "sigma": 0.5}}}}))
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(tmp_path / "runs"),
                           "--spec", str(spec)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     record = json.loads((run_dir / "fidelity.json").read_text())
     assert record["settings"]["samples"] == 8 and record["settings"]["sigma"] == 0.5
+    assert record["settings"]["max_repeats"] == 4 and record["settings"]["ci_width"] == 0.0
     for when in ("init", "end"):
         assert metrics[f"fidelity/{when}/reference"] == "smoothed"
-        assert metrics[f"fidelity/{when}/repeats"] == 2
+        assert metrics[f"fidelity/{when}/repeats"] == 4  # the interval is never narrow enough: up to the cap
+        assert metrics[f"fidelity/{when}/batch"] == 4 and metrics[f"fidelity/{when}/loss_batch"] == 32
         assert -1 <= metrics[f"fidelity/{when}/cosine"] <= 1
+        for stat in ("rel_bias2", "cosine_debiased", "rel_std"):
+            assert f"fidelity/{when}/{stat}_lo" in metrics and f"fidelity/{when}/{stat}_hi" in metrics
     assert "gradient_fidelity.py" in metrics["fidelity/command"]
     again = subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(tmp_path / "runs")],
                            capture_output=True, text=True, cwd=REPO, timeout=300)
     assert "0 to measure" in again.stdout  # measured runs are skipped
+    # a checkpoint that carries a pickled callable is refused, not run
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "hook": print}, run_dir / "checkpoint.pt")
+    refused = subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(run_dir), "--force",
+                              "--spec", str(spec)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert refused.returncode != 0 and "holds more than tensors" in refused.stderr, refused.stderr[-2000:]
 
 
 def test_the_autoencoder_logs_fidelity_at_its_cadence(tmp_path, monkeypatch):

@@ -2,7 +2,9 @@
 
 :func:`measure` takes a model with one bridge and its task, captures the bridge's input on a fixed
 training batch (``task.train_batch(0)``, its first ``batch`` samples) and compares the bridge's
-gradient there with the reference gradient of the task loss. The loss as a function of the bridge
+gradient there with the reference gradient of the task loss, in the training regime: the loss
+averages over the training batch's size (``loss_batch``), so each sample's dL/dy is the one a
+training step sees (blackbox's output is not linear in it). The loss as a function of the bridge
 output reruns the model with the bridge's output replaced (a forward hook), in eval mode, so that
 batch-norm uses its running statistics and samples do not interact; the task's per-sample losses
 (``task.per_sample_loss(model, batch) -> [B]``, an optional task hook) are used where the task has
@@ -10,8 +12,8 @@ them, else its batch-mean ``task.loss`` (a noisier reference). The random draws 
 generator seeded by ``seed``: measuring never changes a run's random stream.
 
 Uses: ``scripts/gradient_fidelity.py`` (at initialisation and at the end of finished runs, for the
-estimator table) and :func:`log_fidelity` (TensorBoard scalars ``fidelity/<stat>``), which a task's
-``log_media`` hook calls at a cadence (``dab.fidelity_every`` steps; the autoencoders do).
+estimator table) and :func:`log_fidelity` (TensorBoard scalars ``fidelity/<stat>``), which the
+trainer calls at a cadence (``dab.fidelity_every`` steps).
 """
 from __future__ import annotations
 
@@ -87,11 +89,14 @@ def copy_module(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def measure(model: nn.Module, task: Any, *, batch: int = 64, repeats: int = 16, samples: int = 256,
-            rel_sigma: float = 0.25, sigma: float | None = None, seed: int = 0,
-            calibrate: bool = False) -> Fidelity | None:
-    """The bridge's gradient fidelity on the first ``batch`` samples of ``task.train_batch(0)``;
-    None for a model without a bridge. Leaves the model in the mode it found it in.
+def measure(model: nn.Module, task: Any, *, batch: int | None = 64, repeats: int = 16,
+            max_repeats: int | None = None, ci_width: float = 0.1, samples: int = 256, rel_sigma: float = 0.25,
+            sigma: float | None = None, seed: int = 0, calibrate: bool = False,
+            loss_batch: int | None = None) -> Fidelity | None:
+    """The bridge's gradient fidelity on the first ``batch`` samples of ``task.train_batch(0)`` (None:
+    all of them); None for a model without a bridge. Leaves the model in the mode it found it in.
+    ``loss_batch``: the batch size the loss averages over (default: the training batch's);
+    ``repeats``, ``max_repeats``, ``ci_width``: the estimator's draws (:func:`dab.diagnostics.gradient_fidelity`).
     ``calibrate``: measure a copy whose batch-norm statistics come from training batches
     (:func:`calibrate_norms`; for an untrained model)."""
     if find_bridge(model) is None:
@@ -100,14 +105,22 @@ def measure(model: nn.Module, task: Any, *, batch: int = 64, repeats: int = 16, 
         torch.manual_seed(seed)
         if calibrate:
             model = calibrate_norms(model, task)
-        return _measure(model, task, batch, repeats, samples, rel_sigma, sigma, seed)
+        return _measure(model, task, batch, repeats, max_repeats, ci_width, samples, rel_sigma, sigma, seed,
+                        loss_batch)
 
 
-def _measure(model: nn.Module, task: Any, batch: int, repeats: int, samples: int, rel_sigma: float,
-             sigma: float | None, seed: int) -> Fidelity:
+def _batch_size(batch: Any) -> int:
+    return int(batch.shape[0]) if isinstance(batch, torch.Tensor) else _batch_size(batch[0])
+
+
+def _measure(model: nn.Module, task: Any, batch: int | None, repeats: int, max_repeats: int | None,
+             ci_width: float, samples: int, rel_sigma: float, sigma: float | None, seed: int,
+             loss_batch: int | None) -> Fidelity:
     bridge = find_bridge(model)
     was_training = model.training
-    data = _first(task.train_batch(0), batch)
+    full = task.train_batch(0)
+    data = full if batch is None else _first(full, batch)
+    loss_batch = _batch_size(full) if loss_batch is None else loss_batch
     model.eval()
     seen: dict = {}
     handle = bridge.register_forward_hook(lambda _m, args, _out: seen.setdefault("x", args[0].detach()))
@@ -140,8 +153,9 @@ def _measure(model: nn.Module, task: Any, batch: int, repeats: int, samples: int
             bridge.train(training)
 
     try:
-        return gradient_fidelity(bridge, seen["x"], loss_fn, repeats=repeats, samples=samples, rel_sigma=rel_sigma,
-                                 sigma=sigma, generator=torch.Generator().manual_seed(seed))
+        return gradient_fidelity(bridge, seen["x"], loss_fn, repeats=repeats, max_repeats=max_repeats,
+                                 ci_width=ci_width, samples=samples, rel_sigma=rel_sigma, sigma=sigma,
+                                 generator=torch.Generator().manual_seed(seed), loss_batch=loss_batch)
     finally:
         model.train(was_training)
 
@@ -151,5 +165,5 @@ def log_fidelity(writer: Any, step: int, fidelity: Fidelity | None) -> None:
     if fidelity is None:
         return
     for key, value in fidelity.as_dict().items():
-        if isinstance(value, (int, float)) and value is not None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             writer.add_scalar(f"fidelity/{key}", value, step)
