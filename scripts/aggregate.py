@@ -2,9 +2,12 @@
 
 Which runs belong to an artifact: run dirs (folders holding ``config.yaml``) under
 ``<runs-root>/<artifact>/`` (where scripts/run_artifact.py puts them) whose experiment is one of
-the presets in experiments/<artifact>.yaml. A run is *finished* once it holds ``metrics.json``
-(the trainer writes it last) and *failed* when it holds a ``status.json`` saying so (e.g. a
-non-finite loss); a dir with neither is still running or was killed, and counts as missing.
+the presets in experiments/<artifact>.yaml and, where the preset's sweep has variants, that ran
+one of them: the variant whose overrides are exactly those the run's recorded command sets of the
+variants' keys; its label goes to the ``variant`` column. A run is *finished* once it holds
+``metrics.json`` (the trainer writes it last) and *failed* when it holds a ``status.json`` saying
+so (e.g. a non-finite loss); a dir with neither is still running or was killed, and counts as
+missing.
 
 Columns: the standard ones below, then the spec's ``columns: {name: path}``, where a path is
 ``config.<dotted.key>`` (the run's resolved config) or ``metrics.<key>`` (a metrics.json key,
@@ -16,8 +19,8 @@ Two rules keep the numbers honest:
   * the same configuration and seed run twice counts once: the newest is kept, by the launch
     timestamp in its path, then the mtime of its record (``--keep-duplicates`` keeps all).
 
-Per artifact it prints, per cell (preset x swept values) with runs, how many planned seeds
-finished, failed or are missing, and one line for the cells without any. Accuracies stay
+Per artifact it prints, per cell (preset x variant x swept values) with runs, how many planned
+seeds finished, failed or are missing, and one line for the cells without any. Accuracies stay
 fractions in 0..1, as in metrics.json.
 
     scripts/aggregate.py [--runs-root runs] [--experiments experiments] [--results results]
@@ -35,11 +38,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from renderers.common import cell_name, coverage, swept_from_command, swept_keys  # noqa: E402
+from renderers.common import cell_name, coverage, group_of, spec_presets, swept_from_command  # noqa: E402
 
 METRICS, STATUS, CONFIG = "metrics.json", "status.json", "config.yaml"
-STANDARD = ["artifact", "experiment", "cell", "seed", "status", "steps", "wall_seconds", "device", "torch",
-            "precision", "compile", "max_steps", "max_minutes", "eval_every", "resumed_from", "failure",
+STANDARD = ["artifact", "experiment", "cell", "variant", "seed", "status", "steps", "wall_seconds", "device",
+            "torch", "precision", "compile", "max_steps", "max_minutes", "eval_every", "resumed_from", "failure",
             "command", "run_dir"]
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:-\d+)?")  # Hydra's run dir timestamp
 NOT_COMPARED = ("trainer", "runs_root")  # settings that may differ between reruns of one run
@@ -64,6 +67,16 @@ def lookup(path: str, config: dict, metrics: dict):
     raise SpecError(f"column path '{path}': must start with 'config.' or 'metrics.'")
 
 
+def swept_from_config(spec: dict, experiment: str, config: dict) -> dict:
+    """A run's cell values read from its config, for runs that recorded no command: the swept values
+    (a config group, latent=threshold, resolves to its node: the option is its name). Its variant
+    stays unknown (None): a config holds every key, so it cannot tell what a variant set."""
+    group = group_of(spec, experiment) or {"variants": {}, "overrides": {}}
+    values = {k: lookup(f"config.{k}", config, {}) for k in group["overrides"]}
+    swept = {k: v["name"] if isinstance(v, dict) and "name" in v else v for k, v in values.items()}
+    return ({"variant": None} if group["variants"] else {}) | swept
+
+
 def launch_order(run_dir: Path, record: Path) -> tuple[str, float]:
     """Sort key, oldest first: Hydra's launch timestamp in the path (survives copying), then mtime."""
     stamps = STAMP.findall(run_dir.as_posix())
@@ -83,14 +96,12 @@ def read_run(run_dir: Path, spec: dict, root: Path) -> dict | None:
     status = metrics.get("status", status)
     trainer = config["trainer"]
     experiment = metrics.get("experiment", config.get("run_name"))
-    swept = swept_from_command(spec, metrics.get("command"))
+    swept = swept_from_command(spec, experiment, metrics.get("command"))
     if swept is None:  # no recorded command: read the values from the config
-        swept = {k: lookup(f"config.{k}", config, {}) for k in swept_keys(spec)}
-        # a swept config group (latent=dab_binary) resolves to its node: the option is its name
-        swept = {k: v["name"] if isinstance(v, dict) and "name" in v else v for k, v in swept.items()}
+        swept = swept_from_config(spec, experiment, config)
     row = {
         "artifact": spec["artifact"], "experiment": experiment, "cell": cell_name(experiment, swept),
-        "seed": config.get("seed"), "status": status,
+        "variant": swept.get("variant"), "seed": config.get("seed"), "status": status,
         "steps": metrics.get("train/steps", metrics.get("step")), "wall_seconds": metrics.get("wall_seconds"),
         "device": metrics.get("device"), "torch": metrics.get("torch"),
         "precision": trainer.get("precision"), "compile": trainer.get("compile"),
@@ -111,9 +122,10 @@ def read_run(run_dir: Path, spec: dict, root: Path) -> dict | None:
 def collect(root: Path, spec: dict, keep_duplicates: bool) -> tuple[list[dict], dict]:
     """Rows (finished and failed runs) for one artifact and a count of what was skipped, by reason."""
     skipped = {"still running or killed (no metrics.json/status.json)": 0, "not a preset of this artifact": 0,
-               "unreadable": 0, "superseded by a resumed run": 0, "duplicate (older rerun)": 0}
+               "not a variant of this artifact": 0, "unreadable": 0, "superseded by a resumed run": 0,
+               "duplicate (older rerun)": 0}
     base = root / spec["artifact"]
-    presets = spec["sweep"]["presets"]
+    presets = spec_presets(spec)
     rows = []
     for cfg_file in sorted(base.rglob(CONFIG)) if base.exists() else []:
         run_dir = cfg_file.parent
@@ -131,6 +143,8 @@ def collect(root: Path, spec: dict, keep_duplicates: bool) -> tuple[list[dict], 
             skipped["still running or killed (no metrics.json/status.json)"] += 1
         elif row["experiment"] not in presets:
             skipped["not a preset of this artifact"] += 1
+        elif group_of(spec, row["experiment"])["variants"] and row["variant"] is None:
+            skipped["not a variant of this artifact"] += 1
         else:
             rows.append(row)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The estimator table's GPU tier (experiments/estimators.yaml, `gpu`): the same presets as the CPU
-# tier at larger step budgets, several runs at once, each task's sweep under a wall-clock cap, then
+# The estimator table's GPU tier (experiments/estimators.yaml, `gpu`): the same runs as the CPU tier
+# at larger step budgets, several runs at once, each task's sweep group under a wall-clock cap, then
 # the gradient-fidelity diagnostics and the rendered table under OUT (default results/gpu).
 # Prepared, not yet run on a device: its time is unmeasured, hence the caps (DAB_TASK_SECONDS per task).
 #
@@ -26,11 +26,10 @@ else  # the spec's gpu budgets
        --set dataset.test_size=10000)
   device=cuda seeds=0,1,2
 fi
-presets() { $py -c "import yaml,sys; print(','.join(p for p in yaml.safe_load(open('experiments/estimators.yaml'))['sweep']['presets'] if p.startswith('est_$1_')))"; }
-for task in sort vae classify; do
-  case $task in sort) budget=("${sort[@]}") ;; vae) budget=("${ae[@]}") ;; classify) budget=("${cls[@]}") ;; esac
-  log "estimators: $task"
-  timeout "$cap" $py scripts/run_artifact.py experiments/estimators.yaml --only "$(presets $task)" --seeds "$seeds" \
+for preset in sort_t10 vae_fmnist classify_sort1d; do  # the spec's sweep groups, one task each
+  case $preset in sort_t10) budget=("${sort[@]}") ;; vae_fmnist) budget=("${ae[@]}") ;; classify_sort1d) budget=("${cls[@]}") ;; esac
+  log "estimators: $preset"
+  timeout "$cap" $py scripts/run_artifact.py experiments/estimators.yaml --only "$preset" --seeds "$seeds" \
     "${budget[@]}" --set trainer.device=$device --set "trainer.max_minutes=$((cap / 60))" --jobs "$jobs" \
     --runs-root "$runs" 2>&1 | tail -n 5 | tee -a "$out/device_log_estimators.txt"
 done

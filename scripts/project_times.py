@@ -58,7 +58,7 @@ def family_rates(bench: Path, device: str) -> dict[str, tuple[float, str]]:
 
 def run_budget(preset: str, budget: dict) -> tuple[str, str, float, float | None]:
     """(family, data set, max_steps, max_minutes or None) of one run: the preset composed with the
-    spec's budget, as the sweep would run it."""
+    budget of its sweep group (the spec's), as the sweep would run it."""
     return _composed(preset, tuple(f"{k}={v}" for k, v in budget.items()))
 
 
@@ -96,30 +96,29 @@ def main(argv=None) -> float:
     print("measured training rates:")
     for family, (rate, what) in rates.items():
         print(f"  {family:10s} {rate:9.2f} steps/s  ({what})")
-    no_args = argparse.Namespace(only=None, seeds=None, sweep=[], set=[], fast=False)
+    no_args = argparse.Namespace(only=None, variants=None, seeds=None, sweep=[], set=[], fast=False)
     total, lines, lower_bound = 0.0, [], False
     for spec_path in sorted(args.experiments.glob("*.yaml")):
         spec = yaml.safe_load(spec_path.read_text())
-        presets, seeds, swept, budget = plan(spec, no_args)
-        combos = 1
-        for values in swept.values():
-            combos *= len(values)
-        spec_min, missing, steps_seen, caps, unprojected = 0.0, set(), set(), set(), 0
-        for preset in presets:
-            family, dataset, steps, cap_min = run_budget(preset, budget)
-            steps_seen.add(int(steps))
-            caps.add(cap_min)
-            rate = rate_for(family, dataset, rates)
-            if rate is None:
-                missing.add(f"{family} on {dataset}")
-                if cap_min is None:
-                    unprojected += combos * len(seeds)
-                run_min = cap_min or 0.0
-            else:
-                run_min = steps / rate[0] / 60
-                run_min = min(run_min, cap_min) if cap_min is not None else run_min
-            spec_min += run_min * combos * len(seeds)
-        runs = len(presets) * combos * len(seeds)
+        seeds, multiruns = plan(spec, no_args)
+        spec_min, missing, steps_seen, caps, unprojected, runs = 0.0, set(), set(), set(), 0, 0
+        for multirun in multiruns:
+            per_preset = multirun.runs(seeds) // len(multirun.presets)
+            runs += multirun.runs(seeds)
+            for preset in multirun.presets:
+                family, dataset, steps, cap_min = run_budget(preset, multirun.budget)
+                steps_seen.add(int(steps))
+                caps.add(cap_min)
+                rate = rate_for(family, dataset, rates)
+                if rate is None:
+                    missing.add(f"{family} on {dataset}")
+                    if cap_min is None:
+                        unprojected += per_preset
+                    run_min = cap_min or 0.0
+                else:
+                    run_min = steps / rate[0] / 60
+                    run_min = min(run_min, cap_min) if cap_min is not None else run_min
+                spec_min += run_min * per_preset
         note = f"  (no rate for {', '.join(sorted(missing))}: counted at the cap)" if missing else ""
         if unprojected:
             note += f"; {unprojected} run(s) without a rate or a cap not counted: a lower bound"

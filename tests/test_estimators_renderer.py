@@ -57,8 +57,25 @@ def test_final_metric_and_cosines_per_task_and_estimator(tmp_path):
     assert report["FMNIST autoencoder, binary code, blackbox (Vlastelica et al.) (test MS-SSIM)"].ours() == "failed"
 
 
-def test_the_planned_cells_are_the_specs_presets():
+def test_the_planned_cells_are_the_specs_variants():
     pairs = estimators.planned_pairs(SPEC)
     assert ("sort", "dab_lti") in pairs and ("ae_bernoulli", "reinforce") in pairs and ("classify", "softsort") in pairs
     assert ("sort", "reinforce") not in pairs and ("classify", "blackbox") not in pairs
-    assert len(pairs) == len(SPEC["sweep"]["presets"])
+    labels = [label for g in SPEC["sweep"]["groups"] for label in g["variants"]]
+    assert len(pairs) == len(labels) == 20
+    assert {task for task, _ in pairs} == {t[0] for t in estimators.TASKS}
+    assert {est for _, est in pairs} == {e[0] for e in estimators.ESTIMATORS}
+
+
+def test_the_committed_runs_render_the_same_table(tmp_path):
+    """results/cpu/estimators_runs.csv renders the table it rendered when each row was a preset:
+    the tables of results/cpu/estimators.md, unchanged."""
+    from renderers.common import load_rows
+
+    committed = REPO / "results" / "cpu" / "estimators.md"
+    (out,) = estimators.render(SPEC, load_rows(REPO / "results" / "cpu" / "estimators_runs.csv"), tmp_path)
+
+    def tables(text: str) -> str:
+        return text.split("## Final test metric", 1)[1].split("Runs per cell", 1)[0]
+
+    assert tables(out.read_text()) == tables(committed.read_text())

@@ -68,11 +68,11 @@ def test_joblib_sweep_runs_end_to_end(tmp_path):
 
 def test_a_failing_job_does_not_stop_the_multirun(tmp_path, main_inprocess):
     root = tmp_path / "runs"
-    code, out, err = main_inprocess("-m", *small_overrides(root, steps=2), "+experiment=sort_t5", "dab.gamma=nan,1")
+    code, out, err = main_inprocess("-m", *small_overrides(root, steps=2), "+experiment=sort_t5", "dab.gamma=inf,1")
     assert code == 1
     (metrics,) = root.rglob("metrics.json")
     (status,) = root.rglob("status.json")
-    assert "dab.gamma=1" in str(metrics) and "dab.gamma=nan" in str(status)
+    assert "dab.gamma=1" in str(metrics) and "dab.gamma=inf" in str(status)
     assert json.loads(status.read_text())["status"] == "failed"
 
 

@@ -1,12 +1,13 @@
 """Every experiment preset composes with the real configs and trains a few steps on the CPU."""
 import json
+import sys
 
 import pytest
 import yaml
 
 from dab.suite.experiment import run_experiment
 
-from conftest import PRESET_DIR, PRESETS, compose_config, presets_for_task, small_overrides
+from conftest import PRESET_DIR, PRESETS, REPO, compose_config, presets_for_task, small_overrides
 
 
 def test_presets_are_discovered():
@@ -64,3 +65,14 @@ def test_default_config_composes_and_validates(tmp_path):
     cfg = compose_config(small_overrides(tmp_path))
     parse(cfg)
     assert cfg.hard_fn.name == "signum" and cfg.model.name == "dense" and cfg.dab.gamma == 10.0
+
+
+def test_every_preset_is_run_by_a_paper_artifact():
+    """conf/experiment/ holds the presets the specs in experiments/ run (the paper's tables and
+    figures and the ablations beside them), and every preset a spec names exists; the estimator
+    table's rows are variants of its spec, not presets."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from renderers.common import spec_presets
+
+    used = {p for spec in (REPO / "experiments").glob("*.yaml") for p in spec_presets(yaml.safe_load(spec.read_text()))}
+    assert sorted(set(PRESETS) - used) == [] and sorted(used - set(PRESETS)) == []

@@ -5,7 +5,6 @@ group's contents); aggregate.py sums up empty cells in one line; run_artifact.py
 follows max_steps at a measured speed; experiments/README.md describes the specs as they are.
 (The report over every tier, and where its verdicts show: tests/test_report.py.)"""
 import csv
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -183,7 +182,7 @@ def test_experiments_readme_describes_the_specs():
     for path in sorted((REPO / "experiments").glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
         sweep = spec["sweep"]
-        n = len(sweep["presets"]) * len(sweep["seeds"]) * math.prod(len(v) for v in (sweep.get("overrides") or {}).values())
+        n = len(common.planned_cells(spec)) * len(sweep["seeds"])
         row = next((ln for ln in readme.splitlines() if ln.startswith(f"| `{path.name}` |")), None)
         assert row is not None, f"experiments/README.md has no row for {path.name}"
         assert f"seeds {sweep['seeds'][0]}–{sweep['seeds'][-1]} ({n} runs" in row, row

@@ -48,7 +48,7 @@ def pipeline(tmp_path_factory):
     (tmp / "experiments" / "figure3.yaml").write_text((REPO / "experiments" / "figure3.yaml").read_text())
     root = tmp / "runs"
     for preset, seed, fails in (("sort_t5", 0, False), ("sort_t5", 1, True), ("sort_t10", 0, True)):
-        overrides = [f"+experiment={preset}", f"seed={seed}", *BUDGET] + (["dab.gamma=nan"] if fails else [])
+        overrides = [f"+experiment={preset}", f"seed={seed}", *BUDGET] + (["dab.gamma=inf"] if fails else [])
         cfg = compose_config([*small_overrides(root / "table1", steps=3), *overrides])
         command = "python train.py " + " ".join(overrides)
         run_dir = root / "table1" / f"{preset}_{seed}"
@@ -106,7 +106,7 @@ def test_table_says_n_of_planned_and_failed(pipeline):
     assert ("- Produced by: scripts/run_artifact.py experiments/table1.yaml --only sort_t5 --seeds 0 "
             "--set=trainer.ckpt_every=3 --set=trainer.eval_every=3 --set=trainer.max_minutes=null "
             "--set=trainer.max_steps=3 (1 run(s))") in produced
-    assert ("- Produced by: scripts/run_artifact.py experiments/table1.yaml --only sort_t5,sort_t10 --set=dab.gamma=nan "
+    assert ("- Produced by: scripts/run_artifact.py experiments/table1.yaml --only sort_t5,sort_t10 --set=dab.gamma=inf "
             "--set=trainer.ckpt_every=3 --set=trainer.eval_every=3 --set=trainer.max_minutes=null "
             "--set=trainer.max_steps=3 (2 run(s))") in produced
     assert "rendered" in pipeline["figures"] and "1 finished, 2 failed run(s)" in pipeline["figures"]
@@ -212,3 +212,30 @@ def test_make_figures_rejects_an_unknown_renderer(tmp_path):
     message = proc.stderr.strip()
     assert message.startswith("error: table1: unknown renderer 'tabel1'; valid choices: ") and "\n" not in message
     assert {"figure3", "table1"} <= set(message.split("valid choices: ")[1].split(", "))
+
+
+def test_aggregate_labels_each_run_with_the_variant_it_ran(tmp_path):
+    """A spec's variants (label -> overrides set together): a run's label is the variant whose
+    overrides are exactly those its command sets; the CSV's `variant` column and the cells name it;
+    a run of no variant (another estimator, or a variant's key set beyond it) is skipped and counted."""
+    spec = spec_of("table1")
+    spec["artifact"] = "variants"
+    spec["sweep"] = {"presets": ["sort_t5"], "seeds": [0],
+                     "variants": {"dab": {}, "ste": {"dab.estimator": "ste"}, "lti": {"dab.loss_to_input": True}}}
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "variants.yaml").write_text(yaml.safe_dump(spec))
+    root = tmp_path / "runs"
+    for name, overrides in (("dab", []), ("ste", ["dab.estimator=ste"]), ("other", ["dab.estimator=blackbox"]),
+                            ("beyond", ["dab.estimator=ste", "dab.loss_to_input=true"])):
+        job = ["+experiment=sort_t5", "seed=0", *overrides, *BUDGET]
+        run_experiment(compose_config([*small_overrides(root / "variants", steps=3), *job]), root / "variants" / name,
+                       "python train.py " + " ".join(job))
+    out = script("aggregate", "--runs-root", str(root), "--experiments", str(tmp_path / "experiments"),
+                 "--results", str(tmp_path / "results")).stdout
+    assert "found 2 finished and 0 failed run(s)" in out and "2 not a variant of this artifact" in out
+    assert "  sort_t5 variant=ste: 1 finished, 0 failed, 0 missing of 1 planned seed(s)" in out
+    assert "  1 of 3 cell(s) have no runs yet: sort_t5 variant=lti" in out
+    with open(tmp_path / "results" / "variants_runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["variant"], r["cell"]) for r in rows) == [("dab", "sort_t5 variant=dab"),
+                                                                ("ste", "sort_t5 variant=ste")]

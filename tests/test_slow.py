@@ -60,12 +60,7 @@ def data_overrides(preset, tmp_path) -> list[str]:
     return [*stand_in, f"dataset.root={DATA}", f"dataset.test_size={EVAL_IMAGES}", *probe]
 
 
-# The estimator table's est_* presets are small-budget deltas of these (one estimator each); the
-# fast tier builds every one of them (tests/test_gradient_fidelity.py) and trains one per estimator.
-PAPER_PRESETS = [p for p in PRESETS if not p.startswith("est_")]
-
-
-@pytest.mark.parametrize("preset", PAPER_PRESETS)
+@pytest.mark.parametrize("preset", PRESETS)
 def test_preset_at_real_sizes_runs_two_steps(preset, tmp_path):
     """Two steps and an evaluation: the family's metrics, finite, fractions within [0, 1]."""
     data = data_overrides(compose_config([f"+experiment={preset}"]), tmp_path)

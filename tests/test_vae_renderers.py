@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, compose_config
 
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -70,8 +70,10 @@ def test_figure4_posterior_panel_only_when_runs_report_it(tmp_path):
     # the third panel: the posterior probe for a stochastic variant, the code probe for a deterministic one
     bern, binary = rows[1], rows[0]
     assert (bern["variant"], binary["variant"]) == ("bernoulli", "dab_binary")
-    assert figure4.posterior_probe(bern) == 0.8 and figure4.posterior_probe(binary) == 0.6
-    assert figure4.posterior_probe({**bern, "linear_acc_posterior": None}) is None  # never the draw's probe
+    stochastic = figure4.stochastic(spec)
+    assert stochastic == {"bernoulli", "discrete", "dab_bernoulli"}  # from the variants' latents
+    assert figure4.posterior_probe(bern, stochastic) == 0.8 and figure4.posterior_probe(binary, stochastic) == 0.6
+    assert figure4.posterior_probe({**bern, "linear_acc_posterior": None}, stochastic) is None  # never the draw's
 
 
 def test_figure5_renders_one_bpp_level_without_pngs(tmp_path):
@@ -94,13 +96,33 @@ def test_specs_keep_the_contract(spec_name):
     assert (REPO / "scripts" / "renderers" / f"{spec['render']}.py").is_file()
     assert len(spec["sweep"]["overrides"]["latent.bpp"]) >= (4 if spec_name == "figure4" else 1)
     assert spec["columns"]["bpp_target"] == "config.latent.bpp"
+    assert "variant" not in spec["columns"]  # aggregate.py's standard column: the variant's label
+
+
+@pytest.mark.parametrize("spec_name", ["figure4", "figure5"])
+def test_every_variant_is_one_latent_with_its_estimator_and_composes(spec_name):
+    """A variant's label is the paper's name; its overrides pick the one latent mechanism
+    (bridged_* behind dab.estimator, or a VAE baseline)."""
+    from dab.suite.families import parse
+
+    spec = yaml.safe_load((REPO / "experiments" / f"{spec_name}.yaml").read_text())
+    figure4 = importlib.import_module("renderers.figure4")
+    for label, overrides in spec["sweep"]["variants"].items():
+        assert label in figure4.LEGEND
+        assert set(overrides) <= {"latent", "dab.estimator"}
+        assert overrides.get("dab.estimator", "dab") == ("ste" if label.startswith("ste_") else "dab")
+        cfg = compose_config([f"+experiment={spec['sweep']['presets'][0]}",
+                              *(f"{k}={v}" for k, v in overrides.items()), "trainer.device=cpu"])
+        parse(cfg)
+        assert cfg.latent.name == overrides["latent"]
 
 
 @pytest.mark.parametrize("tier", ["cpu", "gpu"])
 def test_committed_figure4_runs_render_in_the_specs_cells(tier, tmp_path):
-    """The committed Figure 4 runs recorded the bit budget as model.bpp (before it moved to
-    latent.bpp): they still fall in the spec's cells, carry no extra override, and the table and
-    ranking show their numbers at every bpp level they ran."""
+    """The committed Figure 4 runs recorded their latent by its old name (latent=dab_binary, before
+    one mechanism, latent=bridged_binary dab.estimator=dab, replaced those names): their `variant`
+    column holds the label, so they still fall in the spec's cells, carry no extra override, and
+    the table and ranking show their numbers at every bpp level they ran."""
     common = importlib.import_module("renderers.common")
     figure4 = importlib.import_module("renderers.figure4")
     spec = yaml.safe_load((REPO / "experiments" / "figure4.yaml").read_text())
@@ -108,10 +130,10 @@ def test_committed_figure4_runs_render_in_the_specs_cells(tier, tmp_path):
         if (REPO / "results" / tier / name).exists():
             (tmp_path / name).write_bytes((REPO / "results" / tier / name).read_bytes())
     rows = common.load_rows(tmp_path / "figure4_runs.csv")
-    assert all("model.bpp=" in r["command"] for r in rows)  # the old spelling, as recorded
+    assert all(f"latent={r['variant']} " in r["command"] for r in rows)  # the old names, as recorded
     cells = {c["cell"]: c["finished"] for c in common.coverage(spec, rows)}
     assert len(cells) == 64 and sum(cells.values()) == len(rows)  # every run in a planned cell
-    assert "model.bpp" not in " ".join(common.setting_overrides(spec, rows))
+    assert not any(o.startswith("latent") for o in common.setting_overrides(spec, rows))
     md = figure4.render(spec, rows, tmp_path)[0].read_text()
     levels = sorted({r["bpp_target"] for r in rows})
     for r in rows:

@@ -145,23 +145,71 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-# ---- cells: a preset with one combination of swept values ----
+# ---- cells: a preset with one variant and one combination of swept values ----
+
+def sweep_groups(spec: dict) -> list[dict]:
+    """The spec's sweep as groups, each ``{presets, variants, overrides, budget}``: ``sweep.groups``
+    where the spec has them (a group's budget over the spec's), else the sweep itself. ``variants``:
+    label -> overrides set together, one cell per label; ``overrides``: key -> values, swept."""
+    sweep, budget = spec["sweep"], spec.get("budget") or {}
+    return [{"presets": list(g["presets"]), "variants": dict(g.get("variants") or {}),
+             "overrides": dict(g.get("overrides") or {}), "budget": {**budget, **(g.get("budget") or {})}}
+            for g in sweep.get("groups") or [sweep]]
+
+
+def spec_presets(spec: dict) -> list[str]:
+    """Every preset the spec runs, in sweep order."""
+    return [p for g in sweep_groups(spec) for p in g["presets"]]
+
+
+def group_of(spec: dict, experiment: str | None) -> dict | None:
+    """The sweep group that runs ``experiment`` (a preset is in one group at most)."""
+    return next((g for g in sweep_groups(spec) if experiment in g["presets"]), None)
+
+
+def group_keys(group: dict) -> list[str]:
+    """What a cell of ``group`` names beyond its preset: ``variant`` (its label), then the swept keys."""
+    return (["variant"] if group["variants"] else []) + list(group["overrides"])
+
 
 def swept_keys(spec: dict) -> list[str]:
-    return list((spec["sweep"].get("overrides") or {}).keys())
+    keys: list[str] = []
+    for group in sweep_groups(spec):
+        keys += [k for k in group_keys(group) if k not in keys]
+    return keys
+
+
+def variant_keys(spec: dict) -> set[str]:
+    """Every key a variant of the spec sets."""
+    return {k for g in sweep_groups(spec) for overrides in g["variants"].values() for k in overrides or {}}
 
 
 def cell_name(experiment: str, swept: dict) -> str:
-    """'sort_lstm_t5 model.ponder_steps=5': a preset plus its swept values, the unit seeds repeat."""
+    """'sort_lstm_t5 model.ponder_steps=5', 'vae_fmnist variant=dab_binary latent.bpp=0.1': a preset
+    plus its variant and swept values, the unit seeds repeat."""
     return " ".join([experiment, *(f"{k}={hydra_value(v)}" for k, v in swept.items())])
 
 
 def planned_cells(spec: dict) -> list[str]:
     """Every cell the spec's sweep plans, in sweep order."""
-    sweep = spec["sweep"]
-    keys = swept_keys(spec)
-    combos = list(itertools.product(*[(sweep.get("overrides") or {})[k] for k in keys]))
-    return [cell_name(p, dict(zip(keys, combo))) for p in sweep["presets"] for combo in combos]
+    cells = []
+    for g in sweep_groups(spec):
+        combos = list(itertools.product(*g["overrides"].values()))
+        for p in g["presets"]:
+            for label in g["variants"] or [None]:
+                cells += [cell_name(p, ({} if label is None else {"variant": label}) | dict(zip(g["overrides"], c)))
+                          for c in combos]
+    return cells
+
+
+def variant_of(group: dict, given: dict[str, str]) -> str | None:
+    """The label of the group's variant whose overrides are exactly what ``given`` (key -> Hydra
+    value: a run's recorded overrides) sets of the keys the group's variants set; None when none is."""
+    keys = {k for overrides in group["variants"].values() for k in overrides or {}}
+    mine = {k: v for k, v in given.items() if k in keys}
+    return next((label for label, overrides in group["variants"].items()
+                 if mine.keys() == (overrides or {}).keys()
+                 and all(same_value(mine[k], hydra_value(v)) for k, v in (overrides or {}).items())), None)
 
 
 def run_overrides(command: str | None) -> list[str]:
@@ -179,18 +227,28 @@ def command_overrides(command: str | None) -> dict[str, str]:
     return {key: hydra_value(value) for key, _, value in pairs}
 
 
-def swept_from_command(spec: dict, command: str | None) -> dict | None:
-    """The swept values a recorded command set (``dab=ste``: the option's name, where the config
-    holds only the group's contents); None when the command does not name every swept key."""
+def swept_from_command(spec: dict, experiment: str | None, command: str | None,
+                       variant: str | None = None) -> dict | None:
+    """The cell values of a run of ``experiment`` that a recorded command set: its variant's label
+    (``variant`` where the run's row records it, else the variant whose overrides the command sets)
+    and the swept values (``dab=ste``: the option's name, where the config holds only the group's
+    contents); None when the command names no variant or not every swept key of the preset's group."""
+    group = group_of(spec, experiment)
+    if group is None or not command:
+        return None
     given = command_overrides(command)
-    keys = swept_keys(spec)
+    if group["variants"]:
+        given["variant"] = variant or variant_of(group, given)
+        if given["variant"] not in group["variants"]:
+            return None
+    keys = group_keys(group)
     return {k: given[k] for k in keys} if all(k in given for k in keys) else None
 
 
 def row_cell(spec: dict, row: dict) -> str | None:
-    """A row's cell: from its recorded command where that names every swept value, else the CSV's
-    ``cell`` column (aggregate.py's, from the run's config)."""
-    swept = swept_from_command(spec, row.get("command")) if row.get("experiment") else None
+    """A row's cell: from its recorded command (and ``variant`` column) where those name every
+    cell value, else the CSV's ``cell`` column (aggregate.py's, from the run's config)."""
+    swept = swept_from_command(spec, row.get("experiment"), row.get("command"), row.get("variant"))
     return cell_name(row["experiment"], swept) if swept is not None else row.get("cell")
 
 
@@ -248,16 +306,19 @@ def cell_summary(spec: dict, rows: list[dict], metric: str, **match) -> str:
 
 def extra_overrides(spec: dict, row: dict) -> dict[str, str]:
     """What one run set beyond its spec: the recorded overrides other than the preset, seed, swept
-    keys, runs_root, trainer.resume and hydra.* whose value differs from the spec's budget, plus
-    budget keys the run left at a different default (read from the CSV column of that name)."""
-    budget = {k: hydra_value(v) for k, v in (spec.get("budget") or {}).items()}
-    fixed = {*LAUNCH_KEYS, *swept_keys(spec)}
+    keys, the variants' keys, runs_root, trainer.resume and hydra.* whose value differs from the
+    budget of the run's sweep group (the spec's), plus trainer budget keys the run left at a
+    different default (read from the CSV column of that name)."""
+    group = group_of(spec, row.get("experiment"))
+    budget = {k: hydra_value(v) for k, v in (group["budget"] if group else spec.get("budget") or {}).items()}
+    fixed = {*LAUNCH_KEYS, *swept_keys(spec), *variant_keys(spec)}
     given = command_overrides(row.get("command"))
     extra = {k: v for k, v in given.items()
              if k not in fixed and not k.startswith("hydra.") and not same_value(budget.get(k, ""), v)}
     for key, value in budget.items():
         column = key.split(".")[-1]
-        if key not in given and column in row and not same_value(hydra_value(row[column]), value):
+        if (key.startswith("trainer.") and key not in given and column in row
+                and not same_value(hydra_value(row[column]), value)):
             extra[key] = hydra_value(row[column])
     return extra
 
@@ -284,8 +345,8 @@ def regenerate_commands(spec: dict, rows: list[dict]) -> list[tuple[str, int]]:
     commands = []
     for extra, members in groups.items():
         args = [f"experiments/{spec['artifact']}.yaml"]
-        presets = [p for p in spec["sweep"]["presets"] if any(m["experiment"] == p for m in members)]
-        if presets != list(spec["sweep"]["presets"]):
+        presets = [p for p in spec_presets(spec) if any(m["experiment"] == p for m in members)]
+        if presets != spec_presets(spec):
             args.append("--only " + ",".join(presets))
         seeds = sorted({m["seed"] for m in members})
         if seeds != sorted(int(s) for s in spec["sweep"]["seeds"]):

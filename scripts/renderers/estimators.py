@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from renderers.common import ReportRow, cell_values, coverage_lines, fmt_ours, planned_seeds, provenance_lines
+from renderers.common import (ReportRow, cell_values, coverage_lines, fmt_ours, planned_seeds, provenance_lines,
+                              sweep_groups)
 
 # (column key, heading, metric column, scale, digits, unit)
 TASKS = (
@@ -40,15 +41,8 @@ def tag(rows: list[dict]) -> list[dict]:
 
 
 def planned_pairs(spec: dict) -> set[tuple[str, str]]:
-    """(task, estimator) cells the spec plans, from its preset names est_<task>_<estimator>."""
-    out = set()
-    for preset in spec["sweep"]["presets"]:
-        rest = preset.removeprefix("est_")
-        for task in ("vae_binary", "vae_bernoulli", "sort", "classify"):
-            if rest.startswith(task + "_"):
-                key = {"vae_binary": "ae_binary", "vae_bernoulli": "ae_bernoulli"}.get(task, task)
-                out.add((key, rest[len(task) + 1:]))
-    return out
+    """(task, estimator) cells the spec plans: its variants' labels, <task>/<estimator>."""
+    return {tuple(label.split("/", 1)) for g in sweep_groups(spec) for label in g["variants"]}
 
 
 def values_of(rows: list[dict], metric: str, scale: float, task: str, est: str) -> tuple[list[float], int]:
@@ -111,7 +105,7 @@ def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
 
 def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     tag(rows)
-    extra = ["- Budgets differ per task by design (each column's presets hold its own step budget: "
+    extra = ["- Budgets differ per task by design (the spec sets one step budget per task: "
              + ", ".join(f"{t[1]}: {sorted({r['max_steps'] for r in rows if r['_task'] == t[0]})} steps"
                          for t in TASKS) + "); within a column every estimator has the same budget",
              f"- Gradient references: {references(rows) or 'none measured yet'}"]

@@ -2,13 +2,13 @@
 one row of panels per data set, the paper's legend names; a markdown table of the same numbers
 and a grid of test reconstructions per variant (from each run's reconstructions.png).
 
-Rows need the spec's columns ``dataset``, ``variant``, ``bpp_target`` (the swept ``latent.bpp``),
-``bpp``, ``ms_ssim``, ``linear_acc`` besides the standard ones (run_dir, seed, status, steps,
-device, max_steps, ...). The ``linear_acc_posterior`` column (the probe on the posterior's
-probabilities, which only the stochastic variants report; results/gpu/figure4_runs.csv predates it
-and lacks it) adds a table column and, when any row has a value, a third panel per data set: the
-posterior probe for the stochastic variants and the code probe for the deterministic ones (whose
-posterior is a point mass on their code).
+Rows need the spec's columns ``dataset``, ``bpp_target`` (the swept ``latent.bpp``), ``bpp``,
+``ms_ssim``, ``linear_acc`` besides the standard ones (run_dir, variant: the spec's variant label,
+seed, status, steps, device, max_steps, ...). The ``linear_acc_posterior`` column (the probe on
+the posterior's probabilities, which only the stochastic variants report;
+results/gpu/figure4_runs.csv predates it and lacks it) adds a table column and, when any row has a
+value, a third panel per data set: the posterior probe for the stochastic variants and the code
+probe for the deterministic ones (whose posterior is a point mass on their code).
 """
 from __future__ import annotations
 
@@ -18,18 +18,25 @@ from dab.suite.models.latents import LATENTS
 from renderers.common import (add_caption, caption, failed_seeds, finished, fmt_ours, planned_seeds,
                               provenance_lines, ranking_lines, read_history, summary)
 
-# the latents' names in figures and which draw a random code: from the latent registry (one list of names)
-LEGEND = {name: LATENTS[name].info["legend"] for name in LATENTS}
+# The variants' names in figures (the spec's labels): the paper's, and ours marked so.
+LEGEND = {"dab_binary": "dab-binary", "dab_signum": "dab-signum", "dab_bernoulli": "dab-bernoulli",
+          "bernoulli": "bernoulli", "discrete": "discrete", "threshold": "threshold",
+          "ste_binary": "ste-binary (ours)", "ste_signum": "ste-signum (ours)"}
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "imagenet": "ImageNet"}
 METRICS = {"ms_ssim": "test MS-SSIM", "linear_acc": "linear-probe test accuracy"}
 POSTERIOR = ("linear_acc_posterior", "linear-probe test accuracy, posterior\n(code probe for deterministic codes)")
-STOCHASTIC = LATENTS.where(lambda o: o.build.stochastic)  # their hard code is one random draw
 
 
-def posterior_probe(row: dict) -> float | None:
+def stochastic(spec: dict) -> set[str]:
+    """The spec's variants whose hard code is one random draw (their latent's fact in the registry)."""
+    return {label for label, overrides in spec["sweep"]["variants"].items()
+            if LATENTS[overrides["latent"]].build.stochastic}
+
+
+def posterior_probe(row: dict, stochastic_variants: set[str]) -> float | None:
     """The third panel's value: the posterior probe for a stochastic variant (None when the run
     has none), the code probe for a deterministic one."""
-    if row["variant"] in STOCHASTIC:
+    if row["variant"] in stochastic_variants:
         return row.get("linear_acc_posterior")
     return row.get("linear_acc")
 
@@ -48,9 +55,9 @@ def groups(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 def planned(spec: dict) -> tuple[list[str], list[str], list[float]]:
     """Data sets (from the presets' names), variants and bpp levels the spec sweeps."""
-    over = spec["sweep"].get("overrides") or {}
-    datasets = [p.removeprefix("vae_") for p in spec["sweep"]["presets"]]
-    return datasets, list(over.get("latent", LEGEND)), [float(b) for b in over.get("latent.bpp", [])]
+    sweep = spec["sweep"]
+    datasets = [p.removeprefix("vae_") for p in sweep["presets"]]
+    return datasets, list(sweep["variants"]), [float(b) for b in (sweep.get("overrides") or {}).get("latent.bpp", [])]
 
 
 def header(spec: dict, rows: list[dict], results_dir: Path) -> list[str]:
@@ -100,7 +107,7 @@ def plot(spec: dict, rows: list[dict], path: Path) -> Path:
     g = groups(rows)
     panels = {metric: (label, lambda r, m=metric: r.get(m)) for metric, label in METRICS.items()}
     if has_posterior(rows):
-        panels[POSTERIOR[0]] = (POSTERIOR[1], posterior_probe)
+        panels[POSTERIOR[0]] = (POSTERIOR[1], lambda r, s=stochastic(spec): posterior_probe(r, s))
     fig, axes = plt.subplots(len(datasets), len(panels), figsize=(5 * len(panels), 3.6 * len(datasets)),
                              squeeze=False)
     for i, d in enumerate(datasets):
