@@ -49,28 +49,17 @@ class Option:
         return () if self.schema is None else tuple(f.name for f in fields(self.schema))
 
     def args(self, values: Mapping[str, Any] | None = None, where: str | None = None) -> Any:
-        """The schema filled from ``values`` (missing keys take their defaults); a key the schema
-        does not have is a ConfigError naming the valid ones. ``where`` names the config node
-        in the message (default: the registry's kind)."""
-        values = dict(values or {})
-        values.pop("name", None)
-        if self.schema is None:
-            if values:
-                raise ConfigError(f"{where or 'this option'}={self.name} takes no settings; got "
-                                  + ", ".join(sorted(values)))
-            return None
-        valid = self.keys()
-        for key in values:
-            if key not in valid:
-                shown = f"{where}.{key}" if where else key
-                raise ConfigError(f"unknown key '{shown}' for {where or 'option'}={self.name}; valid keys: "
-                                  + (", ".join(closest_first(key, valid)) or "none"))
-        hints = typing.get_type_hints(self.schema)
+        """The schema filled from config ``values`` (missing keys take their defaults); a key the
+        schema does not have, or a value of the wrong type, is a ConfigError naming the valid keys.
+        ``where`` names the config node in the message (e.g. ``hard_fn``)."""
+        values = {k: v for k, v in (values or {}).items() if k != "name"}
+        node = where or "option"
+        check_keys(values, self.schema, f"{node}.", option=f"{node}={self.name}")
+        hints = typing.get_type_hints(self.schema) if self.schema is not None else {}
         for key, value in values.items():
             if not _conforms(value, hints.get(key, Any)):
-                raise ConfigError(f"{where or 'option'}.{key} must be {_type_name(hints[key])} for "
-                                  f"{where or 'option'}={self.name}, got {value!r}")
-        return self.schema(**values)
+                raise ConfigError(f"{node}.{key} must be {_type_name(hints[key])} for {node}={self.name}, got {value!r}")
+        return None if self.schema is None else self.schema(**values)
 
     def from_call(self, values: Mapping[str, Any] | None, caller: str, label: str | None = None) -> Any:
         """The schema filled from the keyword arguments of a library call, checked like :meth:`args`
@@ -78,11 +67,7 @@ class Option:
         eps``. ``label`` names the option in messages (default: its name)."""
         values = dict(values or {})
         label = label or self.name
-        valid = self.keys()
-        for key in values:
-            if key not in valid:
-                raise ConfigError(f"{caller}: {label} takes no setting '{key}'; valid settings: "
-                                  + (", ".join(closest_first(key, valid)) or "none"))
+        check_keys(values, self.schema, option=label, caller=caller)
         hints = typing.get_type_hints(self.schema) if self.schema is not None else {}
         for key, value in values.items():
             if not _conforms(value, hints.get(key, Any)):
@@ -95,16 +80,22 @@ class NoSettings:
     """The settings of an option that has none (so that every option builds from a dataclass)."""
 
 
-def check_keys(values: Mapping[str, Any], schema: type, prefix: str = "", option: str | None = None) -> None:
-    """Every key of ``values`` must be a field of the dataclass ``schema``; otherwise one ConfigError
-    naming the key (after ``prefix``, e.g. ``trainer.``) and the valid keys, the closest first.
-    ``option`` names the selected option the keys belong to (e.g. ``hard_fn=signum``)."""
-    valid = [f.name for f in fields(schema)]
+def check_keys(values: Mapping[str, Any], schema: type | None, prefix: str = "", option: str | None = None,
+               caller: str | None = None) -> None:
+    """The one check of keys against a schema: every key of ``values`` must be a field of the
+    dataclass ``schema`` (None: it has none); otherwise one ConfigError naming the key and the
+    valid keys, the closest first. In config words by default (``unknown config key
+    'trainer.max_stpes'``, after ``prefix``, ``for`` the ``option`` they belong to, e.g.
+    ``hard_fn=signum``); in a library call's words where ``caller`` names it (``make_bridge: signum
+    takes no setting 'epsilon'; valid settings: eps``)."""
+    valid = [f.name for f in fields(schema)] if schema is not None else []
     for key in values:
         if key not in valid:
+            closest = ", ".join(closest_first(key, valid)) or "none"
+            if caller is not None:
+                raise ConfigError(f"{caller}: {option} takes no setting '{key}'; valid settings: {closest}")
             owner = f" for {option}" if option else ""
-            raise ConfigError(f"unknown config key '{prefix}{key}'{owner}; valid keys: "
-                              + (", ".join(closest_first(key, valid)) or "none"))
+            raise ConfigError(f"unknown config key '{prefix}{key}'{owner}; valid keys: {closest}")
 
 
 def _conforms(value: Any, tp: Any) -> bool:

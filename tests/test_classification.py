@@ -166,11 +166,12 @@ def test_pool_head_sees_the_identity_features_after_a_final_sort_rows_cols():
 
 def test_head_choices_and_default():
     """pool is the default of the schema, the resnet18 group and every classify preset; an unknown
-    head is one ConfigError line naming the valid choices, from the config and from the class."""
+    head is one ConfigError line naming the valid choices, from the config (the class checks it,
+    when the model is built) and from the class."""
     for preset in CLASSIFY_PRESETS:
         assert compose_config([f"+experiment={preset}"]).model.head == "pool", preset
     with pytest.raises(ConfigError) as err:
-        parse(compose_config(["+experiment=classify_sort", "model.head=avg"]))
+        make_classifier(parse(compose_config(["+experiment=classify_sort", "model.head=avg"])))
     assert str(err.value) == "unknown model.head 'avg'; valid choices: pool, flatten"
     with pytest.raises(ConfigError, match="valid choices: pool, flatten"):
         ResNet18Classifier(width=4, head="avg")
@@ -342,7 +343,7 @@ def test_bf16_is_refused_on_a_cpu_without_bf16(monkeypatch, synthetic_data, tmp_
 def test_train_batches_are_a_function_of_seed_and_step(synthetic_data):
     from dab.suite.families.classification import build
     cfg = compose_config(["+experiment=classify_signum", "model.width=4", "dataset.batch_size=32"])
-    (task_a, _), (task_b, _) = build(cfg, torch.device("cpu")), build(cfg, torch.device("cpu"))
+    (task_a, _), (task_b, _) = build(parse(cfg), torch.device("cpu")), build(parse(cfg), torch.device("cpu"))
     xa, ya = task_a.train_batch(17)
     task_b.train_batch(3)
     xb, yb = task_b.train_batch(17)

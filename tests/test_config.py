@@ -215,11 +215,11 @@ def test_typo_in_a_family_owned_group_is_a_config_error_naming_the_valid_keys(co
     option's schema when the config is validated, in a preset body or in a group file."""
     (conf_copy / "experiment" / "typo.yaml").write_text(
         "# @package _global_\ndefaults:\n  - override /model: lstm\n\nrun_name: typo\nmodel:\n  hiden: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'model.hiden' for model=lstm; valid keys: hidden"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.hiden' for model=lstm; valid keys: hidden"):
         parse(compose_config(["+experiment=typo"], config_dir=conf_copy))
     path = conf_copy / "hard_fn" / "signum.yaml"
     path.write_text(path.read_text() + "epsilon: 0.3\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'hard_fn.epsilon' for hard_fn=signum; valid keys: eps"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'hard_fn.epsilon' for hard_fn=signum; valid keys: eps"):
         parse(compose_config([], config_dir=conf_copy))
 
 

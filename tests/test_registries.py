@@ -68,7 +68,7 @@ def test_registry_errors_name_the_closest_choices_first():
 
 
 def test_an_option_refuses_settings_it_does_not_have_and_wrong_types():
-    with pytest.raises(ConfigError, match=r"unknown key 'hard_fn.k' for hard_fn=signum; valid keys: eps"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'hard_fn.k' for hard_fn=signum; valid keys: eps"):
         HARD_FNS["signum"].args({"k": 3}, where="hard_fn")
     with pytest.raises(ConfigError, match=r"hard_fn.k must be int for hard_fn=topk, got 'ten'"):
         HARD_FNS["topk"].args({"k": "ten"}, where="hard_fn")
@@ -225,7 +225,7 @@ def test_a_new_family_is_one_registration_and_one_preset(throwaway_family, conf_
         "# @package _global_\ndefaults:\n  - override /dataset: toy\n  - override /model: toy_mlp\n"
         "  - override /hard_fn: signum\n\ntask: toy\nrun_name: toy\noptimizer:\n  lr: 0.03\n")
     shared = [o for o in small_overrides(tmp_path / "runs", steps=100) if not o.startswith(("model.", "dataset."))]
-    with pytest.raises(ConfigError, match="unknown key 'dataset.size' for dataset=toy; valid keys: batch_size"):
+    with pytest.raises(ConfigError, match="unknown config key 'dataset.size' for dataset=toy; valid keys: batch_size"):
         parse(compose_config(["+experiment=toy", *shared, "+dataset.size=3"], config_dir=conf_copy))
     metrics = run_experiment(compose_config(["+experiment=toy", *shared], config_dir=conf_copy), tmp_path / "run")
     zero_mse = float((2 * torch.linspace(-1, 1, 64)).pow(2).mean())  # predicting 0 everywhere

@@ -61,7 +61,7 @@ def test_nan_policy_skip_counts_skipped_steps_and_finishes(tmp_path, monkeypatch
 
 def test_cli_nonfinite_loss_exits_nonzero_with_the_step_and_no_metrics(tmp_path, run_cli):
     run_dir = tmp_path / "run"
-    proc = run_cli("+experiment=sort_t5", *small_overrides(tmp_path / "runs", steps=4), "dab.gamma=nan",
+    proc = run_cli("+experiment=sort_t5", *small_overrides(tmp_path / "runs", steps=4), "dab.gamma=inf",
                    f"hydra.run.dir={run_dir}")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "failed: non-finite loss at step 1 (train/task_loss" in proc.stdout
