@@ -65,7 +65,7 @@ def test_cli_nonfinite_loss_exits_nonzero_with_the_step_and_no_metrics(tmp_path,
                    f"hydra.run.dir={run_dir}")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "failed: non-finite loss at step 1 (train/task_loss" in proc.stdout
-    assert "train/dab_loss nan" in proc.stdout and str(run_dir) in proc.stdout
+    assert "train/dab_loss inf" in proc.stdout and str(run_dir) in proc.stdout
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
     assert not (run_dir / "metrics.json").exists()
     assert "non-finite loss at step 1" in (run_dir / "train.log").read_text()
