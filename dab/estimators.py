@@ -119,6 +119,31 @@ class ForwardValue(torch.autograd.Function):
         return grad, None
 
 
+class ApproximatorVJP(torch.autograd.Function):
+    """Returns ``hard`` exactly in the forward pass; the backward sends to ``x`` the approximator's
+    VJP at its input, by a nested ``autograd.grad`` on the graph ``soft = approximator(x_in)`` that
+    the DAB loss also trains through (``x_in``: a detached leaf holding x's values). One approximator
+    forward per step, as the reference's ``BaseHardFn.backward`` does; eager autograd only."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, x_in: torch.Tensor, soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x_in, soft)
+        return hard.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x_in, soft = ctx.saved_tensors
+        with torch.enable_grad():
+            (vjp,) = torch.autograd.grad(soft, x_in, grad, retain_graph=True)
+        return vjp, None, None, None
+
+
+def _plain_eager(x: torch.Tensor) -> bool:
+    """Whether autograd runs eagerly on ``x``: not under torch.compile nor a torch.func transform."""
+    return (torch.is_grad_enabled() and x.requires_grad and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active())
+
+
 def _wide(t: torch.Tensor) -> torch.Tensor:
     """t in at least float32 (bf16 and fp16 inputs are computed in float32, float64 stays)."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
@@ -184,10 +209,14 @@ def _positive(value: float, key: str, name: str) -> None:
 class DabEstimator(Estimator):
     """The approximator's VJP as the gradient, and the DAB loss for the approximator.
 
-    The task path evaluates the approximator with *detached* parameters, so autograd computes only
-    the input VJP on it, and :class:`ForwardValue` swaps in the exact hard values; the DAB loss path
-    sees ``x.detach()`` unless ``bridge.loss_to_input``. One autograd graph, no nested
-    ``autograd.grad``: compilable and free of host syncs.
+    Eager (the default): one approximator forward on a detached copy of x; the DAB loss trains the
+    approximator through it, and :class:`ApproximatorVJP` sends the task gradient to x through the
+    same graph by a nested ``autograd.grad``, as the reference does. Under torch.compile, a torch.func
+    transform or ``bridge.loss_to_input``: the task path evaluates the approximator a second time
+    with *detached* parameters, so autograd computes only the input VJP on it, and
+    :class:`ForwardValue` swaps in the exact hard values; the DAB loss path sees ``x.detach()``
+    unless ``loss_to_input``. One autograd graph, no nested ``autograd.grad``: compilable. Both
+    give the same gradients.
 
     Grid: the approximator's width (the task's, doubled) and depth, and gamma (the task's, times 10).
     With Adam and ``loss_to_input`` off, gamma scales the only gradient the approximator's weights
@@ -200,6 +229,11 @@ class DabEstimator(Estimator):
 
     def forward(self, bridge, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
         approx = bridge.approximator
+        if _plain_eager(x) and not bridge.loss_to_input:  # the same maths with one approximator forward
+            x_in = x.detach().requires_grad_()
+            soft = approx(x_in)
+            bridge.record(bridge.gamma * bridge.loss_fn(soft, hard))
+            return ApproximatorVJP.apply(x, x_in, soft, hard)
         frozen = {name: p.detach() for name, p in approx.named_parameters()}
         soft_for_task = functional_call(approx, frozen, (x,))
         soft = approx(x if bridge.loss_to_input else x.detach())
