@@ -57,35 +57,32 @@ class TrainState:
 
 
 class LossWatch:
-    """The losses of the steps since the last check, kept on the device, and their sums since the
-    last log: the loop reads them on the host only at log, evaluation and checkpoint steps."""
+    """The losses and logs of the steps since the last log, kept on the device: the loop reads them
+    on the host only at log, evaluation and checkpoint steps (no per-step arithmetic either)."""
 
     def __init__(self):
-        self.window: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, task loss, DAB loss)
-        self.sums: dict | None = None
-        self.count = 0
+        self.records: list[tuple[int, StepResult]] = []  # (step, result) since the last log
+        self.checked = 0  # records[:checked] were found finite
 
     def add(self, step: int, out: StepResult) -> None:
-        self.window.append((step, out.task_loss, out.dab_loss))
-        values = {"train/task_loss": out.task_loss, "train/dab_loss": out.dab_loss, **out.logs}
-        self.sums = values if self.sums is None else {k: self.sums[k] + v for k, v in values.items()}
-        self.count += 1
+        self.records.append((step, out))
 
     def first_nonfinite(self) -> tuple[int, dict] | None:
-        """(step, loss terms) of the first non-finite loss in the window, or None: one host sync."""
-        if not self.window:
+        """(step, loss terms) of the first non-finite loss since the last check, or None: one host sync."""
+        window = self.records[self.checked:]
+        if not window:
             return None
-        totals = torch.stack([t + d for _, t, d in self.window])
+        totals = torch.stack([r.task_loss + r.dab_loss for _, r in window])
         bad = (~torch.isfinite(totals)).nonzero()
         if bad.numel() == 0:
             return None
-        step, task_loss, dab_loss = self.window[int(bad[0])]
-        return step, {"train/task_loss": float(task_loss), "train/dab_loss": float(dab_loss)}
+        step, r = window[int(bad[0])]
+        return step, {"train/task_loss": float(r.task_loss), "train/dab_loss": float(r.dab_loss)}
 
     def check(self, saved_step: int | None, step: int, elsewhere: bool = False) -> None:
-        """Raise TrainingFailed for a non-finite loss in the window (``elsewhere``: on another rank)."""
+        """Raise TrainingFailed for a non-finite loss since the last check (``elsewhere``: on another rank)."""
         bad = self.first_nonfinite()
-        self.window.clear()
+        self.checked = len(self.records)
         if bad is None and elsewhere:
             bad = (step, {"train/task_loss": float("nan"), "train/dab_loss": float("nan")})
         if bad is not None:
@@ -96,11 +93,14 @@ class LossWatch:
 
     def means(self) -> dict[str, float] | None:
         """The mean of each logged value since the last call (the one host sync of a log step)."""
-        if self.sums is None:
+        if not self.records:
             return None
-        means = {k: float(v) / self.count for k, v in self.sums.items()}
-        self.sums, self.count = None, 0
-        return means
+        results = [r for _, r in self.records]
+        values = {"train/task_loss": [r.task_loss for r in results], "train/dab_loss": [r.dab_loss for r in results]}
+        for key in results[0].logs:
+            values[key] = [r.logs[key] for r in results]
+        self.records, self.checked = [], 0
+        return {k: float(torch.stack(v).float().mean()) for k, v in values.items()}
 
 
 def on_split(key: str, split: str) -> str:
