@@ -94,6 +94,23 @@ $(ARTIFACTS): $(VENV_STAMP)
 	$(PY) scripts/make_figures.py --results $(RESULTS)
 	$(PY) scripts/make_report.py --results $(RESULTS)
 
+# Equal tuning of every estimator of the estimator table on a validation split (scripts/tune_estimators.py):
+# the choices go to experiments/estimators_tuned.yaml, the evidence to $(TUNE_RESULTS)/estimators_tuning.md
+TUNE_RUNS ?= ../dab_runs/tuning
+TUNE_RESULTS ?= $(RESULTS)
+.PHONY: tune-estimators
+tune-estimators: $(VENV_STAMP)
+	$(PY) scripts/tune_estimators.py --runs-root $(TUNE_RUNS) --results $(TUNE_RESULTS) --workers 2 --threads 1
+
+# The CPU tier of every spec with a cpu: block, in priority order, each block extended by resume until
+# its ranking settles or hits its cap; each finished spec aggregated, rendered and committed
+# (scripts/campaign.py). Ctrl-C checkpoints; the same command continues. CAMPAIGN_ARGS="--dry-run": the plan.
+CAMPAIGN_RUNS ?= ../dab_runs/campaign
+CAMPAIGN_ARGS ?=
+.PHONY: campaign
+campaign: $(VENV_STAMP)
+	$(PY) scripts/campaign.py --runs-root $(CAMPAIGN_RUNS) --results results/cpu --commit $(CAMPAIGN_ARGS)
+
 aggregate: $(VENV_STAMP)
 	$(PY) scripts/aggregate.py --runs-root $(RUNS) --results $(RESULTS)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from renderers.settle import order_text, orders_by_step, settle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,12 +149,22 @@ def display_path(path: Path) -> str:
 
 # ---- cells: a preset with one variant and one combination of swept values ----
 
-def sweep_groups(spec: dict) -> list[dict]:
+def tuned_settings(spec: dict) -> dict[str, dict]:
+    """The spec's ``tuned`` file (experiments/<file>, written by scripts/tune_estimators.py): label ->
+    the overrides tuning chose for that variant; {} where the spec names none or it is not there yet."""
+    path = REPO / "experiments" / spec["tuned"] if spec.get("tuned") else None
+    return (yaml.safe_load(path.read_text()) or {}) if path is not None and path.is_file() else {}
+
+
+def sweep_groups(spec: dict, tuned: bool = True) -> list[dict]:
     """The spec's sweep as groups, each ``{presets, variants, overrides, budget}``: ``sweep.groups``
     where the spec has them (a group's budget over the spec's), else the sweep itself. ``variants``:
-    label -> overrides set together, one cell per label; ``overrides``: key -> values, swept."""
+    label -> overrides set together, one cell per label, with the tuned settings laid over them
+    (``tuned=False``: as the spec writes them); ``overrides``: key -> values, swept."""
     sweep, budget = spec["sweep"], spec.get("budget") or {}
-    return [{"presets": list(g["presets"]), "variants": dict(g.get("variants") or {}),
+    chosen = tuned_settings(spec) if tuned else {}
+    return [{"presets": list(g["presets"]),
+             "variants": {label: {**(o or {}), **chosen.get(label, {})} for label, o in (g.get("variants") or {}).items()},
              "overrides": dict(g.get("overrides") or {}), "budget": {**budget, **(g.get("budget") or {})}}
             for g in sweep.get("groups") or [sweep]]
 

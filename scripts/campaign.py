@@ -1,0 +1,227 @@
+"""The CPU tier of every comparative artifact, run until each block's ranking settles, in pieces
+that can be stopped and continued.
+
+Each spec with a ``cpu:`` block takes part, in the order of ``cpu.priority``::
+
+    cpu:
+      priority: 1                      # lower runs first
+      only: [vae_fmnist]               # optional: these presets of the spec
+      set: {model.widths: "[16,32,32]", dataset.test_size: 2000}   # what makes it affordable
+      budget: 1000                     # the first trainer.max_steps
+      cap: 8000                        # the largest
+      factor: 2                        # an unsettled block's runs go on to budget x factor, by resume
+      eval_every: 250                  # evaluations at the same steps whatever the budget
+      blocks: [latent.bpp]             # the swept keys whose values make a comparison block
+      metric: test/ms_ssim             # the ranking the settle rule reads (higher is better)
+
+A block compares the spec's variants (or presets) over seeds; the settle rule is
+scripts/renderers/settle.py. The runs of a block go to ``budget``; while the block is not settled,
+every run of it continues to ``budget x factor`` by resume (``trainer.resume=auto`` in its own run
+directory: bit-identical to an uninterrupted run), up to ``cap``. A spec whose steps depend on
+``trainer.max_steps`` (a cosine lr, a fitted temperature) is not extended: it stops at its first
+budget, reported as capped.
+
+After each spec: aggregate its runs into ``--results`` (results/cpu), render, record each block's
+verdict in ``<results>/campaign.md``, and commit those files (``--commit``), so a stop loses at
+most the spec in progress. Run directories live under ``--runs-root`` (outside the work tree by
+default). Ctrl-C stops the running jobs at a step boundary with a checkpoint; the same command
+continues where it stopped, and first prints what remains.
+
+    python scripts/campaign.py --dry-run          # the plan and its projected time
+    python scripts/campaign.py --commit           # make campaign
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import signal
+import subprocess
+import sys
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO))
+
+import aggregate  # noqa: E402
+import run_artifact  # noqa: E402
+from jobs import Job, run_jobs  # noqa: E402
+from renderers.common import hydra_value  # noqa: E402
+from renderers.settle import Verdict, orders_by_step, settle  # noqa: E402
+
+from dab.suite.compose import compose_config  # noqa: E402
+from dab.suite.families import budget_dependence, parse  # noqa: E402
+
+
+@dataclass
+class Run:
+    """One run of a spec's CPU tier: its group in the ranking, its block, and how to launch it."""
+
+    group: str
+    block: str
+    overrides: list[str]  # without the budget
+    run_dir: Path
+
+
+def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
+    """Every run of the spec's CPU tier: presets x variants x swept values x seeds, each in a run
+    directory named by what it is (stable across budgets and restarts)."""
+    cpu = spec["cpu"]
+    args = Namespace(only=",".join(cpu["only"]) if cpu.get("only") else None, variants=None, seeds=None, sweep=[],
+                     fast=False, set=[f"{k}={hydra_value(v)}" for k, v in (cpu.get("set") or {}).items()])
+    seeds, multiruns = run_artifact.plan(spec, args)
+    block_keys = list(cpu.get("blocks") or [])
+    runs = []
+    for m in multiruns:
+        keys = list(m.swept)
+        for preset, values, seed in itertools.product(m.presets, itertools.product(*m.swept.values()), seeds):
+            swept = dict(zip(keys, values))
+            block = " ".join(f"{k}={swept[k]}" for k in block_keys) or "all"
+            others = [f"{k}={v}" for k, v in swept.items() if k not in block_keys]
+            group = " ".join([m.variant or preset, *others])
+            budget = {k: v for k, v in m.budget.items() if not k.startswith("trainer.")}  # the campaign sets those
+            overrides = [f"+experiment={preset}", *(f"{k}={v}" for k, v in m.overrides.items()),
+                         *(f"{k}={v}" for k, v in swept.items()), *(f"{k}={v}" for k, v in budget.items()),
+                         f"seed={seed}", f"runs_root={runs_root}"]
+            name = [preset, *([m.variant] if m.variant else []), *(f"{k}={v}" for k, v in swept.items())]
+            runs.append(Run(group, block, overrides, runs_root / spec["artifact"] / Path(*name) / f"seed{seed}"))
+    return runs
+
+
+def jobs_at(spec: dict, runs: list[Run], steps: int) -> list[Job]:
+    cpu = spec["cpu"]
+    budget = [f"trainer.max_steps={steps}", f"trainer.eval_every={cpu['eval_every']}",
+              f"trainer.ckpt_every={cpu['eval_every']}", "trainer.max_minutes=null", "trainer.log_every=50"]
+    return [Job(f"{r.group} | {r.block} | {r.run_dir.name}", [*r.overrides, *budget], r.run_dir, steps) for r in runs]
+
+
+def verdicts(spec: dict, runs: list[Run]) -> dict[str, Verdict]:
+    """The settle rule per block, on the finished runs' histories (blocks with no finished run left out)."""
+    metric = spec["cpu"]["metric"]
+    history = []
+    for r in runs:
+        path = r.run_dir / "metrics.json"
+        if path.is_file():
+            history += [{**h, "group": r.group, "block": r.block} for h in json.loads(path.read_text())["history"]]
+    orders = orders_by_step(history, metric, lambda h: h["group"], lambda h: h["block"])
+    return {block: settle(o) for block, o in orders.items() if o}
+
+
+def extensible(runs: list[Run]) -> str | None:
+    """Why the spec's runs cannot go on to a larger budget (None: they can)."""
+    cfg = compose_config([o for o in runs[0].overrides if not o.startswith("runs_root=")])
+    return budget_dependence(parse(cfg))
+
+
+def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say) -> dict:
+    """Run one spec's CPU tier to settled or capped blocks; returns its status per block."""
+    cpu = spec["cpu"]
+    runs = spec_runs(spec, runs_root)
+    steps, cap, factor = int(cpu["budget"]), int(cpu["cap"]), float(cpu.get("factor", 2))
+    frozen = extensible(runs)
+    if frozen is not None:
+        say(f"{spec['artifact']}: not extended beyond {steps} steps: {frozen}")
+        cap = steps
+    status: dict[str, dict] = {}
+    while True:
+        active = [r for r in runs if r.block not in status]
+        say(f"{spec['artifact']}: {len(active)} runs of {len({r.block for r in active})} block(s) to {steps} steps")
+        counts = run_jobs(jobs_at(spec, active, steps), workers, threads, say=say)
+        found = verdicts(spec, active)
+        for block, v in sorted(found.items()):
+            if v.settled or steps >= cap or counts["failed"]:
+                why = "settled" if v.settled else ("failed runs" if counts["failed"] else "capped")
+                status[block] = {"verdict": v.text() if v.settled else f"capped unsettled at {steps} steps: {v.text()}"
+                                 if why == "capped" else f"stopped at {steps} steps with failed runs: {v.text()}",
+                                 "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
+                say(f"  {block}: {status[block]['verdict']}")
+        if all(r.block in status for r in runs) or not found:
+            return status
+        steps = min(cap, int(steps * factor))
+
+
+def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[Run]) -> Path:
+    """``<results>/campaign.md``: one section per spec, its blocks' verdicts, budgets and CPU time."""
+    path = results / "campaign.md"
+    sections = {}
+    if path.is_file():
+        for part in path.read_text().split("\n## ")[1:]:
+            sections[part.split("\n", 1)[0]] = "## " + part.rstrip()
+    seconds = sum(json.loads((r.run_dir / "metrics.json").read_text())["wall_seconds"]
+                  for r in runs if (r.run_dir / "metrics.json").is_file())
+    cpu = spec["cpu"]
+    lines = [f"## {name}", "", f"Budget {cpu['budget']} steps, extended by x{cpu.get('factor', 2)} up to {cpu['cap']} "
+             f"while a block is unsettled; metric {cpu['metric']}; overrides: "
+             + (", ".join(f"{k}={hydra_value(v)}" for k, v in (cpu.get("set") or {}).items()) or "none")
+             + f"; {len(runs)} runs, {seconds / 3600:.2f} CPU-hours of training (wall_seconds summed).", "",
+             "| block | verdict | order at the last evaluation (best first, ~ tied) |", "|---|---|---|"]
+    for block, s in sorted(status.items()):
+        order = " > ".join(" ~ ".join(t) for t in s["order"])
+        lines.append(f"| {block} | {s['verdict']} | {order} |")
+    sections[name] = "\n".join(lines)
+    path.write_text("# CPU campaign: where each comparison block settled\n\nWritten by scripts/campaign.py; the "
+                    "settle rule is scripts/renderers/settle.py.\n\n" + "\n\n".join(sections.values()) + "\n")
+    return path
+
+
+def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say) -> None:
+    aggregate.aggregate(spec, runs_root, results)
+    for script in ("make_figures.py", "make_report.py"):
+        subprocess.run([sys.executable, str(REPO / "scripts" / script), "--results", str(results.parent)],
+                       cwd=REPO, check=True, capture_output=True)
+    if commit:
+        subprocess.run(["git", "add", str(results)], cwd=REPO, check=True)
+        subprocess.run(["git", "add", "results/REPORT.md"], cwd=REPO, check=False)
+        done = subprocess.run(["git", "commit", "-q", "-m", f"CPU campaign: {spec['artifact']} aggregated and rendered "
+                               "(scripts/campaign.py; verdicts in results/cpu/campaign.md)"], cwd=REPO)
+        say("committed" if done.returncode == 0 else "nothing new to commit")
+
+
+def specs(experiments: Path, only: list[str] | None) -> list[tuple[str, dict]]:
+    found = [(p.stem, yaml.safe_load(p.read_text())) for p in sorted(experiments.glob("*.yaml"))]
+    found = [(n, s) for n, s in found if isinstance(s, dict) and s.get("cpu") and (not only or n in only)]
+    return sorted(found, key=lambda ns: ns[1]["cpu"].get("priority", 99))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiments", type=Path, default=REPO / "experiments")
+    p.add_argument("--runs-root", type=Path, default=REPO.parent / "dab_runs" / "campaign")
+    p.add_argument("--results", type=Path, default=REPO / "results" / "cpu")
+    p.add_argument("--only", default=None, help="comma-separated spec names")
+    p.add_argument("--workers", type=int, default=2, help="runs at once (make bench's concurrency line: 2 x 1 thread)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--commit", action="store_true", help="git-commit each spec's aggregated results")
+    p.add_argument("--no-publish", action="store_true", help="write campaign.md only: no aggregate, render or commit")
+    p.add_argument("--dry-run", action="store_true")
+    a = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops like Ctrl-C
+    runs_root, results = a.runs_root.resolve(), a.results.resolve()
+    todo = specs(a.experiments, a.only.split(",") if a.only else None)
+    for name, spec in todo:
+        runs = spec_runs(spec, runs_root)
+        left = sum(not j.done() for j in jobs_at(spec, runs, int(spec["cpu"]["budget"])))
+        print(f"{name}: {len(runs)} runs in {len({r.block for r in runs})} block(s); {left} not yet at the first "
+              f"budget of {spec['cpu']['budget']} steps (cap {spec['cpu']['cap']})")
+    if a.dry_run:
+        return 0
+    try:
+        for name, spec in todo:
+            status = campaign_spec(spec, runs_root, a.workers, a.threads, print)
+            results.mkdir(parents=True, exist_ok=True)
+            write_status(results, name, spec, status, spec_runs(spec, runs_root))
+            if not a.no_publish:
+                publish(spec, runs_root, results, a.commit, print)
+    except KeyboardInterrupt:
+        print("campaign stopped: every run saved a checkpoint; run the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""A pool of training runs, each a ``train.py`` process with a fixed run directory, that can be
+stopped at any moment and started again.
+
+A job is (label, overrides, run directory). A job whose directory holds a ``metrics.json`` at its
+step budget is done and skipped; any other starts with ``trainer.resume=auto``, so it continues its
+own checkpoint (bit for bit: the batches and the RNG are functions of seed and step). Jobs run
+``workers`` at a time with ``threads`` CPU threads each. Ctrl-C (or SIGTERM) passes the stop to the
+running jobs, which checkpoint and exit; :func:`run_jobs` then raises KeyboardInterrupt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Job:
+    label: str
+    overrides: list[str]  # train.py overrides, budget included (trainer.max_steps=...)
+    run_dir: Path
+    max_steps: int
+    log: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict | None:
+        path = self.run_dir / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def done(self) -> bool:
+        """Finished at this budget (or beyond it: a longer run's metrics stand)."""
+        m = self.metrics()
+        return m is not None and m.get("train/steps", 0) >= self.max_steps
+
+    def command(self, python: str, threads: int) -> list[str]:
+        return [python, "train.py", *self.overrides, f"trainer.threads={threads}", "trainer.progress=false",
+                "trainer.resume=auto", f"hydra.run.dir='{self.run_dir}'"]  # quoted: '=' and ',' in names
+
+
+def run_jobs(jobs: list[Job], workers: int = 1, threads: int | None = None, python: str = sys.executable,
+             say=print) -> dict[str, int]:
+    """Run the jobs not done yet, ``workers`` at a time; returns counts of done, ran and failed.
+    A failed job (non-zero exit other than an interrupt) is reported and the others go on."""
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    todo = [j for j in jobs if not j.done()]
+    counts = {"done before": len(jobs) - len(todo), "ran": 0, "failed": 0}
+    say(f"{len(jobs)} runs: {counts['done before']} done already, {len(todo)} to run, {workers} at a time "
+        f"with {threads} thread(s) each")
+    running: list[tuple[Job, subprocess.Popen, float]] = []
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                job = todo.pop(0)
+                job.run_dir.mkdir(parents=True, exist_ok=True)
+                out = open(job.run_dir / "job.log", "a")
+                proc = subprocess.Popen(job.command(python, threads), cwd=REPO, env=env, stdout=out,
+                                        stderr=subprocess.STDOUT)
+                running.append((job, proc, time.time()))
+            time.sleep(0.2)
+            for entry in list(running):
+                job, proc, started = entry
+                if proc.poll() is None:
+                    continue
+                running.remove(entry)
+                if proc.returncode == 0 and job.done():
+                    counts["ran"] += 1
+                    say(f"  done {job.label} ({time.time() - started:.0f} s)")
+                elif proc.returncode == 130:
+                    raise KeyboardInterrupt
+                else:
+                    counts["failed"] += 1
+                    say(f"  FAILED {job.label} (exit {proc.returncode}; see {job.run_dir / 'job.log'})")
+    except KeyboardInterrupt:
+        for _, proc, _ in running:  # each checkpoints at its next step and exits
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for _, proc, _ in running:
+            proc.wait()
+        raise
+    return counts

@@ -1,0 +1,130 @@
+"""The CPU campaign (scripts/campaign.py): blocks extended by resume until their ranking settles,
+on hand-made histories and on real short runs; a campaign stopped with Ctrl-C and started again
+finishes the same runs with the same numbers."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+import campaign  # noqa: E402
+
+TINY = ["model.widths=[8]", "dataset.batch_size=16", "dataset.test_size=32", "dab.hidden=8"]
+
+
+def tiny_spec(budget=4, cap=8, eval_every=2, lengths=(5, 6)) -> dict:
+    return {"artifact": "tiny", "sweep": {"presets": ["sort_t5"], "seeds": [0, 1],
+                                          "variants": {"dab": {}, "ste": {"dab.estimator": "ste"}},
+                                          "overrides": {"dataset.length": list(lengths)}},
+            "cpu": {"priority": 1, "budget": budget, "cap": cap, "factor": 2, "eval_every": eval_every,
+                    "blocks": ["dataset.length"], "metric": "test/per_element",
+                    "set": dict(item.split("=", 1) for item in TINY)}}
+
+
+def test_runs_are_the_product_in_stable_dirs(tmp_path):
+    runs = campaign.spec_runs(tiny_spec(), tmp_path)
+    assert len(runs) == 2 * 2 * 2  # variants x lengths x seeds
+    assert {r.block for r in runs} == {"dataset.length=5", "dataset.length=6"}
+    assert {r.group for r in runs} == {"dab", "ste"}
+    assert len({r.run_dir for r in runs}) == 8 and campaign.spec_runs(tiny_spec(), tmp_path) == runs
+    assert all("model.widths=[8]" in r.overrides for r in runs)
+
+
+def fake_runs(settles: set[str]):
+    """A run_jobs stand-in writing metrics.json with a history to each job's budget: in a block of
+    ``settles`` dab leads ste at every evaluation, elsewhere the lead changes at every one."""
+    calls = []
+
+    def run(jobs, workers, threads, say=print):
+        calls.append(sorted({j.max_steps for j in jobs}))
+        for j in jobs:
+            group = j.label.split(" | ")[0]
+            block = j.label.split(" | ")[1]
+            history = []
+            for step in range(2, j.max_steps + 1, 2):
+                lead = group == "dab" if block in settles else (group == "dab") == ((step // 2) % 2 == 0)
+                history.append({"step": step, "test/per_element": 0.9 if lead else 0.1})
+            j.run_dir.mkdir(parents=True, exist_ok=True)
+            (j.run_dir / "metrics.json").write_text(json.dumps({"train/steps": j.max_steps, "history": history,
+                                                                 "wall_seconds": 1.0}))
+        return {"done before": 0, "ran": len(jobs), "failed": 0}
+
+    return run, calls
+
+
+def test_an_unsettled_block_is_extended_and_a_settled_one_stops(tmp_path, monkeypatch):
+    run, calls = fake_runs(settles={"dataset.length=5"})
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    status = campaign.campaign_spec(tiny_spec(budget=4, cap=16), tmp_path, 1, 1, say=lambda *_: None)
+    assert calls == [[4], [8], [16]]  # length 6 went on to 8, then to the cap
+    assert status["dataset.length=5"]["settled"] and status["dataset.length=5"]["budget"] == 4
+    assert status["dataset.length=5"]["verdict"] == "settled at step 2 of 4"
+    assert not status["dataset.length=6"]["settled"] and status["dataset.length=6"]["budget"] == 16
+    assert status["dataset.length=6"]["verdict"].startswith("capped unsettled at 16 steps")
+    path = campaign.write_status(tmp_path, "tiny", tiny_spec(), status, campaign.spec_runs(tiny_spec(), tmp_path))
+    text = path.read_text()
+    assert "| dataset.length=5 | settled at step 2 of 4 | dab > ste |" in text
+
+
+def test_a_budget_dependent_spec_is_not_extended(tmp_path, monkeypatch):
+    run, calls = fake_runs(settles=set())
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    spec = tiny_spec(budget=4, cap=16)
+    spec["sweep"]["presets"] = ["sort_t5"]
+    spec["cpu"]["set"]["+recipe"] = "fast"
+    status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
+    assert calls == [[4]] and all(s["verdict"].startswith("capped unsettled at 4 steps") for s in status.values())
+
+
+@pytest.mark.slow
+def test_real_short_runs_extend_by_resume(tmp_path):
+    spec = tiny_spec(budget=4, cap=8, lengths=(5,))
+    status = campaign.campaign_spec(spec, tmp_path, 2, 1, say=lambda *_: None)
+    runs = campaign.spec_runs(spec, tmp_path)
+    metrics = [json.loads((r.run_dir / "metrics.json").read_text()) for r in runs]
+    budget = status["dataset.length=5"]["budget"]
+    assert budget in (4, 8) and all(m["train/steps"] == budget for m in metrics)
+    if budget == 8:  # extended: the runs continued their own checkpoints, history unbroken
+        assert all([h["step"] for h in m["history"]] == [2, 4, 6, 8] for m in metrics)
+        assert all(m["resumed_from"] for m in metrics)
+
+
+def campaign_cmd(experiments, runs, results) -> list[str]:
+    return [sys.executable, str(REPO / "scripts" / "campaign.py"), "--experiments", str(experiments), "--runs-root",
+            str(runs), "--results", str(results), "--workers", "1", "--no-publish"]
+
+
+@pytest.mark.slow
+def test_a_campaign_stopped_with_ctrl_c_finishes_the_same_runs_with_the_same_numbers(tmp_path):
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "tiny.yaml").write_text(yaml.safe_dump(tiny_spec(budget=40, cap=40, eval_every=20, lengths=(5,))))
+    straight = subprocess.run(campaign_cmd(experiments, tmp_path / "a", tmp_path / "ra"), cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    proc = subprocess.Popen(campaign_cmd(experiments, tmp_path / "b", tmp_path / "rb"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list((tmp_path / "b").rglob("metrics.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the second run
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "run the same command to continue" in err
+    assert len(list((tmp_path / "b").rglob("metrics.json"))) < 4  # stopped before the end
+    again = subprocess.run(campaign_cmd(experiments, tmp_path / "b", tmp_path / "rb"), cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for r in campaign.spec_runs(tiny_spec(lengths=(5,)), tmp_path / "a"):
+        a = json.loads((r.run_dir / "metrics.json").read_text())
+        b = json.loads((tmp_path / "b" / r.run_dir.relative_to(tmp_path / "a") / "metrics.json").read_text())
+        assert a["test/per_element"] == b["test/per_element"]
+        assert [h["test/per_element"] for h in a["history"]] == [h["test/per_element"] for h in b["history"]]
+    assert (tmp_path / "rb" / "campaign.md").read_text() == (tmp_path / "ra" / "campaign.md").read_text()
