@@ -12,7 +12,8 @@ Each spec with a ``cpu:`` block takes part, in the order of ``cpu.priority``::
       factor: 2                        # an unsettled block's runs go on to budget x factor, by resume
       eval_every: 250                  # evaluations at the same steps whatever the budget
       blocks: [latent.bpp]             # the swept keys whose values make a comparison block
-      metric: test/ms_ssim             # the ranking the settle rule reads (higher is better)
+      metric: [test/ms_ssim, test/linear_acc]   # the rankings the settle rule reads (higher is
+                                       # better); a block settles when each of them has
 
 A block compares the spec's variants (or presets) over seeds; the settle rule is
 scripts/renderers/settle.py. The runs of a block go to ``budget``; while the block is not settled,
@@ -100,22 +101,37 @@ def jobs_at(spec: dict, runs: list[Run], steps: int) -> list[Job]:
     return [Job(f"{r.group} | {r.block} | {r.run_dir.name}", [*r.overrides, *budget], r.run_dir, steps) for r in runs]
 
 
-def verdicts(spec: dict, runs: list[Run]) -> dict[str, Verdict]:
-    """The settle rule per block, on the finished runs' histories (blocks with no finished run left out)."""
+def metrics_of(spec: dict) -> list[str]:
     metric = spec["cpu"]["metric"]
+    return [metric] if isinstance(metric, str) else list(metric)
+
+
+def verdicts(spec: dict, runs: list[Run]) -> dict[str, Verdict]:
+    """The settle rule per block and metric (key ``block`` for one metric, ``block | metric`` for
+    several), on the finished runs' histories; blocks with no finished run are left out."""
+    metrics = metrics_of(spec)
     history = []
     for r in runs:
         path = r.run_dir / "metrics.json"
         if path.is_file():
             history += [{**h, "group": r.group, "block": r.block} for h in json.loads(path.read_text())["history"]]
-    orders = orders_by_step(history, metric, lambda h: h["group"], lambda h: h["block"])
-    return {block: settle(o) for block, o in orders.items() if o}
+    out = {}
+    for metric in metrics:
+        orders = orders_by_step(history, metric, lambda h: h["group"], lambda h: h["block"])
+        out.update({block if len(metrics) == 1 else f"{block} | {metric}": settle(o) for block, o in orders.items() if o})
+    return out
 
 
 def extensible(runs: list[Run]) -> str | None:
-    """Why the spec's runs cannot go on to a larger budget (None: they can)."""
-    cfg = compose_config([o for o in runs[0].overrides if not o.startswith("runs_root=")])
-    return budget_dependence(parse(cfg))
+    """Why some of the spec's runs cannot go on to a larger budget (None: all can); one check per
+    group, the seeds and blocks of a group differ in nothing that matters here."""
+    for group in dict.fromkeys(r.group for r in runs):
+        run = next(r for r in runs if r.group == group)
+        cfg = compose_config([o for o in run.overrides if not o.startswith(("runs_root=", "seed="))])
+        reason = budget_dependence(parse(cfg))
+        if reason is not None:
+            return f"{group}: {reason}"
+    return None
 
 
 def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say) -> dict:
@@ -129,18 +145,22 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say) 
         cap = steps
     status: dict[str, dict] = {}
     while True:
-        active = [r for r in runs if r.block not in status]
+        active = [r for r in runs if not any(key.split(" | ")[0] == r.block for key in status)]
         say(f"{spec['artifact']}: {len(active)} runs of {len({r.block for r in active})} block(s) to {steps} steps")
         counts = run_jobs(jobs_at(spec, active, steps), workers, threads, say=say)
         found = verdicts(spec, active)
-        for block, v in sorted(found.items()):
-            if v.settled or steps >= cap or counts["failed"]:
-                why = "settled" if v.settled else ("failed runs" if counts["failed"] else "capped")
-                status[block] = {"verdict": v.text() if v.settled else f"capped unsettled at {steps} steps: {v.text()}"
-                                 if why == "capped" else f"stopped at {steps} steps with failed runs: {v.text()}",
-                                 "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
-                say(f"  {block}: {status[block]['verdict']}")
-        if all(r.block in status for r in runs) or not found:
+        blocks = {key.split(" | ")[0] for key in found}
+        settled = {b for b in blocks if all(v.settled for key, v in found.items() if key.split(" | ")[0] == b)}
+        for key, v in sorted(found.items()):
+            block = key.split(" | ")[0]
+            if block not in settled and steps < cap and not counts["failed"]:
+                continue  # the block goes on, all its metrics with it
+            why = "settled" if v.settled else ("failed runs" if counts["failed"] else "capped")
+            status[key] = {"verdict": v.text() if v.settled else f"capped unsettled at {steps} steps: {v.text()}"
+                           if why == "capped" else f"stopped at {steps} steps with failed runs: {v.text()}",
+                           "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
+            say(f"  {key}: {status[key]['verdict']}")
+        if not found or all(any(key.split(" | ")[0] == r.block for key in status) for r in runs):
             return status
         steps = min(cap, int(steps * factor))
 

@@ -128,3 +128,26 @@ def test_a_campaign_stopped_with_ctrl_c_finishes_the_same_runs_with_the_same_num
         assert a["test/per_element"] == b["test/per_element"]
         assert [h["test/per_element"] for h in a["history"]] == [h["test/per_element"] for h in b["history"]]
     assert (tmp_path / "rb" / "campaign.md").read_text() == (tmp_path / "ra" / "campaign.md").read_text()
+
+
+def test_a_block_settles_only_when_every_metric_has(tmp_path, monkeypatch):
+    run, calls = fake_runs(settles={"dataset.length=5", "dataset.length=6"})
+
+    def with_second_metric(jobs, workers, threads, say=print):
+        counts = run(jobs, workers, threads, say)
+        for j in jobs:  # a second metric whose order flips at every evaluation in every block
+            m = json.loads((j.run_dir / "metrics.json").read_text())
+            group = j.label.split(" | ")[0]
+            for h in m["history"]:
+                h["test/other"] = 0.9 if (group == "dab") == ((h["step"] // 2) % 2 == 0) else 0.1
+            (j.run_dir / "metrics.json").write_text(json.dumps(m))
+        return counts
+
+    monkeypatch.setattr(campaign, "run_jobs", with_second_metric)
+    spec = tiny_spec(budget=4, cap=8)
+    spec["cpu"]["metric"] = ["test/per_element", "test/other"]
+    status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
+    assert calls == [[4], [8]]  # test/other never settles: both blocks go on to the cap
+    assert status["dataset.length=5 | test/per_element"]["settled"]
+    assert not status["dataset.length=5 | test/other"]["settled"]
+    assert all(s["budget"] == 8 for s in status.values())
