@@ -202,6 +202,22 @@ def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say) -> No
         say("committed" if done.returncode == 0 else "nothing new to commit")
 
 
+def remaining(spec: dict, runs: list[Run], workers: int) -> str:
+    """What is left of the spec at its first budget, and how long that takes at the speed its
+    finished runs had (seconds per step, evaluations included), ``workers`` at a time."""
+    budget = int(spec["cpu"]["budget"])
+    jobs = jobs_at(spec, runs, budget)
+    done = [m for m in (j.metrics() for j in jobs) if m is not None and m.get("train/steps")]
+    steps_left = sum(budget - (m["train/steps"] if (m := j.metrics()) else 0) for j in jobs if not j.done())
+    text = f"{sum(not j.done() for j in jobs)} not yet at the first budget of {budget} steps (cap {spec['cpu']['cap']})"
+    if not steps_left:
+        return text
+    if not done:
+        return text + "; no finished run yet to time them by"
+    rate = sum(m["wall_seconds"] for m in done) / sum(m["train/steps"] for m in done)
+    return text + f"; about {steps_left * rate / workers / 3600:.1f} h at {1 / rate:.1f} steps/s per run, {workers} at once"
+
+
 def specs(experiments: Path, only: list[str] | None) -> list[tuple[str, dict]]:
     found = [(p.stem, yaml.safe_load(p.read_text())) for p in sorted(experiments.glob("*.yaml"))]
     found = [(n, s) for n, s in found if isinstance(s, dict) and s.get("cpu") and (not only or n in only)]
@@ -225,9 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = specs(a.experiments, a.only.split(",") if a.only else None)
     for name, spec in todo:
         runs = spec_runs(spec, runs_root)
-        left = sum(not j.done() for j in jobs_at(spec, runs, int(spec["cpu"]["budget"])))
-        print(f"{name}: {len(runs)} runs in {len({r.block for r in runs})} block(s); {left} not yet at the first "
-              f"budget of {spec['cpu']['budget']} steps (cap {spec['cpu']['cap']})")
+        print(f"{name}: {len(runs)} runs in {len({r.block for r in runs})} block(s); "
+              + remaining(spec, runs, a.workers))
     if a.dry_run:
         return 0
     try:
