@@ -208,6 +208,8 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         "train_seconds": round(state.train_seconds - state.eval_seconds, 3),
         "eval_seconds": round(state.eval_seconds, 3),
         "world_size": dist.world_size,
+        "precision": cfg.trainer.precision,  # every run says how it computed
+        "compile": cfg.trainer.compile,
         "device": hardware_name(device),
         "seed": cfg.seed,
         "experiment": cfg.run_name,
