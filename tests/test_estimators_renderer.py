@@ -21,6 +21,7 @@ def row(task, estimator, seed, status="finished", latent=None, loss_to_input=Fal
     for key in ("all_or_none", "per_element", "ms_ssim", "linear_acc", "accuracy", "cos_init", "cos_end", "cos1_init", "cos1_end",
                 "bias_init", "bias_end", "std_init", "std_end", "ref_se_init", "ref_se_end"):
         base[key] = values.get(key)
+    base.update({k: v for k, v in values.items() if k.startswith(("cosd", "bias2", "repeats"))})
     return base
 
 
@@ -31,8 +32,8 @@ def cells_of(text: str, label: str, heading: str) -> list[str]:
 
 
 def test_final_metric_and_cosines_per_task_and_estimator(tmp_path):
-    rows = [row("sort", "dab", s, all_or_none=a, cos_init=c, cos_end=0.5) for s, a, c in
-            ((0, 0.90, 0.1), (1, 0.92, 0.3), (2, 0.94, 0.2))]
+    rows = [row("sort", "dab", s, all_or_none=a, cosd_init=c, cosd_lo_init=c - 0.1, cosd_hi_init=c + 0.1,
+                cosd_end=0.5, cos1_init=c, cos1_end=0.5) for s, a, c in ((0, 0.90, 0.1), (1, 0.92, 0.3), (2, 0.94, 0.2))]
     rows += [row("sort", "dab", 0, loss_to_input=True, all_or_none=0.0, cos_init=0.0, cos_end=0.0),
              row("autoencode", "reinforce", 0, latent="bridged_bernoulli", ms_ssim=0.61, linear_acc=0.7,
                  cos_init=0.9, cos_end=0.8),
@@ -49,7 +50,8 @@ def test_final_metric_and_cosines_per_task_and_estimator(tmp_path):
     assert cells_of(text, "soft sort (torchsort)", final)[3] == "40.00 (n=1 of 3)"
     assert cells_of(text, "ReinMax", final)[2] == "not run"
     fidelity = "## Gradient fidelity"
-    assert cells_of(text, "DAB (reference semantics)", fidelity)[0] == "0.20 ± 0.10 → 0.50 ± 0.00"
+    assert cells_of(text, "DAB (reference semantics)", fidelity)[0] == "0.20 [0.00, 0.40] → 0.50"  # debiased cosine
+    assert "Single-draw cosine" in text and "0.20 ± 0.10 → 0.50 ± 0.00" in text
     assert cells_of(text, "soft sort (torchsort)", fidelity)[3] == "n/a → n/a"  # not measured yet
     assert "Budgets differ per task by design" in text
     report = {r.what: r for r in estimators.report_rows(SPEC, rows)}

@@ -1,11 +1,15 @@
-"""The estimator table (beyond the paper): rows estimators, columns tasks; the final metric and the
-gradient fidelity (dab/diagnostics.py) at initialisation and at the end of training."""
+"""The estimator table (beyond the paper): rows estimators, columns tasks; the final metric, each
+column's settle verdict, the tuning behind each row, and the gradient fidelity (dab/diagnostics.py;
+debiased, with intervals) at initialisation and at the end of training."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
+from dab.estimators import describe_grid
 from renderers.common import (ReportRow, cell_values, coverage_lines, fmt_ours, planned_seeds, provenance_lines,
-                              sweep_groups)
+                              read_history, sweep_groups, tuned_settings)
+from renderers.settle import block_verdicts, order_text
 
 # (column key, heading, metric column, scale, digits, unit)
 TASKS = (
@@ -71,6 +75,69 @@ def fidelity_cell(spec: dict, rows: list[dict], task: str, est: str, stat: str, 
     return " → ".join(parts)
 
 
+def interval_cell(spec: dict, rows: list[dict], task: str, est: str, stat: str, digits: int = 2) -> str:
+    """'init → end' of a debiased statistic: its mean over seeds [the lowest lower and the highest
+    upper end of the seeds' 95% intervals]."""
+    if (task, est) not in planned_pairs(spec):
+        return "—"
+    parts = []
+    for when in ("init", "end"):
+        mine = [r for r in rows if r["status"] == "finished" and r["_task"] == task and r["_est"] == est
+                and r.get(f"{stat}_{when}") is not None]
+        if not mine:
+            parts.append("n/a")
+            continue
+        mean = statistics.fmean(r[f"{stat}_{when}"] for r in mine)
+        lo = min((r[f"{stat}_lo_{when}"] for r in mine if r.get(f"{stat}_lo_{when}") is not None), default=None)
+        hi = max((r[f"{stat}_hi_{when}"] for r in mine if r.get(f"{stat}_hi_{when}") is not None), default=None)
+        ci = "" if lo is None or hi is None else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+        parts.append(f"{mean:.{digits}f}{ci}")
+    return " → ".join(parts)
+
+
+def draws(rows: list[dict]) -> str:
+    """The estimator draws the diagnostics used (they double while an interval is wide)."""
+    used = sorted({int(r[k]) for r in rows for k in ("repeats_init", "repeats_end") if r.get(k) is not None})
+    return "none measured yet" if not used else f"{used[0]} to {used[-1]} draws per measurement"
+
+
+def column_verdicts(spec: dict, rows: list[dict], results_dir: Path) -> list[str]:
+    """Per column: the settle rule (renderers/settle.py) on the estimators' mean metric over seeds at
+    every evaluation; an order is shown only where the column settled ('~': tied within the seed
+    spread, so only '>' says one estimator beats another)."""
+    history = read_history(results_dir, spec["artifact"])
+    runs = {r["run_dir"]: r for r in rows if r.get("run_dir")}
+    lines = []
+    for task, heading, metric, *_ in TASKS:
+        mine = [h for h in history if h.get("run_dir") in runs and runs[h["run_dir"]]["_task"] == task]
+        verdict = block_verdicts(mine, f"test/{metric}", lambda h: runs[h["run_dir"]]["_est"], lambda h: task).get(task)
+        if verdict is None:
+            lines.append(f"- {heading}: no evaluation history: not settled")
+        elif verdict.settled:
+            lines.append(f"- {heading}: {verdict.text()}; order: {order_text(verdict.order)}")
+        else:
+            lines.append(f"- {heading}: {verdict.text()}; no ranking is claimed")
+    return lines
+
+
+def tuning_lines(spec: dict) -> list[str]:
+    """The grid and budget of the tuning, and each row's chosen setting (the spec's tuned file)."""
+    tuning, chosen = spec.get("tuning"), tuned_settings(spec)
+    if not tuning:
+        return ["Not tuned: every row at the setting the spec writes."]
+    ests = sorted({(o or {}).get("dab.estimator", "dab") for g in sweep_groups(spec, tuned=False)
+                   for o in g["variants"].values()})
+    lines = [f"Tuning gives each row {tuning['trials']} trial runs at its column's step budget, trained on the training data "
+             "less a validation split (" + ", ".join(f"{k}: {v}" for k, v in tuning["validation"].items())
+             + ") and scored on it, never the test set (scripts/tune_estimators.py; evidence in "
+             "estimators_tuning.md). Grids:", ""]
+    lines += [f"- {e}: {describe_grid(e)}" for e in ests]
+    lines += ["", "Chosen settings (" + ("none yet: the rows run at the spec's settings" if not chosen else
+              "; ".join(f"{label}: " + (", ".join(f"{k}={v}" for k, v in o.items()) or "nothing to tune")
+                        for label, o in sorted(chosen.items()))) + ")."]
+    return lines
+
+
 def references(rows: list[dict]) -> str:
     seen = {}
     for r in rows:
@@ -120,19 +187,24 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
               "on the codes %, chance 10):", ""]
     lines += table(spec, rows, lambda t, est: cell(spec, rows, t[0], est, *SECONDARY[t[0]][:3]),
                    tuple(t for t in TASKS if t[0] in SECONDARY))
+    lines += ["", "Whether each column's ranking settled (the order of the estimators' means unchanged over at "
+              "least the last 30% of the run; neighbours within the pooled seed spread tie):", "",
+              *column_verdicts(spec, rows, results_dir)]
+    lines += ["", "## Tuning", "", *tuning_lines(spec)]
     lines += ["", "## Gradient fidelity at initialisation → at the end", "",
-              "Cosine between the estimator's mean gradient at the bridge input and the reference gradient "
-              "(dab/diagnostics.py), mean ± std over seeds; 1 = the reference's direction, 0 = unrelated:", ""]
-    lines += table(spec, rows, lambda t, est: fidelity_cell(spec, rows, t[0], est, "cos"))
-    lines += ["", "Single-draw cosine (what one training step sees; below the mean cosine when the estimator is noisy):", ""]
+              f"Debiased (dab/diagnostics.py): the estimator's and the reference's own variance removed, each value the "
+              f"mean over seeds with the widest of the seeds' 95% bootstrap intervals; {draws(rows)}; measured at the "
+              "training batch's loss scale. Cosine of the debiased mean gradient with the reference (1 = the "
+              "reference's direction, 0 = unrelated):", ""]
+    lines += table(spec, rows, lambda t, est: interval_cell(spec, rows, t[0], est, "cosd"))
+    lines += ["", "Debiased squared bias ‖E[g_est] − g_ref‖² / ‖g_ref‖² (consistent with 0 for an unbiased "
+              "estimator; scale-sensitive: a right direction at the wrong length counts as bias):", ""]
+    lines += table(spec, rows, lambda t, est: interval_cell(spec, rows, t[0], est, "bias2"))
+    lines += ["", "Single-draw cosine (what one training step sees; below the mean's when the estimator is noisy):", ""]
     lines += table(spec, rows, lambda t, est: fidelity_cell(spec, rows, t[0], est, "cos1"))
-    lines += ["", "Relative bias |E[g_est] - g_ref| / |g_ref| (scale-sensitive: a right direction at the wrong "
-              "length counts as bias):", ""]
-    lines += table(spec, rows, lambda t, est: fidelity_cell(spec, rows, t[0], est, "bias"))
     lines += ["", "Relative standard deviation of one draw, / |g_ref| (0 for deterministic estimators):", ""]
     lines += table(spec, rows, lambda t, est: fidelity_cell(spec, rows, t[0], est, "std"))
-    lines += ["", "The reference's own Monte-Carlo relative standard error (0: exact or autograd); every cosine "
-              "in its column is lowered by noise of this size:", ""]
+    lines += ["", "The reference's own Monte-Carlo relative standard error (0: exact or autograd):", ""]
     lines += table(spec, rows, lambda t, est: fidelity_cell(spec, rows, t[0], est, "ref_se"))
     lines += ["", f"Runs per cell ({planned_seeds(spec)} seeds planned each):", "", *coverage_lines(spec, rows)]
     out = results_dir / f"{spec['artifact']}.md"
