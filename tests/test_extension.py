@@ -66,3 +66,13 @@ def test_hold_out_keeps_the_last_images_out_of_training():
     assert train.labels.tolist() == list(range(7)) and val.labels.tolist() == [7, 8, 9]
     with pytest.raises(ConfigError, match="dataset.validation must be between 1 and 9"):
         split.hold_out(10)
+
+
+def test_the_resume_hint_sets_each_key_once(tmp_path):
+    """A time-capped run's hint replaces trainer.max_minutes instead of repeating it."""
+    from dab.suite.experiment import resume_command
+
+    hint = resume_command("python train.py +experiment=sort_t5 trainer.max_minutes=3 seed=1", tmp_path,
+                          "trainer.max_minutes=null")
+    assert hint.count("trainer.max_minutes") == 1 and "trainer.max_minutes=null" in hint
+    assert "seed=1" in hint and "trainer.resume=auto" in hint
