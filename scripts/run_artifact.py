@@ -110,25 +110,24 @@ def check_groups(groups: list[dict]) -> None:
                 fail(f"variants {label} and {same[0]} set the same overrides: a run would not say which it is")
 
 
+def restrict(names: list[str], given: str | None, flag: str) -> list[str]:
+    """``names`` cut to the comma-separated ``given`` ones (all when None); an unknown one is an error."""
+    if given is None:
+        return names
+    wanted = csv_list(given)
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        fail(f"{flag} {','.join(unknown)} not in this artifact; valid choices: {', '.join(names) or 'none'}")
+    return [n for n in names if n in wanted]
+
+
 def plan(spec: dict, args: argparse.Namespace) -> tuple[list[str], list[Multirun]]:
     """The seeds and the multiruns after the command line's restrictions (--only, --variants,
     --seeds, --sweep) and additions (--fast, --set)."""
     groups = sweep_groups(spec)
     check_groups(groups)
-    presets = spec_presets(spec)
-    if args.only is not None:
-        wanted = csv_list(args.only)
-        unknown = [p for p in wanted if p not in presets]
-        if unknown:
-            fail(f"--only {','.join(unknown)} not in this artifact; valid choices: {', '.join(presets)}")
-        presets = [p for p in presets if p in wanted]
-    labels = [label for g in groups for label in g["variants"]]
-    if args.variants is not None:
-        wanted = csv_list(args.variants)
-        unknown = [v for v in wanted if v not in labels]
-        if unknown:
-            fail(f"--variants {','.join(unknown)} not in this artifact; valid choices: {', '.join(labels) or 'none'}")
-        labels = [v for v in labels if v in wanted]
+    presets = restrict(spec_presets(spec), args.only, "--only")
+    labels = restrict([label for g in groups for label in g["variants"]], args.variants, "--variants")
     seeds = [str(s) for s in spec["sweep"]["seeds"]] if args.seeds is None else csv_list(args.seeds)
     swept_anywhere = {k for g in groups for k in g["overrides"]}
     restricted = parse_assignments(args.sweep, "--sweep")
