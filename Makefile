@@ -83,7 +83,10 @@ ARTIFACTS := table1 table1_paper_recipe figure3 ablation_estimators figure4 figu
              figure6_middle figure6_right estimators
 .PHONY: $(ARTIFACTS) aggregate figures report
 RUNS ?= runs
-RESULTS ?= results
+# Your runs' CSVs, tables, figures and REPORT.md (beside the committed tiers) go to a tier of their own,
+# results/local, so `make table1` leaves the tracked files alone; the committed tiers are results/cpu,
+# results/gpu and the files directly in results/ (`make report RESULTS=results` re-renders those).
+RESULTS ?= results/local
 ARTIFACT_ARGS ?=
 
 $(ARTIFACTS): $(VENV_STAMP)
@@ -97,7 +100,7 @@ $(ARTIFACTS): $(VENV_STAMP)
 # Equal tuning of every estimator of the estimator table on a validation split (scripts/tune_estimators.py):
 # the choices go to experiments/estimators_tuned.yaml, the evidence to $(TUNE_RESULTS)/estimators_tuning.md
 TUNE_RUNS ?= ../dab_runs/tuning
-TUNE_RESULTS ?= $(RESULTS)
+TUNE_RESULTS ?= $(RESULTS)  # the committed CPU tier's evidence: TUNE_RESULTS=results/cpu
 .PHONY: tune-estimators
 tune-estimators: $(VENV_STAMP)
 	$(PY) scripts/tune_estimators.py --runs-root $(TUNE_RUNS) --results $(TUNE_RESULTS) --workers 2 --threads 1

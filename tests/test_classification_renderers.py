@@ -131,6 +131,11 @@ def test_figure6_right_splits_curves_by_estimator(tmp_path):
     png, md = renderer.render(load_spec("figure6_right"), rows, tmp_path)
     text = md.read_text()
     assert "| DAB | 390 | 80.00 (n=1) |" in text and "| STE | 390 | 40.00 (n=1) |" in text
+    # the ranking by step and its settle verdict, which REPORT.md reads too
+    assert "| all | 390 | DAB > STE | yes |" in text
+    assert "all: not settled: the order changed at the last evaluation (step 390)" in text
+    (ranking,) = renderer.ranked_blocks(load_spec("figure6_right"), rows)
+    assert ranking.metric == "test/accuracy" and ranking.group_of({"run_dir": "runs/x/1"}) == "STE"
 
 
 def test_no_runs_say_not_run_and_unknown_artifacts_are_refused(tmp_path):

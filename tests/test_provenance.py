@@ -123,6 +123,17 @@ def test_every_md_and_figure_states_n_seeds_budget_hardware_command_and_override
         assert f"runs: scripts/run_artifact.py experiments/{artifact}.yaml" in note
 
 
+def test_runs_stopped_before_their_budget_are_named_in_the_header(tmp_path):
+    rows = sort_rows(["sort_t5"])
+    rows[1] = {**rows[1], "steps": 250, "wall_seconds": 600.5}  # its 10-minute cap ended it at 250 of 300
+    (md,) = table1.render(spec_of("table1"), rows, tmp_path)
+    assert ("- Stopped before their step budget: 1 of 2 runs stopped at 250 of 300 steps (max_minutes cap); their "
+            "numbers are those of a shorter, unfinished schedule") in md.read_text()
+    (line,) = [r for r in table1.report_rows(spec_of("table1"), rows) if r.values]
+    assert line.stopped == "1 of 2 runs stopped at 250 of 300 steps (max_minutes cap)"
+    assert common.compare(line)[1] == "stopped"
+
+
 def test_n_note_names_the_points_with_another_n():
     assert common.n_note({"a": 3, "b": 3}, 3) == "n=3 of 3 seeds per point"
     assert common.n_note({"a": 2, "b": 2, "c": 3}, 3, "bar") == "n=2 of 3 seeds per bar; n=3: c"

@@ -1,7 +1,8 @@
 """results/REPORT.md, one report over every spec and every hardware tier (results/gpu, results/cpu):
-a row per spec and tier with runs, labelled with hardware, budget and seeds; one line for a spec no
-tier ran; each tier's numbers side by side with the paper's; a hand-written verdict only beside the
-tier whose runs it describes. Built from copies of the committed CSVs (no run directories)."""
+one overview line per spec (its verdict's headline, the runs it rests on, the superseded tiers);
+each tier's runs, full verdict and numbers side by side with the paper's below; a hand-written
+verdict only beside the tier whose runs it describes. Built from copies of the committed CSVs (no
+run directories). The rules behind the computed parts: tests/test_report_rules.py."""
 import csv
 import shutil
 import statistics
@@ -17,6 +18,13 @@ SPECS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((REPO / "experime
 TIERS = sorted(d.name for d in (REPO / "results").iterdir() if d.is_dir() and any(d.glob("*_runs.csv")))
 
 
+def make_report_module():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_report as module
+
+    return module
+
+
 def make_report(results: Path) -> str:
     proc = subprocess.run([sys.executable, "scripts/make_report.py", "--results", str(results)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
@@ -25,19 +33,27 @@ def make_report(results: Path) -> str:
 
 
 def copy_tiers(results: Path, tiers=TIERS, rendered: bool = False) -> Path:
-    """results/<tier>/ with the committed tier's CSVs (and its rendered .md/.png with ``rendered``)."""
+    """results/<tier>/ with the committed tier's CSVs, runs and history (and its rendered .md/.png
+    with ``rendered``)."""
     for tier in tiers:
         (results / tier).mkdir(parents=True)
         for f in (REPO / "results" / tier).iterdir():
-            if f.name.endswith("_runs.csv") or (rendered and f.suffix in (".md", ".png") and f.name != "REPORT.md"):
+            if f.name.endswith(("_runs.csv", "_history.csv")) or (rendered and f.suffix in (".md", ".png") and f.name != "REPORT.md"):
                 shutil.copy(f, results / tier)
     return results
 
 
 def overview(report: str, artifact: str) -> list[list[str]]:
-    """The overview rows of one artifact, split into their cells."""
-    return [ln.strip("| ").split(" | ") for ln in report.splitlines()
-            if ln.startswith(f"| {artifact} | {SPECS[artifact]['source']} |")]
+    """The overview rows of one artifact (one, by the report's design), split into their cells:
+    artifact, paper, verdict, runs it rests on, superseded runs."""
+    top = report.split("\n## ", 1)[0]
+    return [ln.strip("| ").split(" | ") for ln in top.splitlines() if ln.startswith(f"| {artifact} | ")]
+
+
+def tier_bullet(report: str, artifact: str, tier: str) -> str:
+    """A tier's bullets in an artifact's section."""
+    section = report.split(f"\n## {SPECS[artifact]['title']}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"- **{tier}**", 1)[1].split("\n- **", 1)[0].split("\n\n", 1)[0]
 
 
 def csv_rows(tier: str, artifact: str) -> list[dict]:
@@ -45,21 +61,22 @@ def csv_rows(tier: str, artifact: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_a_spec_run_in_both_tiers_has_a_labelled_row_and_a_column_per_tier(tmp_path):
+def test_a_spec_run_in_both_tiers_has_one_overview_line_and_a_column_per_tier(tmp_path):
     report = make_report(copy_tiers(tmp_path / "results"))
-    rows = {r[2]: r for r in overview(report, "table2")}
-    assert sorted(rows) == ["results/cpu", "results/gpu"]
-    for tier in ("cpu", "gpu"):
-        runs = csv_rows(tier, "table2")
-        _, _, _, hardware, budget, seeds, counts, _ = rows[f"results/{tier}"]
-        assert hardware == runs[0]["device"]
-        assert budget.startswith(f"max_steps {runs[0]['max_steps']}, max_minutes {float(runs[0]['max_minutes']):g}")
-        assert seeds == ", ".join(sorted({r["seed"] for r in runs}))
-        assert counts.startswith(f"{len(runs)} / 0 / ")
+    (row,) = overview(report, "table2")
+    cpu, gpu = csv_rows("cpu", "table2"), csv_rows("gpu", "table2")
+    # the pooled-head CPU tier carries the verdict; the flatten-head GPU tier is marked superseded
+    assert row[3] == f"results/cpu: {cpu[0]['device']}, {cpu[0]['steps']} steps (spec 39000), {len(cpu)} of 15 runs"
+    assert row[4] == "results/gpu: flatten head"
+    for tier, runs in (("cpu", cpu), ("gpu", gpu)):
+        bullet = tier_bullet(report, "table2", f"results/{tier}")
+        assert f": {runs[0]['device']}; budget max_steps {runs[0]['max_steps']}, " in bullet
+        assert f"seeds {', '.join(sorted({r['seed'] for r in runs}))};" in bullet
+        assert f"finished / failed / missing {len(runs)} / 0 / " in bullet
     section = report[report.index("## Table 2"):]
     header = next(ln for ln in section.splitlines() if ln.startswith("| what |"))
     assert header.startswith("| what | paper | ours: ")
-    assert "| ours: results/cpu |" in header and "| ours: results/gpu |" in header
+    assert "| ours: results/cpu |" in header and "| ours: results/gpu (superseded) |" in header
     identity = next(p for p in SPECS["table2"]["paper"]["rows"] if p["hard_fn"] == "identity")
     line = next(ln for ln in section.splitlines() if ln.startswith(f"| {identity['name']} ({identity['form']}) |"))
     assert f"| {identity['mean']:g} ± {identity['std']:g} (x{identity['n']}) |" in line  # the paper's, once
@@ -72,27 +89,34 @@ def test_a_spec_without_runs_in_any_tier_gets_one_line(tmp_path):
     report = make_report(copy_tiers(tmp_path / "results"))
     for artifact in SPECS:
         ran = [t for t in TIERS if (REPO / "results" / t / f"{artifact}_runs.csv").exists()]
-        rows = overview(report, artifact)
+        (row,) = overview(report, artifact)
         if ran:
-            assert sorted(r[2] for r in rows) == sorted(f"results/{t}" for t in ran), artifact
+            assert all(f"results/{t}: " in row[3] + row[4] for t in ran), (artifact, row)
         else:
-            assert len(rows) == 1 and rows[0][2:6] == ["—"] * 4, artifact
-            assert rows[0][-1].startswith("not run in any tier"), rows
+            assert row[2].startswith("not run in any tier") and row[3:] == ["—", "—"], row
             assert f"No runs in any tier: `make {artifact}`" in report
     assert {"cpu", "gpu"} <= set(TIERS)
     assert any(not (REPO / "results" / t / f"{a}_runs.csv").exists() for a in SPECS for t in TIERS)
 
 
 def test_each_committed_verdict_is_shown_only_beside_the_tier_whose_runs_it_describes(tmp_path):
+    """In full once, in its tier's bullets; its headline in the overview line when that tier is not
+    superseded (then the overview names the tier's hardware)."""
     report = make_report(copy_tiers(tmp_path / "results"))
     shown = 0
     for artifact, spec in SPECS.items():
+        (row,) = overview(report, artifact)
         for entry in spec.get("verdicts") or []:
-            rows = [r for r in overview(report, artifact) if entry["text"] in r[-1]]
-            assert len(rows) == 1, f"{artifact}: verdict in {len(rows)} rows: {entry['text'][:60]}"
-            assert entry["about"]["hardware"] in rows[0][3]  # the hardware of that very row
-            assert rows[0][-1].endswith("(hand-written for these runs)")
-            assert report.count(f"  - Verdict: {entry['text']}") == 1
+            assert report.count(f"  - Verdict (hand-written for these runs): {entry['text']}") == 1, artifact
+            head = entry.get("short") or make_report_module().headline(entry["text"])
+            tier = next(t for t in TIERS if f"- **results/{t}**" in report.split(entry["text"])[0].rsplit("\n## ", 1)[1]
+                        and entry["about"]["hardware"] in tier_bullet(report, artifact, f"results/{t}"))
+            if f"results/{tier}: " in row[4]:  # superseded: not in the verdict
+                assert "(**superseded**)" in report.split(entry["text"])[0].rsplit("- **", 1)[1]
+            else:
+                assert f"{head} (hand-written)" in row[2], (artifact, row[2])
+                assert entry["about"]["hardware"] in row[3].split(f"results/{tier}", 1)[1].split(";")[0]
+            assert len(entry["text"]) > len(head) and entry["text"] not in row[2]  # the details stay below
             shown += 1
     assert shown == sum(len(s.get("verdicts") or []) for s in SPECS.values())
 
@@ -105,13 +129,15 @@ def test_a_verdict_is_not_shown_beside_another_tiers_runs(tmp_path):
     text = (results / "gpu" / "table1_runs.csv").read_text()
     (results / "other" / "table1_runs.csv").write_text(text.replace("NVIDIA H100 80GB HBM3", "AMD EPYC (1 threads)"))
     report = make_report(results)
-    (gpu,) = [r for r in overview(report, "table1") if r[2] == "results/gpu"]
-    (other,) = [r for r in overview(report, "table1") if r[2] == "results/other"]
+    (row,) = overview(report, "table1")
     (verdict,) = SPECS["table1"]["verdicts"]
-    assert gpu[-1] == f"{verdict['text']} (hand-written for these runs)"
-    assert verdict["text"] not in other[-1] and other[-1].startswith("computed from these runs, not hand-written")
-    assert other[3] == "AMD EPYC (1 threads)"
-    assert "describe other runs (hardware H100" in report.split("- **results/other**")[1].split("\n|")[0]
+    gpu, other = row[2].split("; results/other: ")
+    assert gpu == "results/gpu: differs (hand-written)"
+    assert other.startswith("5 of 6 cells differ from the paper beyond the seed spread") and other.endswith("(computed)")
+    assert "results/other: AMD EPYC (1 threads), " in row[3]
+    bullet = tier_bullet(report, "table1", "results/other")
+    assert "  - Verdict (computed): computed from these runs, not hand-written: of 6 cells" in bullet
+    assert verdict["text"] not in bullet and "describe other runs (hardware H100" in bullet
 
 
 def test_the_committed_report_is_current_and_its_links_resolve(tmp_path):

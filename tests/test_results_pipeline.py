@@ -119,7 +119,14 @@ def test_make_figures_lists_artifacts_without_runs_in_one_line(pipeline):
 
 
 def report_line(report: str, artifact: str) -> str:
+    """An artifact's one overview line (its verdict's headline; the details are in its section)."""
     return next(ln for ln in report.splitlines() if ln.startswith(f"| {artifact} |"))
+
+
+def tier_details(report: str, artifact: str) -> str:
+    """The bullets of an artifact's section (each tier's runs and full verdict)."""
+    title = spec_of(artifact)["title"]
+    return report.split(f"\n## {title}\n", 1)[1].split("\n\n|", 1)[0]
 
 
 def test_report_never_shows_a_verdict_about_other_runs(pipeline):
@@ -127,14 +134,18 @@ def test_report_never_shows_a_verdict_about_other_runs(pipeline):
     its verdict from these runs, labelled so, and says whose runs the hand-written one is about."""
     report = (pipeline["results"] / "REPORT.md").read_text()
     line = report_line(report, "table1")
-    assert "| 1 / 2 / 3 of 6 |" in line
-    assert "computed from these runs, not hand-written: of 1 cells with runs and a paper number, 0 differ" in line
-    assert "1 have one run (no spread to judge by)" in line
+    assert "| 0 of 1 cells differ from the paper beyond the seed spread (computed) |" in line
+    assert ", 1 of 6 runs |" in line
+    details = tier_details(report, "table1")
+    assert "finished / failed / missing 1 / 2 / 3 of 6" in details
+    assert ("  - Verdict (computed): computed from these runs, not hand-written: of 1 cells with runs and a paper "
+            "number, 0 differ") in details
+    assert "1 have one run (no spread to judge by)" in details
     for text in verdict_texts("table1") + verdict_texts("figure3"):
         assert text not in report
     assert "describe other runs (hardware H100, max_steps 10000, 30000, 17 finished runs, overrides none); " \
            "these runs: hardware " in report
-    assert report_line(report, "figure3").endswith("| not run in any tier (no figure3_runs.csv in results) |")
+    assert report_line(report, "figure3").endswith("| not run in any tier (no figure3_runs.csv in results) | — | — |")
     row = next(ln for ln in report.splitlines() if ln.startswith("| T=5 Signum-Dense |"))
     _, paper, ours, gap = row.strip("| ").split(" | ")
     assert paper == "99.3 ± 0.25 (x5)" and ours.endswith(" (n=1 of 2, 1 failed)")
@@ -159,10 +170,12 @@ def test_a_hand_written_verdict_shows_only_beside_the_runs_it_describes(pipeline
     spec["verdicts"] = [{"about": about, "text": "differs: far below the paper at 3 steps"}]
     (tmp_path / "table1.yaml").write_text(yaml.safe_dump(spec))
     script("make_report", "--experiments", str(tmp_path), "--results", str(pipeline["results"]))
-    line = report_line((pipeline["results"] / "REPORT.md").read_text(), "table1")
-    shown = "| differs: far below the paper at 3 steps (hand-written for these runs) |" in line
+    report = (pipeline["results"] / "REPORT.md").read_text()
+    line = report_line(report, "table1")
+    shown = "| differs (hand-written) |" in line  # the headline; the text in the tier's bullets
     assert shown == (change is None)
-    assert ("computed from these runs" in line) == (change is not None)
+    assert ("(hand-written for these runs): differs: far below the paper at 3 steps" in report) == (change is None)
+    assert ("(computed) |" in line) == (change is not None)
 
 
 def test_report_refuses_a_verdict_that_does_not_say_which_runs(pipeline, tmp_path):
@@ -182,7 +195,8 @@ def test_report_computes_no_gap_outside_the_papers_setting(pipeline, tmp_path):
     (tmp_path / "table1.yaml").write_text(yaml.safe_dump(spec))
     script("make_report", "--experiments", str(tmp_path), "--results", str(pipeline["results"]))
     report = (pipeline["results"] / "REPORT.md").read_text()
-    assert "no verdict for these runs: they are not in the paper's setting (T 5 (paper: 7))" in report_line(report, "table1")
+    assert "| not in the paper's setting, not compared (computed) |" in report_line(report, "table1")
+    assert "no verdict for these runs: they are not in the paper's setting (T 5 (paper: 7))" in tier_details(report, "table1")
     row = next(ln for ln in report.splitlines() if ln.startswith("| T=5 Signum-Dense |"))
     assert row.endswith("| not computed: not the paper's setting |")
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from renderers.common import ReportRow, cell_summary, cell_values, coverage_lines, planned_seeds, provenance_lines
+from renderers.common import (ReportRow, cell_summary, coverage_lines, failed_seeds, finished, planned_seeds,
+                              provenance_lines, report_row)
 
 COLUMNS = ("DAB (reference)", "DAB, loss_to_input", "straight-through", "ELU-Dense (no hard fn)")
 
@@ -27,8 +28,9 @@ def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
     out = []
     for T in sorted({r["T"] for r in rows}):
         for name in COLUMNS:
-            values, failed = cell_values(rows, spec["metric"], T=T, variant=name)
-            out.append(ReportRow(f"T={T} {name}", values, planned_seeds(spec), failed, paper_text="—"))
+            runs = [r for r in finished(rows) if r["T"] == T and r["variant"] == name]
+            out.append(report_row(f"T={T} {name}", runs, spec["metric"], planned_seeds(spec),
+                                  failed_seeds(rows, T=T, variant=name), paper_text="—"))
     return out
 
 

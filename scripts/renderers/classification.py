@@ -12,7 +12,8 @@ parsed) and the curves come from results/<artifact>_history.csv. Writes, by ``sp
 
 Every output names the data set (the Fashion-MNIST-32 stand-in is labelled as such), widths and
 the shared provenance of renderers.common (hardware, budget, seeds, n, overrides, commands); a
-cell without runs says "not run". ``report_rows(spec, rows)`` gives REPORT.md its rows.
+cell without runs says "not run". For REPORT.md: ``report_rows(spec, rows)`` (accuracies in %),
+``ranked_blocks`` (the rankings the settle rule reads) and ``superseded`` (flatten-head runs).
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
-from renderers.common import (ReportRow, add_caption, caption, cell_summary, fmt_ours, fmt_paper, planned_seeds,
-                              provenance_lines, ranking_lines, read_history, summary)
+from renderers.common import (Ranking, ReportRow, add_caption, by_run, caption, cell_summary, fmt_ours, fmt_paper,
+                              planned_seeds, provenance_lines, ranking_lines, read_history, report_row, summary)
 
 DATASET_LABELS = {"cifar10": "CIFAR-10",
                   "fmnist32": "Fashion-MNIST-32 stand-in, not CIFAR-10"}
@@ -32,6 +33,38 @@ LOSS_TO_INPUT_LABELS = {False: "loss_to_input=false (reference)", True: "loss_to
 # (results/gpu/table2_runs.csv, results/cpu/figure6_left_runs.csv, results/cpu/figure6_right_runs.csv).
 HEAD_LABELS = {"pool": "pool (global average pool, the paper's)", "flatten": "flatten (ours)",
                None: "flatten (runs before model.head existed)"}
+
+
+def superseded(spec: dict, rows: list[dict]) -> str | None:
+    """Why these runs come from a superseded set-up, or None: the flatten head (``model.head=flatten``,
+    ours; runs aggregated before model.head existed used it too) gave way to the paper's pooled head."""
+    done = with_metric(rows, spec.get("metric", "accuracy"))
+    flat = [r for r in done if r.get("head") in (None, "flatten")]
+    if not flat:
+        return None
+    return (f"flatten head: {len(flat)} of {len(done)} runs used `model.head=flatten` (ours, or the only head before "
+            "model.head existed), not the paper's pooled head, the default since")
+
+
+def ranked_blocks(spec: dict, rows: list[dict]) -> list[Ranking]:
+    """The rankings of the artifact's history (one block each), as its .md prints them: Table 2 by
+    function, Figure 6 left by placement, Figure 6 right by estimator, on test accuracy; Figure 6
+    middle ranks nothing (its claim is a trend of the EMD)."""
+    group = {"table2": lambda h: h.get("experiment"),
+             "figure6_left": by_run(rows, lambda r: f"stage {r.get('hard_fn_after')}"),
+             "figure6_right": by_run(rows, lambda r: ESTIMATOR_LABELS.get(r.get("estimator"), r.get("estimator")))}
+    if spec["artifact"] not in group:
+        return []
+    return [Ranking("test/accuracy", group[spec["artifact"]], lambda h: "all")]
+
+
+def ranking_body(spec: dict, rows: list[dict], history: list[dict]) -> list[str]:
+    """The ranking by step of each of the artifact's rankings the history holds."""
+    lines = []
+    for r in ranked_blocks(spec, rows):
+        if any(h.get(r.metric) is not None for h in history):
+            lines += ["", *ranking_lines(history, r.metric, r.group_of, r.block_of)]
+    return lines
 
 
 def _distinct(rows: list[dict], key: str) -> str:
@@ -66,14 +99,6 @@ def with_metric(rows: list[dict], metric: str) -> list[dict]:
     return [r for r in rows if r.get(metric) is not None]
 
 
-def by_key(rows: list[dict], key: str, metric: str) -> dict:
-    """{value of ``key``: [metric of each run]}."""
-    out = defaultdict(list)
-    for r in rows:
-        out[r.get(key)].append(r[metric])
-    return out
-
-
 def render_table2(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path) -> list[Path]:
     metric = spec.get("metric", "accuracy")
     paper = spec["paper"]
@@ -83,9 +108,7 @@ def render_table2(spec: dict, all_rows: list[dict], rows: list[dict], results_di
     for p in paper["rows"]:
         body.append(f"| {p['name']} | {p['form']} | {cell_summary(spec, all_rows, metric, hard_fn=p['hard_fn'])} | "
                     f"{fmt_paper(p)}, CIFAR-10 |")
-    history = read_history(results_dir, spec["artifact"])
-    if history:
-        body += ["", *ranking_lines(history, "test/accuracy", lambda h: h.get("experiment"), lambda h: "all")]
+    body += ranking_body(spec, all_rows, read_history(results_dir, spec["artifact"]))
     return [write_md(results_dir / "table2.md", spec, all_rows, rows, body)]
 
 
@@ -150,7 +173,7 @@ def render_curves(spec: dict, all_rows: list[dict], rows: list[dict], results_di
                       note)
     body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "",
             f"![{artifact}]({png.name})", "", f"{ylabel}, mean ± sample std over seeds, at each evaluation:", "",
-            *curve_table(groups, scale, digits)]
+            *curve_table(groups, scale, digits), *ranking_body(spec, all_rows, read_history(results_dir, artifact))]
     return [png, write_md(results_dir / f"{artifact}.md", spec, all_rows, rows, body)]
 
 
@@ -179,6 +202,7 @@ def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], resu
     body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "", f"![figure6_left]({png.name})", "",
             "| signum after stage | test accuracy % (mean ± std) |", "|---|---|"]
     body += [f"| {s} | {cell_summary(spec, all_rows, metric, hard_fn_after=s)} |" for s in by_stage]
+    body += ranking_body(spec, all_rows, read_history(results_dir, "figure6_left"))
     return [png, write_md(results_dir / "figure6_left.md", spec, all_rows, rows, body)]
 
 
@@ -267,21 +291,18 @@ def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
     artifact, planned = spec["artifact"], planned_seeds(spec)
     done = with_metric(rows, metric)
     if artifact == "table2":
-        by_fn = by_key(done, "hard_fn", metric)
-        return [ReportRow(f"{p['name']} ({p['form']})", [100 * v for v in by_fn.get(p["hard_fn"], [])], planned,
-                          paper=p) for p in spec["paper"]["rows"]]
+        return [report_row(f"{p['name']} ({p['form']})", [r for r in done if r.get("hard_fn") == p["hard_fn"]],
+                           metric, planned, paper=p) for p in spec["paper"]["rows"]]
     if artifact == "figure6_left":
-        by_stage = by_key(done, "hard_fn_after", metric)
-        return [ReportRow(f"signum after stage {s}", [100 * v for v in by_stage.get(s, [])], planned)
+        return [report_row(f"signum after stage {s}", [r for r in done if r.get("hard_fn_after") == s], metric, planned)
                 for s in (1, 2, 3, 4)]
     if artifact == "figure6_middle":
         series = loss_to_input_of(done)
-        return [ReportRow(f"final test EMD (positions moved), {label}",
-                          [r[metric] for r in done if series[r["run_dir"]] == label], planned, digits=3)
+        return [report_row(f"final test EMD (positions moved), {label}",
+                           [r for r in done if series[r["run_dir"]] == label], metric, planned, scale=1.0, digits=3)
                 for label in LOSS_TO_INPUT_LABELS.values()]
     if artifact == "figure6_right":
-        by_est = by_key(done, "estimator", metric)
-        return [ReportRow(f"sort-1D, {label}", [100 * v for v in by_est.get(key, [])], planned)
+        return [report_row(f"sort-1D, {label}", [r for r in done if r.get("estimator") == key], metric, planned)
                 for key, label in ESTIMATOR_LABELS.items()]
     raise unknown_artifact(artifact)
 

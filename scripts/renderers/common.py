@@ -53,16 +53,42 @@ def read_history(results_dir: Path, artifact: str) -> list[dict]:
     return load_rows(path) if path.exists() else []
 
 
+LOCAL_TIER = "local"  # results/local: a user's own runs (the Makefile's RESULTS), never committed
+
+
 def tier_dirs(results: Path) -> list[Path]:
     """The hardware tiers under ``results``: the folder itself and each folder directly below it
-    that holds an ``<artifact>_runs.csv`` (results/gpu, results/cpu; results/bench holds none)."""
+    that holds an ``<artifact>_runs.csv`` (results/gpu, results/cpu; results/bench holds none).
+    ``results/local``, a user's own runs, is a tier only of itself: rendering or reporting the
+    committed tiers (``results``) never reads or rewrites it."""
     results = Path(results)
-    candidates = [results, *sorted(p for p in results.iterdir() if p.is_dir())] if results.is_dir() else []
+    candidates = [results, *sorted(p for p in results.iterdir() if p.is_dir() and p.name != LOCAL_TIER)
+                  ] if results.is_dir() else []
     return [d for d in candidates if any(d.glob("*_runs.csv"))]
 
 
 def finished(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["status"] == "finished"]
+
+
+def stopped_early(rows: list[dict]) -> list[dict]:
+    """The finished runs that stopped before their step budget: 0 < steps < max_steps (a
+    ``trainer.max_minutes`` cap or a stop signal ended them; a training-free run has 0 steps)."""
+    return [r for r in finished(rows) if isinstance(r.get("steps"), int) and isinstance(r.get("max_steps"), int)
+            and 0 < r["steps"] < r["max_steps"]]
+
+
+def stopped_text(rows: list[dict]) -> str | None:
+    """'stopped at 7512 of 30000 steps (max_minutes cap)', with 'k of n runs' where only some of
+    the finished runs stopped early; None when none did."""
+    stopped = stopped_early(rows)
+    if not stopped:
+        return None
+    trained = [r for r in finished(rows) if r.get("steps")]
+    who = "" if len(stopped) == len(trained) else f"{len(stopped)} of {len(trained)} runs "
+    capped = all(r.get("max_minutes") and (r.get("wall_seconds") or 0) >= 0.95 * 60 * r["max_minutes"] for r in stopped)
+    return (f"{who}stopped at {span([r['steps'] for r in stopped])} of {span([r['max_steps'] for r in stopped])} steps"
+            + (" (max_minutes cap)" if capped else ""))
 
 
 def summary(values: list[float], scale: float = 100.0) -> tuple[float, float | None, int]:
@@ -405,6 +431,8 @@ def provenance_lines(spec: dict, rows: list[dict], results_dir: Path, extra: lis
             f"trainer.max_minutes={distinct(done, 'max_minutes')}, trainer.eval_every={distinct(done, 'eval_every')}",
             f"- Budget used: {span([r['steps'] for r in done])} steps, "
             f"{span([r['wall_seconds'] / 60 for r in done if r.get('wall_seconds') is not None], '{:.1f}')} min per run",
+            *([f"- Stopped before their step budget: {stopped_text(done)}; their numbers are those of a shorter, "
+               "unfinished schedule"] if stopped_early(done) else []),
             f"- Seeds: {', '.join(str(s) for s in sorted({r['seed'] for r in done}))}",
             f"- Software: torch {distinct(done, 'torch')}, precision {distinct(done, 'precision')}, "
             f"compile {distinct(done, 'compile')}",
@@ -480,9 +508,10 @@ def add_caption(fig, text: str, fontsize: float = 6.5) -> float:
 
 @dataclass
 class ReportRow:
-    """One line of REPORT.md's side-by-side table: ours (``values``, already in the unit shown)
-    beside the paper's cell in the same unit (``paper``: mean, std, n), or ``paper_text`` where
-    the paper has no number for it (None: the report says what the paper claims)."""
+    """One line of REPORT.md's side-by-side table: ours (``values``, already in the unit shown:
+    accuracies in %) beside the paper's cell in the same unit (``paper``: mean, std, n), or
+    ``paper_text`` where the paper has no number for it (None: the report says what the paper
+    claims). ``stopped``: stopped_text of the runs behind ``values`` (None: none stopped early)."""
     what: str
     values: list[float]
     planned: int
@@ -490,18 +519,32 @@ class ReportRow:
     paper: dict | None = None
     paper_text: str | None = None
     digits: int = 2
+    stopped: str | None = None
 
     def ours(self) -> str:
-        return fmt_ours(self.values, self.planned, self.failed, scale=1.0, digits=self.digits)
+        text = fmt_ours(self.values, self.planned, self.failed, scale=1.0, digits=self.digits)
+        return f"{text}, {self.stopped}" if self.stopped and self.values else text
+
+
+def report_row(what: str, runs: list[dict], metric: str, planned: int, failed: int = 0, scale: float = 100.0,
+               **fields) -> ReportRow:
+    """A ReportRow of ``scale * metric`` over the finished ``runs`` of one cell (scale 100: an
+    accuracy in %), with whether they stopped early."""
+    done = finished(runs)
+    return ReportRow(what, [scale * r[metric] for r in done if r.get(metric) is not None], planned, failed,
+                     stopped=stopped_text(done), **fields)
 
 
 def compare(row: ReportRow) -> tuple[str, str | None]:
     """Ours against the paper for one row: (text, outcome). The gap is ours' mean minus the
     paper's; it *exceeds the seed spread* when larger in size than our sample std plus the paper's
-    std. Outcome: 'exceeds', 'within', 'one run' (no std of ours to judge by) or None (nothing to
-    compare: no runs or no paper number)."""
+    std. Outcome: 'exceeds', 'within', 'one run' (no std of ours to judge by), 'stopped' (a run
+    stopped before its step budget: not compared, whatever the gap) or None (nothing to compare:
+    no runs or no paper number)."""
     if not row.values or row.paper is None or row.paper.get("mean") is None:
         return "—", None
+    if row.stopped:
+        return "not compared: stopped before its step budget", "stopped"
     mean, std, _ = summary(row.values, 1.0)
     gap = mean - row.paper["mean"]
     d = row.digits
@@ -510,6 +553,22 @@ def compare(row: ReportRow) -> tuple[str, str | None]:
     spread = std + (row.paper.get("std") or 0.0)
     outcome = "exceeds" if abs(gap) > spread else "within"
     return f"{gap:+.{d}f}, {outcome} the seed spread ({spread:.{d}f})", outcome
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One ranking a renderer reads from an artifact's history: ``metric`` (a history column,
+    higher is better), the group (the ranked thing: a variant, a function; None: the row is not
+    ranked) and the comparison block (a bpp level; one block: "all") of a history row."""
+    metric: str
+    group_of: Callable[[dict], str | None]
+    block_of: Callable[[dict], object]
+
+
+def by_run(rows: list[dict], key: Callable[[dict], object]) -> Callable[[dict], object]:
+    """A history row's ``key(run)`` of its run (``rows``, by run_dir); None for a run not in ``rows``."""
+    table = {r["run_dir"]: key(r) for r in rows if r.get("run_dir") is not None}
+    return lambda h: table.get(h.get("run_dir"))
 
 
 def ranking_lines(history: list[dict], metric: str, group_of: Callable[[dict], str | None],

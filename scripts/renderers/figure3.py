@@ -1,13 +1,14 @@
 """Figure 3: max all-or-none accuracy vs ponder steps, one panel per preset (T=5, T=10), plus
-the same numbers as a markdown table."""
+the same numbers as a markdown table and as REPORT.md rows, all in %."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
 
-from renderers.common import (METRIC_NAMES, REPO, add_caption, caption, count_text, coverage_lines, failed_seeds,
-                              finished, fmt_mean_std, planned_seeds, provenance_lines, span, summary)
+from renderers.common import (METRIC_NAMES, REPO, ReportRow, add_caption, caption, count_text, coverage_lines,
+                              failed_seeds, finished, fmt_mean_std, planned_seeds, provenance_lines, report_row, span,
+                              summary)
 
 
 def preset_length(preset: str, rows: list[dict]) -> int | None:
@@ -19,6 +20,22 @@ def preset_length(preset: str, rows: list[dict]) -> int | None:
     if path.exists():
         return (yaml.safe_load(path.read_text()).get("dataset") or {}).get("length")
     return None
+
+
+def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
+    """One REPORT.md row per preset and ponder-step count with runs, in % like every accuracy of
+    the report (the paper publishes a plot only: its claim is shown instead of a number)."""
+    out = []
+    for preset in spec["sweep"]["presets"]:
+        T = preset_length(preset, rows)
+        mine = [r for r in rows if r["experiment"] == preset]
+        for x in sorted({r["ponder_steps"] for r in mine}):
+            runs = [r for r in mine if r["ponder_steps"] == x]
+            failed = failed_seeds(rows, experiment=preset, ponder_steps=x)
+            if finished(runs) or failed:
+                out.append(report_row(f"T={T} Signum-RNN, {x} ponder steps: max all-or-none %", runs, spec["metric"],
+                                      planned_seeds(spec), failed))
+    return out
 
 
 def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:

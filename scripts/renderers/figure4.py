@@ -8,23 +8,31 @@ seed, status, steps, device, max_steps, ...). The ``linear_acc_posterior`` colum
 the posterior's probabilities, which only the stochastic variants report;
 results/gpu/figure4_runs.csv predates it and lacks it) adds a table column and, when any row has a
 value, a third panel per data set: the posterior probe for the stochastic variants and the code
-probe for the deterministic ones (whose posterior is a point mass on their code).
+probe for the deterministic ones (whose posterior is a point mass on their code). Probe accuracies
+are in %, MS-SSIM as an index in [0, 1].
+
+For REPORT.md: ``report_rows`` (MS-SSIM and both probes per bpp level and variant),
+``ranked_blocks`` (the rankings the settle rule reads) and ``superseded`` (runs from before the
+fair baselines).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from dab.suite.models.latents import LATENTS
-from renderers.common import (add_caption, caption, failed_seeds, finished, fmt_ours, planned_seeds,
-                              provenance_lines, ranking_lines, read_history, summary)
+from renderers.common import (Ranking, ReportRow, add_caption, by_run, caption, failed_seeds, finished, fmt_ours,
+                              planned_seeds, provenance_lines, ranking_lines, read_history, report_row, summary)
 
 # The variants' names in figures (the spec's labels): the paper's, and ours marked so.
 LEGEND = {"dab_binary": "dab-binary", "dab_signum": "dab-signum", "dab_bernoulli": "dab-bernoulli",
           "bernoulli": "bernoulli", "discrete": "discrete", "threshold": "threshold",
-          "ste_binary": "ste-binary (ours)", "ste_signum": "ste-signum (ours)"}
+          "ste_binary": "ste-binary (ours)", "ste_signum": "ste-signum (ours)",
+          "discrete_cosine": "discrete, cosine tau (ours)"}
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "imagenet": "ImageNet"}
-METRICS = {"ms_ssim": "test MS-SSIM", "linear_acc": "linear-probe test accuracy"}
-POSTERIOR = ("linear_acc_posterior", "linear-probe test accuracy, posterior\n(code probe for deterministic codes)")
+METRICS = {"ms_ssim": "test MS-SSIM", "linear_acc": "linear-probe test accuracy (%)"}
+POSTERIOR = ("linear_acc_posterior", "linear-probe test accuracy (%), posterior\n(code probe for deterministic codes)")
+SCALE = {"ms_ssim": 1.0, "linear_acc": 100.0, "linear_acc_posterior": 100.0}  # probe accuracies in %
+DIGITS = {"ms_ssim": 3, "linear_acc": 2, "linear_acc_posterior": 2}
 
 
 def stochastic(spec: dict) -> set[str]:
@@ -39,6 +47,25 @@ def posterior_probe(row: dict, stochastic_variants: set[str]) -> float | None:
     if row["variant"] in stochastic_variants:
         return row.get("linear_acc_posterior")
     return row.get("linear_acc")
+
+
+def relaxed(spec: dict) -> set[str]:
+    """The spec's VAE baselines (relaxed Bernoulli or categorical): the variants the fair baselines
+    changed (the paper-era temperature, the probe on the posterior)."""
+    return {label for label, overrides in spec["sweep"]["variants"].items()
+            if LATENTS[overrides["latent"]].build.relaxed is not None}
+
+
+def superseded(spec: dict, rows: list[dict]) -> str | None:
+    """Why these runs come from a superseded set-up, or None: a VAE baseline's run without the
+    posterior probe predates the fair baselines (its relaxed Bernoulli trained at tau about 1 and
+    was probed on one random draw of its code)."""
+    vae = [r for r in finished(rows) if r.get("variant") in relaxed(spec)]
+    old = [r for r in vae if r.get("linear_acc_posterior") is None]
+    if not old:
+        return None
+    return (f"pre-fair baselines: {len(old)} of {len(vae)} VAE-baseline runs predate the fair baselines, with no "
+            "posterior probe; their relaxed Bernoulli trained at tau about 1 and was probed on one random draw")
 
 
 def has_posterior(rows: list[dict]) -> bool:
@@ -65,9 +92,11 @@ def header(spec: dict, rows: list[dict], results_dir: Path) -> list[str]:
     return [f"# {spec['title']}", "",
             f"Source: {spec['source']}. Ours: mean ± sample std over seeds (n per cell in the table). "
             "MS-SSIM after bilinear upsampling to 176x176 (not comparable with the paper's values); "
-            "linear probe: logistic regression on the hard codes of a fixed training subsample, scored on the test set; "
+            "linear probe: logistic regression on the hard codes of a fixed training subsample, scored on the test set, "
+            "in %; "
             "'posterior': the same probe on the posterior's probabilities (sigmoid, or softmax per variable), "
-            "for the stochastic variants (bernoulli, discrete, dab-bernoulli), whose hard code is one random draw; "
+            f"for the stochastic variants ({', '.join(LEGEND.get(v, v) for v in sorted(stochastic(spec)))}), "
+            "whose hard code is one random draw; "
             "'—' = not reported. n counts the finished runs of the planned seeds; 'not run' = no run, "
             "'failed' = every run failed.", "",
             *provenance_lines(spec, rows, results_dir), ""]
@@ -81,7 +110,7 @@ def point_counts(rows: list[dict]) -> dict[str, int]:
 def table(spec: dict, rows: list[dict]) -> list[str]:
     datasets, variants, levels = planned(spec)
     g = groups(rows)
-    lines = ["| data set | variant | bpp (target) | bpp (used) | MS-SSIM | linear acc. | linear acc. (posterior) |",
+    lines = ["| data set | variant | bpp (target) | bpp (used) | MS-SSIM | linear acc. % | linear acc. % (posterior) |",
              "|---|---|---|---|---|---|---|"]
     for d in datasets:
         for v in variants:
@@ -89,13 +118,17 @@ def table(spec: dict, rows: list[dict]) -> list[str]:
                 runs = g.get((d, v, b), [])
                 failed = failed_seeds(rows, dataset=d, variant=v, bpp_target=b)
                 ours = {m: fmt_ours([r[m] for r in runs if r.get(m) is not None], planned_seeds(spec), failed,
-                                    scale=1.0, digits=3) for m in ("ms_ssim", "linear_acc", "linear_acc_posterior")}
+                                    scale=SCALE[m], digits=DIGITS[m]) for m in SCALE}
                 if runs and all(r.get("linear_acc_posterior") is None for r in runs):
                     ours["linear_acc_posterior"] = "—"  # a deterministic code: no posterior to probe
                 used = f"{runs[0]['bpp']:.4g}" if runs and runs[0].get("bpp") is not None else "—"
                 lines.append(f"| {DATASET_NAMES.get(d, d)} | {LEGEND.get(v, v)} | {b:g} | {used} | {ours['ms_ssim']} | "
                              f"{ours['linear_acc']} | {ours['linear_acc_posterior']} |")
     return lines
+
+
+def scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else scale * value
 
 
 def plot(spec: dict, rows: list[dict], path: Path) -> Path:
@@ -105,9 +138,9 @@ def plot(spec: dict, rows: list[dict], path: Path) -> Path:
 
     datasets, variants, _ = planned(spec)
     g = groups(rows)
-    panels = {metric: (label, lambda r, m=metric: r.get(m)) for metric, label in METRICS.items()}
+    panels = {metric: (label, lambda r, m=metric: scaled(r.get(m), SCALE[m])) for metric, label in METRICS.items()}
     if has_posterior(rows):
-        panels[POSTERIOR[0]] = (POSTERIOR[1], lambda r, s=stochastic(spec): posterior_probe(r, s))
+        panels[POSTERIOR[0]] = (POSTERIOR[1], lambda r, s=stochastic(spec): scaled(posterior_probe(r, s), 100.0))
     fig, axes = plt.subplots(len(datasets), len(panels), figsize=(5 * len(panels), 3.6 * len(datasets)),
                              squeeze=False)
     for i, d in enumerate(datasets):
@@ -168,16 +201,51 @@ def reconstruction_grid(spec: dict, rows: list[dict], path: Path, bpp: float = 0
     return path
 
 
+def ranked(rows: list[dict]) -> list[Ranking]:
+    """Per bpp level, the variants ranked by MS-SSIM and by the code probe. A history row's variant
+    and bpp level are its run's (``rows``, by run_dir), whatever its cell name says."""
+    variant = by_run(rows, lambda r: r.get("variant"))
+    level = by_run(rows, lambda r: f"bpp {float(r['bpp_target']):g}" if r.get("bpp_target") is not None else None)
+    return [Ranking(metric, variant, level) for metric in ("test/ms_ssim", "test/linear_acc")]
+
+
+def ranked_blocks(spec: dict, rows: list[dict]) -> list[Ranking]:
+    """The rankings REPORT.md reads the settle rule from: the same as this file's tables."""
+    return ranked(rows)
+
+
 def rankings(history: list[dict], rows: list[dict]) -> list[str]:
-    """Per bpp level, the variants' order at each evaluation (MS-SSIM, then the code probe). A
-    history row's variant and bpp level are its run's (``rows``, by run_dir)."""
-    run = {r["run_dir"]: r for r in rows}
+    """Per bpp level, the variants' order at each evaluation (MS-SSIM, then the code probe), for
+    the metrics the history has."""
     lines = []
-    for metric in ("test/ms_ssim", "test/linear_acc"):
-        if any(h.get(metric) is not None for h in history):
-            lines += ["", *ranking_lines(history, metric, lambda h: run[h["run_dir"]]["variant"],
-                                         lambda h: f"bpp {run[h['run_dir']]['bpp_target']:g}")]
+    for r in ranked(rows):
+        if any(h.get(r.metric) is not None for h in history):
+            lines += ["", *ranking_lines(history, r.metric, r.group_of, r.block_of)]
     return lines
+
+
+def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
+    """REPORT.md rows per data set, metric, bpp level and variant with runs: MS-SSIM, the probe on
+    the hard code in %, and the probe on the posterior in % for the stochastic variants that
+    report it (the claim covers MS-SSIM and the probe; the paper publishes plots only)."""
+    datasets, variants, levels = planned(spec)
+    g = groups(rows)
+    names = {"ms_ssim": "MS-SSIM", "linear_acc": "probe accuracy % (hard code)",
+             "linear_acc_posterior": "probe accuracy % (posterior)"}
+    out = []
+    for d in datasets:
+        for metric, name in names.items():
+            for b in levels or sorted({k[2] for k in g if k[0] == d}):
+                for v in variants:
+                    runs = g.get((d, v, b), [])
+                    failed = failed_seeds(rows, dataset=d, variant=v, bpp_target=b)
+                    if metric == "linear_acc_posterior" and not any(r.get(metric) is not None for r in runs):
+                        continue
+                    if runs or failed:
+                        out.append(report_row(f"{DATASET_NAMES.get(d, d)} bpp {b:g}, {name}: {LEGEND.get(v, v)}",
+                                              runs, metric, planned_seeds(spec), failed, SCALE[metric],
+                                              digits=DIGITS[metric]))
+    return out
 
 
 def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:

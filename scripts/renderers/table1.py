@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from renderers.common import (METRIC_NAMES, ReportRow, cell_summary, cell_values, coverage_lines, finished,
-                              fmt_paper, planned_seeds, provenance_lines, span)
+from renderers.common import (METRIC_NAMES, ReportRow, cell_summary, coverage_lines, failed_seeds, finished,
+                              fmt_paper, planned_seeds, provenance_lines, report_row, span)
 
 
 def model_label(row: dict) -> str:
@@ -23,15 +23,17 @@ def ours_cell(spec: dict, all_rows: list[dict], T: int, model: str, column: str)
 
 
 def report_rows(spec: dict, rows: list[dict]) -> list[ReportRow]:
-    """One REPORT.md row per paper cell we run (prior work left out), ours and the paper's in %."""
+    """One REPORT.md row per paper cell we run (prior work left out), ours and the paper's in %;
+    a cell whose runs stopped before their step budget says so instead of a gap."""
     for r in rows:
         r["model"] = model_label(r)
     not_run = spec["paper"].get("not_run", {})
     out = []
     for cell in spec["paper"]["rows"]:
         if cell["model"] not in not_run:
-            values, failed = cell_values(rows, spec["metric"], T=cell["T"], model=cell["model"])
-            out.append(ReportRow(f"T={cell['T']} {cell['model']}", values, planned_seeds(spec), failed, paper=cell))
+            runs = [r for r in finished(rows) if r["T"] == cell["T"] and r["model"] == cell["model"]]
+            out.append(report_row(f"T={cell['T']} {cell['model']}", runs, spec["metric"], planned_seeds(spec),
+                                  failed_seeds(rows, T=cell["T"], model=cell["model"]), paper=cell))
     return out
 
 
