@@ -7,7 +7,8 @@ Each spec with a ``cpu:`` block takes part, in the order of ``cpu.priority``::
       priority: 1                      # lower runs first
       only: [vae_fmnist]               # optional: these presets of the spec
       set: {model.widths: "[16,32,32]", dataset.test_size: 2000}   # what makes it affordable
-      budget: 1000                     # the first trainer.max_steps
+      budget: 1000                     # the first trainer.max_steps; `spec`: each sweep group's
+                                       # own trainer budget from the spec, not extended
       cap: 8000                        # the largest
       factor: 2                        # an unsettled block's runs go on to budget x factor, by resume
       eval_every: 250                  # evaluations at the same steps whatever the budget
@@ -67,6 +68,7 @@ class Run:
     block: str
     overrides: list[str]  # without the budget
     run_dir: Path
+    trainer: dict  # the spec's own trainer budget for this run (used with ``budget: spec``)
 
 
 def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
@@ -90,15 +92,25 @@ def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
                          *(f"{k}={v}" for k, v in swept.items()), *(f"{k}={v}" for k, v in budget.items()),
                          f"seed={seed}", f"runs_root={runs_root}"]
             name = [preset, *([m.variant] if m.variant else []), *(f"{k}={v}" for k, v in swept.items())]
-            runs.append(Run(group, block, overrides, runs_root / spec["artifact"] / Path(*name) / f"seed{seed}"))
+            own = {k: v for k, v in m.budget.items() if k.startswith("trainer.")}
+            runs.append(Run(group, block, overrides, runs_root / spec["artifact"] / Path(*name) / f"seed{seed}", own))
     return runs
 
 
-def jobs_at(spec: dict, runs: list[Run], steps: int) -> list[Job]:
-    cpu = spec["cpu"]
-    budget = [f"trainer.max_steps={steps}", f"trainer.eval_every={cpu['eval_every']}",
-              f"trainer.ckpt_every={cpu['eval_every']}", "trainer.max_minutes=null", "trainer.log_every=50"]
-    return [Job(f"{r.group} | {r.block} | {r.run_dir.name}", [*r.overrides, *budget], r.run_dir, steps) for r in runs]
+def jobs_at(spec: dict, runs: list[Run], steps: int | None) -> list[Job]:
+    """The runs' jobs at ``steps`` (evaluating every ``cpu.eval_every``), or, with ``steps`` None
+    (``budget: spec``), each at its own trainer budget from the spec."""
+    cpu, jobs = spec["cpu"], []
+    for r in runs:
+        if steps is None:
+            budget = [*(f"{k}={v}" for k, v in r.trainer.items()), "trainer.max_minutes=null"]
+            at = int(r.trainer["trainer.max_steps"])
+        else:
+            budget = [f"trainer.max_steps={steps}", f"trainer.eval_every={cpu['eval_every']}",
+                      f"trainer.ckpt_every={cpu['eval_every']}", "trainer.max_minutes=null", "trainer.log_every=50"]
+            at = steps
+        jobs.append(Job(f"{r.group} | {r.block} | {r.run_dir.name}", [*r.overrides, *budget], r.run_dir, at))
+    return jobs
 
 
 def metrics_of(spec: dict) -> list[str]:
@@ -138,22 +150,27 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say) 
     """Run one spec's CPU tier to settled or capped blocks; returns its status per block."""
     cpu = spec["cpu"]
     runs = spec_runs(spec, runs_root)
-    steps, cap, factor = int(cpu["budget"]), int(cpu["cap"]), float(cpu.get("factor", 2))
-    frozen = extensible(runs)
+    if cpu["budget"] == "spec":  # each group at the spec's own budget, once
+        steps = cap = None
+        frozen = "the spec's own budgets"
+    else:
+        steps, cap, frozen = int(cpu["budget"]), int(cpu["cap"]), extensible(runs)
+    factor = float(cpu.get("factor", 2))
     if frozen is not None:
-        say(f"{spec['artifact']}: not extended beyond {steps} steps: {frozen}")
+        say(f"{spec['artifact']}: not extended beyond {steps or 'its spec budgets'}: {frozen}")
         cap = steps
     status: dict[str, dict] = {}
     while True:
         active = [r for r in runs if not any(key.split(" | ")[0] == r.block for key in status)]
-        say(f"{spec['artifact']}: {len(active)} runs of {len({r.block for r in active})} block(s) to {steps} steps")
+        say(f"{spec['artifact']}: {len(active)} runs of {len({r.block for r in active})} block(s) to "
+            f"{steps or 'the spec budgets of'} steps")
         counts = run_jobs(jobs_at(spec, active, steps), workers, threads, say=say)
         found = verdicts(spec, active)
         blocks = {key.split(" | ")[0] for key in found}
         settled = {b for b in blocks if all(v.settled for key, v in found.items() if key.split(" | ")[0] == b)}
         for key, v in sorted(found.items()):
             block = key.split(" | ")[0]
-            if block not in settled and steps < cap and not counts["failed"]:
+            if block not in settled and steps is not None and steps < cap and not counts["failed"]:
                 continue  # the block goes on, all its metrics with it
             why = "settled" if v.settled else ("failed runs" if counts["failed"] else "capped")
             status[key] = {"verdict": v.text() if v.settled else f"capped unsettled at {steps} steps: {v.text()}"
@@ -161,6 +178,8 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say) 
                            "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
             say(f"  {key}: {status[key]['verdict']}")
         if not found or all(any(key.split(" | ")[0] == r.block for key in status) for r in runs):
+            return status
+        if steps is None:
             return status
         steps = min(cap, int(steps * factor))
 
@@ -175,8 +194,9 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
     seconds = sum(json.loads((r.run_dir / "metrics.json").read_text())["wall_seconds"]
                   for r in runs if (r.run_dir / "metrics.json").is_file())
     cpu = spec["cpu"]
-    lines = [f"## {name}", "", f"Budget {cpu['budget']} steps, extended by x{cpu.get('factor', 2)} up to {cpu['cap']} "
-             f"while a block is unsettled; metric {cpu['metric']}; overrides: "
+    plan = ("the spec's own step budgets, not extended" if cpu["budget"] == "spec" else
+            f"budget {cpu['budget']} steps, extended by x{cpu.get('factor', 2)} up to {cpu['cap']} while a block is unsettled")
+    lines = [f"## {name}", "", f"{plan[0].upper()}{plan[1:]}; metric {cpu['metric']}; overrides: "
              + (", ".join(f"{k}={hydra_value(v)}" for k, v in (cpu.get("set") or {}).items()) or "none")
              + f"; {len(runs)} runs, {seconds / 3600:.2f} CPU-hours of training (wall_seconds summed).", "",
              "| block | verdict | order at the last evaluation (best first, ~ tied) |", "|---|---|---|"]
@@ -190,6 +210,9 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
 
 
 def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say) -> None:
+    if spec.get("fidelity"):  # e.g. the estimator table: each run's gradient fidelity first
+        subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(runs_root / spec["artifact"]),
+                        "--spec", str(REPO / "experiments" / f"{spec['artifact']}.yaml")], cwd=REPO, check=True)
     aggregate.aggregate(spec, runs_root, results)
     for script in ("make_figures.py", "make_report.py"):
         subprocess.run([sys.executable, str(REPO / "scripts" / script), "--results", str(results.parent)],
@@ -205,11 +228,12 @@ def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say) -> No
 def remaining(spec: dict, runs: list[Run], workers: int) -> str:
     """What is left of the spec at its first budget, and how long that takes at the speed its
     finished runs had (seconds per step, evaluations included), ``workers`` at a time."""
-    budget = int(spec["cpu"]["budget"])
+    budget = None if spec["cpu"]["budget"] == "spec" else int(spec["cpu"]["budget"])
     jobs = jobs_at(spec, runs, budget)
     done = [m for m in (j.metrics() for j in jobs) if m is not None and m.get("train/steps")]
-    steps_left = sum(budget - (m["train/steps"] if (m := j.metrics()) else 0) for j in jobs if not j.done())
-    text = f"{sum(not j.done() for j in jobs)} not yet at the first budget of {budget} steps (cap {spec['cpu']['cap']})"
+    steps_left = sum(j.max_steps - (m["train/steps"] if (m := j.metrics()) else 0) for j in jobs if not j.done())
+    text = f"{sum(not j.done() for j in jobs)} not yet at " + (
+        "the spec's budgets" if budget is None else f"the first budget of {budget} steps (cap {spec['cpu']['cap']})")
     if not steps_left:
         return text
     if not done:

@@ -37,7 +37,7 @@ def test_runs_are_the_product_in_stable_dirs(tmp_path):
     assert all("model.widths=[8]" in r.overrides for r in runs)
 
 
-def fake_runs(settles: set[str]):
+def fake_runs(settles: set[str], metrics: tuple = ("test/per_element",)):
     """A run_jobs stand-in writing metrics.json with a history to each job's budget: in a block of
     ``settles`` dab leads ste at every evaluation, elsewhere the lead changes at every one."""
     calls = []
@@ -50,7 +50,7 @@ def fake_runs(settles: set[str]):
             history = []
             for step in range(2, j.max_steps + 1, 2):
                 lead = group == "dab" if block in settles else (group == "dab") == ((step // 2) % 2 == 0)
-                history.append({"step": step, "test/per_element": 0.9 if lead else 0.1})
+                history.append({"step": step, **{m: 0.9 if lead else 0.1 for m in metrics}})
             j.run_dir.mkdir(parents=True, exist_ok=True)
             (j.run_dir / "metrics.json").write_text(json.dumps({"train/steps": j.max_steps, "history": history,
                                                                  "wall_seconds": 1.0}))
@@ -151,3 +151,16 @@ def test_a_block_settles_only_when_every_metric_has(tmp_path, monkeypatch):
     assert status["dataset.length=5 | test/per_element"]["settled"]
     assert not status["dataset.length=5 | test/other"]["settled"]
     assert all(s["budget"] == 8 for s in status.values())
+
+
+def test_budget_spec_runs_each_group_once_at_its_own_budget(tmp_path, monkeypatch):
+    spec = yaml.safe_load((REPO / "experiments" / "estimators.yaml").read_text())
+    run, calls = fake_runs(settles={"all"}, metrics=tuple(spec["cpu"]["metric"]))
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
+    assert calls == [[150, 1000]]  # the groups' own budgets, one pass
+    jobs = campaign.jobs_at(spec, campaign.spec_runs(spec, tmp_path), None)
+    assert {j.max_steps for j in jobs} == {150, 1000} and len(jobs) == 60
+    assert all("trainer.max_minutes=null" in j.overrides for j in jobs)
+    assert set(status) == {f"all | {m}" for m in spec["cpu"]["metric"]}
+    assert all(s["budget"] is None for s in status.values())
