@@ -1,10 +1,11 @@
 """Named options of an extension point (hard functions, approximators, estimators, DAB losses;
-in the suite also optimizers, data sets, models, latents and families).
+in the suite also optimizers, data sets, models and latents).
 
 Registering a name is the only list of names: validation, the command line's closest-match
-suggestions and the tests that check ``conf/<group>/*.yaml`` all read the registry. An option may
-declare a ``schema`` (a dataclass of its own settings, ``name`` excluded) and free-form ``info``
-(e.g. which estimators suit a hard function)::
+suggestions and the tests that check ``conf/<group>/*.yaml`` all read the registry. An option
+declares a ``schema`` (a dataclass of its own settings, ``name`` excluded) and builds its thing
+from it; facts about an option are typed fields of what it builds (e.g. a hard function's
+``Facts``), never free keyword arguments::
 
     HARD_FNS = Registry("hard_fn")
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from dab.errors import ConfigError
@@ -34,12 +35,11 @@ def closest_first(name: str, choices) -> list[str]:
 
 @dataclass(frozen=True)
 class Option:
-    """One registered option: its name, what builds it, its settings' schema and other facts."""
+    """One registered option: its name, what builds it and its settings' schema."""
 
     name: str
     build: Any
     schema: type | None = None
-    info: Mapping[str, Any] = field(default_factory=dict)
 
     def __call__(self, *args, **kwargs):
         return self.build(*args, **kwargs)
@@ -130,7 +130,7 @@ class Registry:
         self.kind = kind
         self._options: dict[str, Option] = {}
 
-    def register(self, name: str, build: Any = _DECORATE, *, schema: type | None = None, **info) -> Any:
+    def register(self, name: str, build: Any = _DECORATE, *, schema: type | None = None) -> Any:
         """Register ``build`` as ``name`` (without ``build``: a decorator). Registering a taken name
         is an error."""
         if schema is not None and not is_dataclass(schema):
@@ -139,7 +139,7 @@ class Registry:
         def add(obj: Any) -> Any:
             if name in self._options:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._options[name] = Option(name, obj, schema, dict(info))
+            self._options[name] = Option(name, obj, schema)
             return obj
 
         return add if build is _DECORATE else add(build)
