@@ -31,6 +31,7 @@ from dab.suite.benchmarking import endless, throughput  # noqa: E402
 from dab.suite.compose import compose_config  # noqa: E402
 from dab.suite.experiment import hardware_name, resolve_device  # noqa: E402
 from dab.suite.families import autoencoding as ae  # noqa: E402
+from dab.suite.families import parse  # noqa: E402
 from dab.suite.image_data import data_root, image_shape, unpack_local_fashion_mnist  # noqa: E402
 from dab.suite.step import build_run  # noqa: E402
 
@@ -53,7 +54,7 @@ def plain(cfg, device: torch.device, seconds: float, workers: int) -> float:
     loader = DataLoader(ds, batch_size=cfg.dataset.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     torch.manual_seed(cfg.seed)  # as build_run seeds: the same initial weights as ours
-    model, _, _ = ae.make_autoencoder(cfg, image_shape(cfg.dataset.name))
+    model, _, _ = ae.make_autoencoder(parse(cfg), image_shape(cfg.dataset.name))
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     batches = endless(loader)

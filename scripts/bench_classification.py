@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from dab.suite.benchmarking import endless, throughput  # noqa: E402
 from dab.suite.compose import compose_config  # noqa: E402
 from dab.suite.experiment import hardware_name, resolve_device  # noqa: E402
+from dab.suite.families import parse  # noqa: E402
 from dab.suite.families.classification import make_classifier  # noqa: E402
 from dab.suite.image_data import data_root  # noqa: E402
 from dab.suite.step import build_run  # noqa: E402
@@ -88,7 +89,7 @@ def bench_plain(cfg, args, device: torch.device) -> float:
     loader = DataLoader(data, batch_size=d.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     torch.manual_seed(cfg.seed)  # as build_run seeds: the same initial weights as ours
-    model = make_classifier(cfg).to(device)
+    model = make_classifier(parse(cfg)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     batches, running = endless(loader), {"loss": 0.0}
 

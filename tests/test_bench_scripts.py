@@ -24,17 +24,19 @@ def run_script(name: str, *args: str) -> list[str]:
 
 
 def test_sorting_bench(tmp_path):
-    lines = run_script("bench.py", "--seconds", "0.5", "--tta-minutes", "0.05", "--tta-steps", "50",
+    lines = run_script("bench.py", "--seconds", "0.5", "--repeats", "2", "--tta-minutes", "0.05", "--tta-steps", "50",
                        "--eval-every", "10", "--out", str(tmp_path))
     assert lines[-1].startswith("speedup_vs_plain=") and float(lines[-1].split("=")[1]) > 0
-    for label in ("plain reference-style loop", "dab trainer, fp32 eager", "dab trainer, fp32 torch.compile",
+    for label in ("plain reference-style loop", "dab trainer step, fp32 eager", "dab trainer loop, fp32 eager",
+                  "dab trainer, fp32 torch.compile",
                   "time to accuracy, sort_t5", "plain loop (paper recipe) after the same"):
         assert any(line.startswith(label) for line in lines), (label, lines)
     (record_path,) = tmp_path.glob("bench_cpu_*.json")
     record = json.loads(record_path.read_text())
     assert record["experiment"] == "sort_t10" and record["batch_size"] == 1024  # the preset's own batch
-    rates = [record[k] for k in ("plain_samples_per_s", "ours_eager_samples_per_s", "ours_fast_samples_per_s")]
-    assert min(rates) > 0
+    rates = [record[k] for k in ("plain_samples_per_s", "ours_eager_samples_per_s", "ours_loop_samples_per_s",
+                                 "ours_fast_samples_per_s")]
+    assert min(rates) > 0 and all(len(v) == 2 for v in record["samples_per_s_each"].values())  # two rounds
     assert record["speedup_vs_plain"] == pytest.approx(record["ours_fast_samples_per_s"] / record["plain_samples_per_s"])
     tta = record["time_to_accuracy"]
     assert tta["ours"]["steps"] > 0 and 0 <= tta["ours"]["accuracy"] <= 1
