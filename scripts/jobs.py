@@ -60,8 +60,10 @@ def run_jobs(jobs: list[Job], workers: int = 1, threads: int | None = None, pyth
                 job = todo.pop(0)
                 job.run_dir.mkdir(parents=True, exist_ok=True)
                 out = open(job.run_dir / "job.log", "a")
+                # its own session: a terminal's Ctrl-C reaches only this process, which passes exactly
+                # one stop on (a second signal would end a run before its checkpoint)
                 proc = subprocess.Popen(job.command(python, threads), cwd=REPO, env=env, stdout=out,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, start_new_session=True)
                 running.append((job, proc, time.time()))
             time.sleep(0.2)
             for entry in list(running):
