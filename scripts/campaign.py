@@ -260,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-publish", action="store_true", help="write campaign.md only: no aggregate, render or commit")
     p.add_argument("--dry-run", action="store_true")
     a = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops like Ctrl-C
+    # Ctrl-C and a kill stop the campaign (even where it was started with SIGINT ignored, as a
+    # background job of a non-interactive shell is)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     runs_root, results = a.runs_root.resolve(), a.results.resolve()
     todo = specs(a.experiments, a.only.split(",") if a.only else None)
     for name, spec in todo:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dry-run", action="store_true")
     a = p.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also where started with SIGINT ignored
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     spec = yaml.safe_load(a.spec.read_text())
     only = a.only.split(",") if a.only else None
     jobs, table = plan(spec, a.runs_root.resolve(), only)
