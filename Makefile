@@ -98,7 +98,7 @@ $(ARTIFACTS): $(VENV_STAMP)
 	$(PY) scripts/make_report.py --results $(RESULTS)
 
 # Equal tuning of every estimator of the estimator table on a validation split (scripts/tune_estimators.py):
-# the choices go to experiments/estimators_tuned.yaml, the evidence to $(TUNE_RESULTS)/estimators_tuning.md
+# the choices go to experiments/tuned/estimators.yaml, the evidence to $(TUNE_RESULTS)/estimators_tuning.md
 TUNE_RUNS ?= ../dab_runs/tuning
 TUNE_RESULTS ?= $(RESULTS)  # the committed CPU tier's evidence: TUNE_RESULTS=results/cpu
 .PHONY: tune-estimators

@@ -8,11 +8,12 @@ split (``dataset.validation``) and scored there (val/*), never on the test set:
   row's own setting), cut to ``trials`` points by an even subsample where it is larger;
 - trial t runs grid point t mod G at seed t div G, so a smaller grid spends the spare trials on
   more seeds of its points (a one-point grid, the STE's, on ``trials`` seeds);
-- the chosen point has the best mean val objective over its trials (the first in grid order on a tie).
+- the chosen point has the best mean over its trials of the task's tuning metric (``tuning.metric``
+  per preset; default the run's own val objective), the first in grid order on a tie.
 
 It writes every trial to ``<results>/estimators_tuning.csv``, the grids, trials and choices to
 ``<results>/estimators_tuning.md`` (the evidence), and the choices to the spec's ``tuned`` file
-(experiments/estimators_tuned.yaml), which run_artifact.py lays over the spec's variants. Runs live
+(experiments/tuned/estimators.yaml), which run_artifact.py lays over the spec's variants. Runs live
 under ``--runs-root`` (outside the work tree by default) and continue where they stopped.
 
     python scripts/tune_estimators.py --workers 2            # every task
@@ -67,13 +68,14 @@ def rows(spec: dict, only: list[str] | None) -> list[dict]:
     """Every row to tune: its task's preset, budget and validation size, its label and overrides."""
     tuning = spec["tuning"]
     out = []
-    for group in sweep_groups(spec):
+    for group in sweep_groups(spec, tuned=False):  # the spec's own settings: a grid's centre never moves
         for preset in group["presets"]:
             if only and preset not in only:
                 continue
             for label, overrides in group["variants"].items():
                 out.append({"preset": preset, "label": label, "overrides": dict(overrides or {}),
-                            "budget": group["budget"], "validation": tuning["validation"][preset]})
+                            "budget": group["budget"], "validation": tuning["validation"][preset],
+                            "metric": (tuning.get("metric") or {}).get(preset)})
     return out
 
 
@@ -113,10 +115,11 @@ def collect(table: dict, runs_root: Path) -> tuple[list[dict], dict[str, dict]]:
             m = Job("", [], runs_root / label / slug(t["points"][index]) / f"seed{seed}", 0).metrics()
             if m is None:
                 continue
-            value = m[m["objective"]]
+            metric = t["metric"] or m["objective"]
+            value = m[metric]
             scores.setdefault(index, []).append(value)
             trials.append({"label": label, "estimator": t["estimator"], "point": slug(t["points"][index]),
-                           "seed": seed, "objective": m["objective"], "value": value, "steps": m["train/steps"]})
+                           "seed": seed, "objective": metric, "value": value, "steps": m["train/steps"]})
         if scores:
             best = max(sorted(scores), key=lambda i: statistics.fmean(scores[i]))
             chosen[label] = {"point": t["points"][best], "scores": scores}
@@ -191,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"# Tuned estimator settings (scripts/tune_estimators.py): label -> the overrides it chose on the\n"
               f"# validation split; the evidence: {a.results.relative_to(REPO) if a.results.is_relative_to(REPO) else a.results}"
               "/estimators_tuning.md. run_artifact.py lays these over experiments/estimators.yaml's variants.\n")
+    tuned_path.parent.mkdir(parents=True, exist_ok=True)
     tuned_path.write_text(header + yaml.safe_dump(dict(sorted(tuned.items())), sort_keys=False))
     print(f"wrote {a.results / 'estimators_tuning.md'} and {tuned_path}")
     return 0
