@@ -81,3 +81,13 @@ def test_the_committed_runs_render_the_same_table(tmp_path):
         return text.split("## Final test metric", 1)[1].split("Runs per cell", 1)[0]
 
     assert tables(out.read_text()) == tables(committed.read_text())
+
+
+def test_a_row_counts_as_tuned_only_when_its_runs_ran_the_tuned_settings():
+    tuned = row("sort", "blackbox", 0)
+    tuned["command"] = "python train.py +experiment=sort_t10 dab.estimator=blackbox dab.lam=15000.0"
+    old = {**tuned, "seed": 1, "command": "python train.py +experiment=sort_t10 dab.estimator=blackbox dab.lam=5000.0"}
+    rows = estimators.tag([tuned])
+    assert estimators.at_tuned(rows, "sort/blackbox", {"dab.lam": 15000})
+    assert not estimators.at_tuned(estimators.tag([tuned, old]), "sort/blackbox", {"dab.lam": 15000})
+    assert not estimators.at_tuned(rows, "sort/perturbed", {"dab.sigma": 1.0})  # no runs: not tuned

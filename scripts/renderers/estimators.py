@@ -7,8 +7,8 @@ import statistics
 from pathlib import Path
 
 from dab.estimators import describe_grid
-from renderers.common import (ReportRow, cell_values, coverage_lines, fmt_ours, planned_seeds, provenance_lines,
-                              read_history, sweep_groups, tuned_settings)
+from renderers.common import (ReportRow, cell_values, coverage_lines, fmt_ours, hydra_value, planned_seeds,
+                              provenance_lines, read_history, same_value, sweep_groups, tuned_settings)
 from renderers.settle import block_verdicts, order_text
 
 # (column key, heading, metric column, scale, digits, unit)
@@ -120,7 +120,16 @@ def column_verdicts(spec: dict, rows: list[dict], results_dir: Path) -> list[str
     return lines
 
 
-def tuning_lines(spec: dict) -> list[str]:
+def at_tuned(rows: list[dict], label: str, settings: dict) -> bool:
+    """Whether every finished run of a row's cell ran with the tuned ``settings`` (its command sets each)."""
+    task, est = label.split("/", 1)
+    mine = [r for r in rows if r["status"] == "finished" and r["_task"] == task and r["_est"] == est]
+    words = lambda r: set(str(r.get("command") or "").split())  # noqa: E731
+    return bool(mine) and all(all(any(w.startswith(f"{k}=") and same_value(w.split("=", 1)[1], hydra_value(v))
+                                          for w in words(r)) for k, v in settings.items()) for r in mine)
+
+
+def tuning_lines(spec: dict, rows: list[dict] | None = None) -> list[str]:
     """The grid and budget of the tuning, and each row's chosen setting (the spec's tuned file)."""
     tuning, chosen = spec.get("tuning"), tuned_settings(spec)
     if not tuning:
@@ -135,6 +144,13 @@ def tuning_lines(spec: dict) -> list[str]:
     lines += ["", "Chosen settings (" + ("none yet: the rows run at the spec's settings" if not chosen else
               "; ".join(f"{label}: " + (", ".join(f"{k}={v}" for k, v in o.items()) or "nothing to tune")
                         for label, o in sorted(chosen.items()))) + ")."]
+    if chosen and rows is not None:
+        tuned = [label for label, o in chosen.items() if o and at_tuned(rows, label, o)]
+        lines += ["", f"The runs in the tables above ran at the chosen settings for {len(tuned)} of the "
+                  f"{sum(bool(o) for o in chosen.values())} rows with something to tune"
+                  + ("" if len(tuned) == sum(bool(o) for o in chosen.values()) else
+                     "; the others ran at the spec's settings from before tuning, so they do not show the tuned method")
+                  + "."]
     return lines
 
 
@@ -190,7 +206,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     lines += ["", "Whether each column's ranking settled (the order of the estimators' means unchanged over at "
               "least the last 30% of the run; neighbours within the pooled seed spread tie):", "",
               *column_verdicts(spec, rows, results_dir)]
-    lines += ["", "## Tuning", "", *tuning_lines(spec)]
+    lines += ["", "## Tuning", "", *tuning_lines(spec, rows)]
     lines += ["", "## Gradient fidelity at initialisation → at the end", "",
               f"Debiased (dab/diagnostics.py): the estimator's and the reference's own variance removed, each value the "
               f"mean over seeds with the widest of the seeds' 95% bootstrap intervals; {draws(rows)}; measured at the "
