@@ -64,6 +64,7 @@ bench: $(VENV_STAMP)  ## (CPU: small settings; GPU: scripts/device_run.sh)
 	$(PY) scripts/bench_autoencoder.py --seconds 10 --workers 1 --compile --out $(BENCH_OUT)
 	$(PY) scripts/bench_classification.py --width 16 --seconds 10 --workers 1 --compile --out $(BENCH_OUT)/bench_classification_cpu_$$(date +%Y%m%d-%H%M%S).json
 	$(PY) scripts/bench_concurrency.py --seconds 20 --out $(BENCH_OUT)
+	$(PY) scripts/bench_settings.py --seconds 10 --out $(BENCH_OUT)
 	$(PY) scripts/project_times.py --bench $(BENCH_OUT) --device cpu
 
 # Paper artifacts (experiments/<name>.yaml): run the sweep at its default budget, then the CSVs,
@@ -113,6 +114,12 @@ CAMPAIGN_ARGS ?=
 .PHONY: campaign
 campaign: $(VENV_STAMP)
 	$(PY) scripts/campaign.py --runs-root $(CAMPAIGN_RUNS) --results results/cpu --commit $(CAMPAIGN_ARGS)
+
+# Before a spec's CPU tier may use a faster setting (its cpu.faster): one full block both ways.
+# e.g. make check-settings CHECK_ARGS="figure4 --block latent.bpp=0.1 --setting trainer.precision=bf16"
+.PHONY: check-settings
+check-settings: $(VENV_STAMP)
+	$(PY) scripts/check_settings.py --runs-root $(CAMPAIGN_RUNS) --results results/cpu $(CHECK_ARGS)
 
 aggregate: $(VENV_STAMP)
 	$(PY) scripts/aggregate.py --runs-root $(RUNS) --results $(RESULTS)

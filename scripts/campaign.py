@@ -15,6 +15,9 @@ Each spec with a ``cpu:`` block takes part, in the order of ``cpu.priority``::
       blocks: [latent.bpp]             # the swept keys whose values make a comparison block
       metric: [test/ms_ssim, test/linear_acc]   # the rankings the settle rule reads (higher is
                                        # better); a block settles when each of them has
+      faster: [trainer.precision=bf16] # optional: used only where scripts/check_settings.py has
+                                       # passed it on a full block of this spec (settings_check.csv)
+                                       # and the machine can (bf16 needs a CPU with bf16)
 
 A block compares the spec's variants (or presets) over seeds; the settle rule is
 scripts/renderers/settle.py. The runs of a block go to ``budget``; while the block is not settled,
@@ -35,6 +38,7 @@ continues where it stopped, and first prints what remains.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import signal
@@ -97,6 +101,40 @@ def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
     return runs
 
 
+def faster_settings(spec_name: str, spec: dict, results: Path, say) -> list[str]:
+    """The overrides of ``cpu.faster`` this campaign may use: checked on a full block
+    (scripts/check_settings.py) and possible here; each other one is said and left out."""
+    from check_settings import passed_settings  # noqa: PLC0415 (it imports this module)
+
+    from dab.suite.step import cpu_supports_bf16  # noqa: PLC0415
+
+    checked, out = passed_settings(results, spec_name), []
+    for setting in spec["cpu"].get("faster") or []:
+        if setting not in checked:
+            say(f"{spec_name}: fp32 eager, not {setting}: no passing check of it in {results / 'settings_check.csv'}")
+        elif "bf16" in setting and not cpu_supports_bf16():
+            say(f"{spec_name}: fp32 eager, not {setting}: this CPU has no bf16 support")
+        else:
+            say(f"{spec_name}: {setting} ({checked[setting]})")
+            out.append(setting)
+    return out
+
+
+def with_settings(runs: list[Run], settings: list[str]) -> list[Run]:
+    """The runs with ``settings`` added, except that a run already started keeps the precision and
+    compile flag it started with: a resume never changes the arithmetic mid-run."""
+    out = []
+    for r in runs:
+        saved = r.run_dir / "config.yaml"
+        if saved.is_file():
+            t = yaml.safe_load(saved.read_text())["trainer"]
+            extra = [f"trainer.precision={t['precision']}", f"trainer.compile={str(bool(t['compile'])).lower()}"]
+        else:
+            extra = list(settings)
+        out.append(dataclasses.replace(r, overrides=[*r.overrides, *extra]))
+    return out
+
+
 def jobs_at(spec: dict, runs: list[Run], steps: int | None) -> list[Job]:
     """The runs' jobs at ``steps`` (evaluating every ``cpu.eval_every``), or, with ``steps`` None
     (``budget: spec``), each at its own trainer budget from the spec."""
@@ -146,10 +184,11 @@ def extensible(runs: list[Run]) -> str | None:
     return None
 
 
-def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say) -> dict:
-    """Run one spec's CPU tier to settled or capped blocks; returns its status per block."""
+def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, settings: list[str] = ()) -> dict:
+    """Run one spec's CPU tier to settled or capped blocks (runs not started yet with ``settings``);
+    returns its status per block."""
     cpu = spec["cpu"]
-    runs = spec_runs(spec, runs_root)
+    runs = with_settings(spec_runs(spec, runs_root), list(settings))
     if cpu["budget"] == "spec":  # each group at the spec's own budget, once
         steps = cap = None
         frozen = "the spec's own budgets"
@@ -274,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         for name, spec in todo:
-            status = campaign_spec(spec, runs_root, a.workers, a.threads, print)
+            settings = faster_settings(name, spec, results, print)
+            status = campaign_spec(spec, runs_root, a.workers, a.threads, print, settings)
             results.mkdir(parents=True, exist_ok=True)
             write_status(results, name, spec, status, spec_runs(spec, runs_root))
             if not a.no_publish:

@@ -69,3 +69,16 @@ def test_classification_bench(data, tmp_path):
     assert min(record[k] for k in ("ours_identity", "ours_sort_rows_cols", "plain_identity")) > 0
     assert record["identity_vs_plain"] == pytest.approx(record["ours_identity"] / record["plain_identity"])
     assert record["sort_step_overhead"] == pytest.approx(record["ours_identity"] / record["ours_sort_rows_cols"] - 1)
+
+
+def test_settings_bench(tmp_path):
+    lines = run_script("bench_settings.py", "--families", "sorting", "--settings", "bf16 eager", "--seconds", "0.3",
+                       "--repeats", "2", "--out", str(tmp_path))
+    record = json.loads(next(tmp_path.glob("bench_settings_cpu_*.json")).read_text())
+    settings = record["families"]["sorting"]["settings"]
+    assert settings["fp32 eager"]["ratio"] == 1.0 and settings["fp32 eager"]["steps_per_s"] > 0
+    from dab.suite.step import cpu_supports_bf16
+    if cpu_supports_bf16():
+        assert settings["bf16 eager"]["steps_per_s"] > 0 and any("bf16 eager" in line for line in lines)
+    else:
+        assert "bf16 eager" not in settings and any("no bf16 support" in line for line in lines)
