@@ -281,9 +281,20 @@ def remaining(spec: dict, runs: list[Run], workers: int) -> str:
     return text + f"; about {steps_left * rate / workers / 3600:.1f} h at {1 / rate:.1f} steps/s per run, {workers} at once"
 
 
+CPU_KEYS = ("priority", "only", "set", "budget", "cap", "factor", "eval_every", "blocks", "metric", "faster")
+
+
 def specs(experiments: Path, only: list[str] | None) -> list[tuple[str, dict]]:
     found = [(p.stem, yaml.safe_load(p.read_text())) for p in sorted(experiments.glob("*.yaml"))]
-    found = [(n, s) for n, s in found if isinstance(s, dict) and s.get("cpu") and (not only or n in only)]
+    found = [(n, s) for n, s in found if isinstance(s, dict) and s.get("cpu")]
+    if only and (unknown := sorted(set(only) - {n for n, _ in found})):
+        raise SystemExit(f"campaign: no spec with a cpu: block named {', '.join(unknown)}; valid choices: "
+                         + ", ".join(n for n, _ in found))
+    for name, spec in found:
+        if bad := sorted(set(spec["cpu"]) - set(CPU_KEYS)):
+            raise SystemExit(f"campaign: experiments/{name}.yaml: unknown cpu: key(s) {', '.join(bad)}; valid "
+                             f"choices: {', '.join(CPU_KEYS)}")
+    found = [(n, s) for n, s in found if not only or n in only]
     return sorted(found, key=lambda ns: ns[1]["cpu"].get("priority", 99))
 
 

@@ -124,3 +124,18 @@ def test_a_real_check_runs_both_settings_and_records_it(tmp_path):
     assert len(bf16) == len(fp32) == 4
     assert {m["precision"] for m in bf16} == {"bf16"} and {m["precision"] for m in fp32} == {"fp32"}
     assert "| tiny | dataset.length=5 | `trainer.precision=bf16` |" in (tmp_path / "r" / "settings_check.md").read_text()
+
+
+def test_a_misspelt_cpu_key_or_spec_name_is_refused(tmp_path):
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    spec = tiny_spec()
+    spec["cpu"]["fastr"] = ["trainer.precision=bf16"]
+    (experiments / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(SystemExit, match="unknown cpu: key.*fastr.*valid choices: priority"):
+        campaign.specs(experiments, None)
+    del spec["cpu"]["fastr"]
+    (experiments / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(SystemExit, match="no spec with a cpu: block named figure9; valid choices: tiny"):
+        campaign.specs(experiments, ["figure9"])
+    assert [n for n, _ in campaign.specs(REPO / "experiments", None)][:1] == ["figure4"]  # the real specs pass
