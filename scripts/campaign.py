@@ -12,7 +12,9 @@ Each spec with a ``cpu:`` block takes part, in the order of ``cpu.priority``::
       cap: 8000                        # the largest
       factor: 2                        # an unsettled block's runs go on to budget x factor, by resume
       eval_every: 250                  # evaluations at the same steps whatever the budget
-      blocks: [latent.bpp]             # the swept keys whose values make a comparison block
+      blocks: [latent.bpp]             # the swept keys whose values make a comparison block;
+                                       # `column`: the variant label's part before its first '/'
+                                       # (the estimator table's columns: one task each)
       metric: [test/ms_ssim, test/linear_acc]   # the rankings the settle rule reads (higher is
                                        # better); a block settles when each of them has
       faster: [trainer.precision=bf16] # optional: used only where scripts/check_settings.py has
@@ -88,7 +90,8 @@ def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
         keys = list(m.swept)
         for preset, values, seed in itertools.product(m.presets, itertools.product(*m.swept.values()), seeds):
             swept = dict(zip(keys, values))
-            block = " ".join(f"{k}={swept[k]}" for k in block_keys) or "all"
+            block = " ".join(f"column={(m.variant or preset).split('/')[0]}" if k == "column" else f"{k}={swept[k]}"
+                             for k in block_keys) or "all"
             others = [f"{k}={v}" for k, v in swept.items() if k not in block_keys]
             group = " ".join([m.variant or preset, *others])
             budget = {k: v for k, v in m.budget.items() if not k.startswith("trainer.")}  # the campaign sets those
@@ -203,18 +206,28 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
         active = [r for r in runs if not any(key.split(" | ")[0] == r.block for key in status)]
         say(f"{spec['artifact']}: {len(active)} runs of {len({r.block for r in active})} block(s) to "
             f"{steps or 'the spec budgets of'} steps")
-        counts = run_jobs(jobs_at(spec, active, steps), workers, threads, say=say)
+        jobs = jobs_at(spec, active, steps)
+        run_jobs(jobs, workers, threads, say=say)
+        unfinished: dict[str, int] = {}
+        for r, j in zip(active, jobs):
+            if not j.done():
+                unfinished[r.block] = unfinished.get(r.block, 0) + 1
         found = verdicts(spec, active)
         blocks = {key.split(" | ")[0] for key in found}
         settled = {b for b in blocks if all(v.settled for key, v in found.items() if key.split(" | ")[0] == b)}
         for key, v in sorted(found.items()):
             block = key.split(" | ")[0]
-            if block not in settled and steps is not None and steps < cap and not counts["failed"]:
+            if block not in settled and steps is not None and steps < cap and block not in unfinished:
                 continue  # the block goes on, all its metrics with it
-            why = "settled" if v.settled else ("failed runs" if counts["failed"] else "capped")
-            status[key] = {"verdict": v.text() if v.settled else f"capped unsettled at {steps} steps: {v.text()}"
-                           if why == "capped" else f"stopped at {steps} steps with failed runs: {v.text()}",
-                           "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
+            if block in unfinished:
+                text = f"stopped with {unfinished[block]} unfinished run(s) at {steps or 'the spec budgets'}: {v.text()}"
+            elif v.settled:
+                text = v.text()
+            elif steps is None:
+                text = f"at the spec's budgets, not extended: {v.text()}"
+            else:
+                text = f"capped unsettled at {steps} steps: {v.text()}"
+            status[key] = {"verdict": text, "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
             say(f"  {key}: {status[key]['verdict']}")
         if not found or all(any(key.split(" | ")[0] == r.block for key in status) for r in runs):
             return status
@@ -241,7 +254,7 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
              "| block | verdict | order at the last evaluation (best first, ~ tied) |", "|---|---|---|"]
     for block, s in sorted(status.items()):
         order = " > ".join(" ~ ".join(t) for t in s["order"])
-        lines.append(f"| {block} | {s['verdict']} | {order} |")
+        lines.append(f"| {block.replace(' | ', ', ')} | {s['verdict']} | {order} |")
     sections[name] = "\n".join(lines)
     path.write_text("# CPU campaign: where each comparison block settled\n\nWritten by scripts/campaign.py; the "
                     "settle rule is scripts/renderers/settle.py.\n\n" + "\n\n".join(sections.values()) + "\n")

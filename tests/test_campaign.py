@@ -45,7 +45,7 @@ def fake_runs(settles: set[str], metrics: tuple = ("test/per_element",)):
     def run(jobs, workers, threads, say=print):
         calls.append(sorted({j.max_steps for j in jobs}))
         for j in jobs:
-            group = j.label.split(" | ")[0]
+            group = j.label.split(" | ")[0].split("/")[-1]  # an estimator-table label: its row
             block = j.label.split(" | ")[1]
             history = []
             for step in range(2, j.max_steps + 1, 2):
@@ -137,7 +137,7 @@ def test_a_block_settles_only_when_every_metric_has(tmp_path, monkeypatch):
         counts = run(jobs, workers, threads, say)
         for j in jobs:  # a second metric whose order flips at every evaluation in every block
             m = json.loads((j.run_dir / "metrics.json").read_text())
-            group = j.label.split(" | ")[0]
+            group = j.label.split(" | ")[0].split("/")[-1]  # an estimator-table label: its row
             for h in m["history"]:
                 h["test/other"] = 0.9 if (group == "dab") == ((h["step"] // 2) % 2 == 0) else 0.1
             (j.run_dir / "metrics.json").write_text(json.dumps(m))
@@ -155,12 +155,35 @@ def test_a_block_settles_only_when_every_metric_has(tmp_path, monkeypatch):
 
 def test_budget_spec_runs_each_group_once_at_its_own_budget(tmp_path, monkeypatch):
     spec = yaml.safe_load((REPO / "experiments" / "estimators.yaml").read_text())
-    run, calls = fake_runs(settles={"all"}, metrics=tuple(spec["cpu"]["metric"]))
+    run, calls = fake_runs(settles={"column=sort"}, metrics=tuple(spec["cpu"]["metric"]))
     monkeypatch.setattr(campaign, "run_jobs", run)
     status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
     assert calls == [[150, 1000]]  # the groups' own budgets, one pass
     jobs = campaign.jobs_at(spec, campaign.spec_runs(spec, tmp_path), None)
     assert {j.max_steps for j in jobs} == {150, 1000} and len(jobs) == 60
     assert all("trainer.max_minutes=null" in j.overrides for j in jobs)
-    assert set(status) == {f"all | {m}" for m in spec["cpu"]["metric"]}
+    columns = ("column=sort", "column=ae_binary", "column=ae_bernoulli", "column=classify")
+    assert set(status) == {f"{c} | {m}" for c in columns for m in spec["cpu"]["metric"]}
     assert all(s["budget"] is None for s in status.values())
+    assert status["column=sort | test/all_or_none"]["verdict"].startswith("settled at step")
+    assert status["column=classify | test/accuracy"]["verdict"].startswith("at the spec's budgets, not extended: not settled")
+
+
+def test_column_blocks_split_an_estimator_table_by_task(tmp_path):
+    spec = yaml.safe_load((REPO / "experiments" / "estimators.yaml").read_text())
+    runs = campaign.spec_runs(spec, tmp_path)
+    assert {r.block for r in runs} == {"column=sort", "column=ae_binary", "column=ae_bernoulli", "column=classify"}
+    assert {r.group for r in runs if r.block == "column=classify"} >= {"classify/dab", "classify/ste"}
+
+
+def test_a_block_with_an_unfinished_run_is_reported_stopped_not_extended(tmp_path, monkeypatch):
+    run, calls = fake_runs(settles=set())
+
+    def failing(jobs, workers, threads, say=print):  # the ste runs of length 6 fail at start
+        counts = run([j for j in jobs if not (j.label.startswith("ste") and "length=6" in j.label)], workers, threads)
+        return {**counts, "failed": 2}
+
+    monkeypatch.setattr(campaign, "run_jobs", failing)
+    status = campaign.campaign_spec(tiny_spec(budget=4, cap=16), tmp_path, 1, 1, say=lambda *_: None)
+    assert status["dataset.length=6"]["verdict"].startswith("stopped with 2 unfinished run(s) at 4:")  # not extended
+    assert status["dataset.length=5"]["verdict"].startswith("capped unsettled at 16")  # the other block went on

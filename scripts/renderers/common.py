@@ -411,10 +411,12 @@ def cells_text(spec: dict, rows: list[dict]) -> str:
             f"in {with_runs} of {planned} planned cells" + (f" and {extra} unplanned" if extra else ""))
 
 
-def provenance_lines(spec: dict, rows: list[dict], results_dir: Path, extra: list[str] = ()) -> list[str]:
+def provenance_lines(spec: dict, rows: list[dict], results_dir: Path, extra: list[str] = (),
+                     compared=lambda r: None) -> list[str]:
     """Markdown bullets for a rendered file's header: hardware, budget set and used, seeds, n per
     cell, software, overrides beyond the spec, ``extra`` bullets, the command(s) that produced the
-    runs, how to re-render the file, and a warning when budgets are mixed. ``rows`` are all the
+    runs, how to re-render the file, and a warning when budgets are mixed within one comparison
+    (``compared(row)`` names a row's comparison; by default all rows are one). ``rows`` are all the
     artifact's runs (failed ones too)."""
     results = display_path(results_dir)
     rerender = (f"- Regenerate: `scripts/aggregate.py --results {results}` (the CSV, from the runs under "
@@ -447,9 +449,12 @@ def provenance_lines(spec: dict, rows: list[dict], results_dir: Path, extra: lis
         lines.append(f"- Command not recorded for {unrecorded} run(s) (made before runs recorded their "
                      "command); their budget is listed above and each run's config.yaml has the rest")
     lines.append(rerender)
-    budgets = {" ".join(f"{k}={show(r.get(k))}" for k in ("max_steps", "max_minutes", "eval_every", "precision",
-                                                              "compile")) for r in done}
-    if len(budgets) > 1:
+    per: dict = {}
+    for r in done:
+        per.setdefault(compared(r), set()).add(" ".join(f"{k}={show(r.get(k))}" for k in (
+            "max_steps", "max_minutes", "eval_every", "precision", "compile")))
+    budgets = set().union(*per.values()) if per else set()
+    if any(len(b) > 1 for b in per.values()):
         lines.append("- **Warning: runs with different budgets are mixed here:** "
                      + "; ".join(f"`{b}`" for b in sorted(budgets)))
     return lines

@@ -3,6 +3,7 @@ column's settle verdict, the tuning behind each row, and the gradient fidelity (
 debiased, with intervals) at initialisation and at the end of training."""
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -84,14 +85,16 @@ def interval_cell(spec: dict, rows: list[dict], task: str, est: str, stat: str, 
     for when in ("init", "end"):
         mine = [r for r in rows if r["status"] == "finished" and r["_task"] == task and r["_est"] == est
                 and r.get(f"{stat}_{when}") is not None]
-        if not mine:
-            parts.append("n/a")
+        defined = [r for r in mine if math.isfinite(r[f"{stat}_{when}"])]
+        if not defined:
+            parts.append("n/a" if not mine else "undefined‡")
             continue
-        mean = statistics.fmean(r[f"{stat}_{when}"] for r in mine)
-        lo = min((r[f"{stat}_lo_{when}"] for r in mine if r.get(f"{stat}_lo_{when}") is not None), default=None)
-        hi = max((r[f"{stat}_hi_{when}"] for r in mine if r.get(f"{stat}_hi_{when}") is not None), default=None)
+        mean = statistics.fmean(r[f"{stat}_{when}"] for r in defined)
+        lo = min((r[f"{stat}_lo_{when}"] for r in defined if r.get(f"{stat}_lo_{when}") is not None), default=None)
+        hi = max((r[f"{stat}_hi_{when}"] for r in defined if r.get(f"{stat}_hi_{when}") is not None), default=None)
         ci = "" if lo is None or hi is None else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
-        parts.append(f"{mean:.{digits}f}{ci}")
+        some = "" if len(defined) == len(mine) else f" (n={len(defined)} of {len(mine)}‡)"
+        parts.append(f"{mean:.{digits}f}{ci}{some}")
     return " → ".join(parts)
 
 
@@ -193,7 +196,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
                          for t in TASKS) + "); within a column every estimator has the same budget",
              f"- Gradient references: {references(rows) or 'none measured yet'}"]
     lines = [f"# {spec['title']}", "", f"Source: {spec['source']}.", "",
-             *provenance_lines(spec, rows, results_dir, extra), "",
+             *provenance_lines(spec, rows, results_dir, extra, compared=lambda r: r["_task"]), "",
              "## Final test metric", "",
              "Mean ± sample std over seeds; — marks an estimator that does not suit the column's hard function "
              "(signum and binary: deterministic and position-aligned; Bernoulli: stochastic; sort-1D: a sort). "
@@ -213,6 +216,8 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
               "training batch's loss scale. Cosine of the debiased mean gradient with the reference (1 = the "
               "reference's direction, 0 = unrelated):", ""]
     lines += table(spec, rows, lambda t, est: interval_cell(spec, rows, t[0], est, "cosd"))
+    lines += ["", "‡ undefined for a run whose mean gradient is no longer than its own noise at the draws used "
+              "(the debiased squared norm is not positive); a mean over the other seeds, or 'undefined' if none."]
     lines += ["", "Debiased squared bias ‖E[g_est] − g_ref‖² / ‖g_ref‖² (consistent with 0 for an unbiased "
               "estimator; scale-sensitive: a right direction at the wrong length counts as bias):", ""]
     lines += table(spec, rows, lambda t, est: interval_cell(spec, rows, t[0], est, "bias2"))
