@@ -106,27 +106,36 @@ def plan(spec: dict, runs_root: Path, only: list[str] | None) -> tuple[list[Job]
     return jobs, table
 
 
-def collect(table: dict, runs_root: Path) -> tuple[list[dict], dict[str, dict]]:
-    """Every finished trial as a row, and per label the chosen point (None where none finished)."""
+def collect(table: dict, runs_root: Path, previous: list[dict] = ()) -> tuple[list[dict], dict[str, dict]]:
+    """Every finished trial as a row, and per label the chosen point (None where none finished). A
+    label with no finished trial under ``runs_root`` keeps its ``previous`` rows (the committed
+    evidence, read from estimators_tuning.csv), so tuning one row never drops another's."""
     trials, chosen = [], {}
     for label, t in table.items():
         scores: dict[int, list[float]] = {}
+        mine = []
         for index, seed in t["trials"]:
             m = Job("", [], runs_root / label / slug(t["points"][index]) / f"seed{seed}", 0).metrics()
             if m is None:
                 continue
             metric = t["metric"] or m["objective"]
-            value = m[metric]
-            scores.setdefault(index, []).append(value)
-            trials.append({"label": label, "estimator": t["estimator"], "point": slug(t["points"][index]),
-                           "seed": seed, "objective": metric, "value": value, "steps": m["train/steps"]})
+            mine.append({"label": label, "estimator": t["estimator"], "point": slug(t["points"][index]),
+                         "seed": seed, "objective": metric, "value": m[metric], "steps": m["train/steps"],
+                         "hardware": m.get("device", "")})
+        if not mine:
+            mine = [dict(r) for r in previous if r["label"] == label]
+        index_of = {slug(p): i for i, p in enumerate(t["points"])}
+        for r in mine:
+            if r["point"] in index_of:
+                scores.setdefault(index_of[r["point"]], []).append(float(r["value"]))
+        trials += mine
         if scores:
             best = max(sorted(scores), key=lambda i: statistics.fmean(scores[i]))
             chosen[label] = {"point": t["points"][best], "scores": scores}
     return trials, chosen
 
 
-def report(spec: dict, table: dict, trials: list[dict], chosen: dict, hardware: str) -> list[str]:
+def report(spec: dict, table: dict, trials: list[dict], chosen: dict) -> list[str]:
     k = spec["tuning"]["trials"]
     lines = ["# Estimator tuning: the grid, the trials and the chosen settings", "",
              f"Every row gets {k} trial runs at its task's step budget, trained on the training data less a "
@@ -134,11 +143,13 @@ def report(spec: dict, table: dict, trials: list[dict], chosen: dict, hardware: 
              "estimator's own (`dab.estimators.tuning_grid`; relative axes scale the row's own setting), cut to "
              f"{k} points by an even subsample where larger; a smaller grid spends its spare trials on more "
              "seeds of its points. Chosen: the best mean over a point's trials.", "",
-             f"Hardware: {hardware}. Regenerate: `make tune-estimators`.", ""]
+             "Regenerate: `make tune-estimators` (one row: `scripts/tune_estimators.py --labels <label>`).", ""]
     for label, t in table.items():
         budget = t["budget"].get("trainer.max_steps")
+        machines = sorted({r.get("hardware") or "unknown" for r in trials if r["label"] == label})
         lines += [f"## {label} ({t['preset']}, {budget} steps, validation {t['validation']})", "",
-                  f"Grid: {describe_grid(t['estimator'])}; {len(t['grid'])} points, {len(t['points'])} tried."]
+                  f"Grid: {describe_grid(t['estimator'])}; {len(t['grid'])} points, {len(t['points'])} tried."
+                  + (f" Hardware: {', '.join(machines)}." if machines else "")]
         if t["missing"]:
             lines += ["", f"Not run: needs {', '.join(t['missing'])}, which is not installed here.", ""]
             continue
@@ -160,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-root", type=Path, default=REPO.parent / "dab_runs" / "tuning")
     p.add_argument("--results", type=Path, default=REPO / "results" / "cpu")
     p.add_argument("--only", default=None, help="comma-separated presets (tasks)")
+    p.add_argument("--labels", default=None, help="comma-separated rows (e.g. classify/softsort): run only their "
+                   "trials; the others keep their evidence from estimators_tuning.csv")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dry-run", action="store_true")
@@ -169,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     spec = yaml.safe_load(a.spec.read_text())
     only = a.only.split(",") if a.only else None
     jobs, table = plan(spec, a.runs_root.resolve(), only)
+    if a.labels:
+        labels = a.labels.split(",")
+        if unknown := [x for x in labels if x not in table]:
+            p.error(f"unknown row(s) {', '.join(unknown)}; valid choices: {', '.join(table)}")
+        jobs = [j for j in jobs if j.run_dir.relative_to(a.runs_root.resolve()).parts[0] + "/"
+                + j.run_dir.relative_to(a.runs_root.resolve()).parts[1] in labels]
     if a.dry_run:
         for job in jobs:
             print(job.label, "->", job.run_dir)
@@ -179,14 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopped: run the same command again to continue", file=sys.stderr)
         return 130
-    trials, chosen = collect(table, a.runs_root.resolve())
-    hardware = next((j.metrics()["device"] for j in jobs if j.metrics()), "unknown")
+    evidence = a.results / "estimators_tuning.csv"
+    previous = list(csv.DictReader(evidence.open())) if evidence.is_file() else []
+    trials, chosen = collect(table, a.runs_root.resolve(), previous)
     a.results.mkdir(parents=True, exist_ok=True)
-    with open(a.results / "estimators_tuning.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["label", "estimator", "point", "seed", "objective", "value", "steps"])
+    with open(evidence, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["label", "estimator", "point", "seed", "objective", "value", "steps", "hardware"])
         writer.writeheader()
         writer.writerows(trials)
-    (a.results / "estimators_tuning.md").write_text("\n".join(report(spec, table, trials, chosen, hardware)) + "\n")
+    (a.results / "estimators_tuning.md").write_text("\n".join(report(spec, table, trials, chosen)) + "\n")
     tuned_path = a.spec.parent / spec["tuned"]
     tuned = yaml.safe_load(tuned_path.read_text()) if tuned_path.is_file() else {}
     tuned = {k: v for k, v in (tuned or {}).items() if k not in chosen}

@@ -54,3 +54,27 @@ def test_the_choice_is_the_best_mean_over_a_point_s_trials(tmp_path):
     assert {r["objective"] for r in trials} == {"val/per_element"}  # the spec's tuning metric for sorting
     # point 0 has trials 0.1 and 0.95 (mean 0.525), point 2 has 0.9: point 2 wins on the mean
     assert chosen["sort/blackbox"]["point"] == t["points"][2]
+
+
+def test_tuning_one_row_keeps_every_other_row_s_evidence(tmp_path):
+    """Runs found for one label replace only that label's rows; the others keep the committed ones."""
+    import json
+
+    _, table = tune.plan(SPEC, tmp_path, ["sort_t10"])
+    blackbox, ste = table["sort/blackbox"], table["sort/ste"]
+    previous = [{"label": "sort/ste", "estimator": "ste", "point": tune.slug(ste["points"][0]), "seed": "0",
+                 "objective": "val/per_element", "value": "0.7", "steps": "1000", "hardware": "old"},
+                {"label": "sort/blackbox", "estimator": "blackbox", "point": tune.slug(blackbox["points"][0]),
+                 "seed": "0", "objective": "val/per_element", "value": "0.9", "steps": "1000", "hardware": "old"}]
+    index, seed = blackbox["trials"][1]
+    run = tmp_path / "sort/blackbox" / tune.slug(blackbox["points"][index]) / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"val/per_element": 0.5, "train/steps": 1000, "objective": "x",
+                                                  "device": "new"}))
+    small = {k: table[k] for k in ("sort/ste", "sort/blackbox")}
+    trials, chosen = tune.collect(small, tmp_path, previous)
+    assert [(r["label"], r["hardware"]) for r in trials] == [("sort/ste", "old"), ("sort/blackbox", "new")]
+    assert chosen["sort/blackbox"]["point"] == blackbox["points"][index]  # the new run, not the old 0.9
+    assert chosen["sort/ste"]["scores"] == {0: [0.7]}
+    text = "\n".join(tune.report(SPEC, small, trials, chosen))
+    assert "Hardware: old." in text and "Hardware: new." in text
