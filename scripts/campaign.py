@@ -203,7 +203,9 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
         cap = steps
     status: dict[str, dict] = {}
     while True:
-        active = [r for r in runs if not any(key.split(" | ")[0] == r.block for key in status)]
+        order = {b: i for i, b in enumerate(dict.fromkeys(r.block for r in runs))}
+        active = sorted((r for r in runs if not any(key.split(" | ")[0] == r.block for key in status)),
+                        key=lambda r: order[r.block])  # block by block: a stop leaves whole blocks done
         say(f"{spec['artifact']}: {len(active)} runs of {len({r.block for r in active})} block(s) to "
             f"{steps or 'the spec budgets of'} steps")
         jobs = jobs_at(spec, active, steps)

@@ -187,3 +187,15 @@ def test_a_block_with_an_unfinished_run_is_reported_stopped_not_extended(tmp_pat
     status = campaign.campaign_spec(tiny_spec(budget=4, cap=16), tmp_path, 1, 1, say=lambda *_: None)
     assert status["dataset.length=6"]["verdict"].startswith("stopped with 2 unfinished run(s) at 4:")  # not extended
     assert status["dataset.length=5"]["verdict"].startswith("capped unsettled at 16")  # the other block went on
+
+
+def test_runs_go_block_by_block(tmp_path, monkeypatch):
+    seen = []
+
+    def record(jobs, workers, threads, say=print):
+        seen.append([j.label.split(" | ")[1] for j in jobs])
+        return fake_runs(settles={"dataset.length=5", "dataset.length=6"})[0](jobs, workers, threads)
+
+    monkeypatch.setattr(campaign, "run_jobs", record)
+    campaign.campaign_spec(tiny_spec(), tmp_path, 1, 1, say=lambda *_: None)
+    assert seen[0] == ["dataset.length=5"] * 4 + ["dataset.length=6"] * 4
