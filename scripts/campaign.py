@@ -28,9 +28,9 @@ directory: bit-identical to an uninterrupted run), up to ``cap``. A spec whose s
 ``trainer.max_steps`` (a cosine lr, a fitted temperature) is not extended: it stops at its first
 budget, reported as capped.
 
-After each spec: aggregate its runs into ``--results`` (results/cpu), render, record each block's
+After each block: aggregate the spec's runs into ``--results`` (results/cpu), render, record each block's
 verdict in ``<results>/campaign.md``, and commit those files (``--commit``), so a stop loses at
-most the spec in progress. Run directories live under ``--runs-root`` (outside the work tree by
+most the block in progress. Run directories live under ``--runs-root`` (outside the work tree by
 default). Ctrl-C stops the running jobs at a step boundary with a checkpoint; the same command
 continues where it stopped, and first prints what remains.
 
@@ -187,55 +187,55 @@ def extensible(runs: list[Run]) -> str | None:
     return None
 
 
-def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, settings: list[str] = ()) -> dict:
-    """Run one spec's CPU tier to settled or capped blocks (runs not started yet with ``settings``);
-    returns its status per block."""
+def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, settings: list[str] = (),
+                  on_block=None) -> dict:
+    """Run one spec's CPU tier block by block, each to settled or capped (runs not started yet with
+    ``settings``), calling ``on_block(status)`` after each block (publish and commit: a stop loses at
+    most the block in progress); returns the status per block (and metric)."""
     cpu = spec["cpu"]
     runs = with_settings(spec_runs(spec, runs_root), list(settings))
     if cpu["budget"] == "spec":  # each group at the spec's own budget, once
-        steps = cap = None
+        first = cap = None
         frozen = "the spec's own budgets"
     else:
-        steps, cap, frozen = int(cpu["budget"]), int(cpu["cap"]), extensible(runs)
+        first, cap, frozen = int(cpu["budget"]), int(cpu["cap"]), extensible(runs)
     factor = float(cpu.get("factor", 2))
     if frozen is not None:
-        say(f"{spec['artifact']}: not extended beyond {steps or 'its spec budgets'}: {frozen}")
-        cap = steps
+        say(f"{spec['artifact']}: not extended beyond {first or 'its spec budgets'}: {frozen}")
+        cap = first
     status: dict[str, dict] = {}
-    while True:
-        order = {b: i for i, b in enumerate(dict.fromkeys(r.block for r in runs))}
-        active = sorted((r for r in runs if not any(key.split(" | ")[0] == r.block for key in status)),
-                        key=lambda r: order[r.block])  # block by block: a stop leaves whole blocks done
-        say(f"{spec['artifact']}: {len(active)} runs of {len({r.block for r in active})} block(s) to "
-            f"{steps or 'the spec budgets of'} steps")
-        jobs = jobs_at(spec, active, steps)
-        run_jobs(jobs, workers, threads, say=say)
-        unfinished: dict[str, int] = {}
-        for r, j in zip(active, jobs):
-            if not j.done():
-                unfinished[r.block] = unfinished.get(r.block, 0) + 1
-        found = verdicts(spec, active)
-        blocks = {key.split(" | ")[0] for key in found}
-        settled = {b for b in blocks if all(v.settled for key, v in found.items() if key.split(" | ")[0] == b)}
-        for key, v in sorted(found.items()):
-            block = key.split(" | ")[0]
-            if block not in settled and steps is not None and steps < cap and block not in unfinished:
-                continue  # the block goes on, all its metrics with it
-            if block in unfinished:
-                text = f"stopped with {unfinished[block]} unfinished run(s) at {steps or 'the spec budgets'}: {v.text()}"
-            elif v.settled:
-                text = v.text()
-            elif steps is None:
-                text = f"at the spec's budgets, not extended: {v.text()}"
-            else:
-                text = f"capped unsettled at {steps} steps: {v.text()}"
-            status[key] = {"verdict": text, "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
-            say(f"  {key}: {status[key]['verdict']}")
-        if not found or all(any(key.split(" | ")[0] == r.block for key in status) for r in runs):
-            return status
-        if steps is None:
-            return status
-        steps = min(cap, int(steps * factor))
+    for block in dict.fromkeys(r.block for r in runs):
+        mine, steps = [r for r in runs if r.block == block], first
+        while True:
+            say(f"{spec['artifact']} {block}: {len(mine)} runs to {steps or 'the spec budgets of'} steps")
+            jobs = jobs_at(spec, mine, steps)
+            run_jobs(jobs, workers, threads, say=say)
+            unfinished = sum(not j.done() for j in jobs)
+            found = verdicts(spec, mine)
+            if not found:
+                say(f"  {block}: no finished run to rank")
+                break
+            if not (all(v.settled for v in found.values()) or steps is None or steps >= cap or unfinished):
+                steps = min(cap, int(steps * factor))  # the block goes on, all its metrics with it
+                continue
+            # the steps the block's runs reached (more than ``steps`` where an earlier campaign extended them)
+            reached = max((m["train/steps"] for m in (j.metrics() for j in jobs) if m), default=steps)
+            steps = None if steps is None else max(steps, reached)
+            for key, v in sorted(found.items()):
+                if unfinished:
+                    text = f"stopped with {unfinished} unfinished run(s) at {steps or 'the spec budgets'}: {v.text()}"
+                elif v.settled:
+                    text = v.text()
+                elif steps is None:
+                    text = f"at the spec's budgets, not extended: {v.text()}"
+                else:
+                    text = f"capped unsettled at {steps} steps: {v.text()}"
+                status[key] = {"verdict": text, "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
+                say(f"  {key}: {text}")
+            break
+        if on_block is not None:
+            on_block(status)
+    return status
 
 
 def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[Run]) -> Path:
@@ -340,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, spec in todo:
             settings = faster_settings(name, spec, results, print)
-            status = campaign_spec(spec, runs_root, a.workers, a.threads, print, settings)
-            results.mkdir(parents=True, exist_ok=True)
-            write_status(results, name, spec, status, spec_runs(spec, runs_root))
-            if not a.no_publish:
-                publish(spec, runs_root, results, a.commit, print)
+
+            def after_block(status: dict, name: str = name, spec: dict = spec) -> None:
+                results.mkdir(parents=True, exist_ok=True)
+                write_status(results, name, spec, status, spec_runs(spec, runs_root))
+                if not a.no_publish:
+                    publish(spec, runs_root, results, a.commit, print)
+
+            campaign_spec(spec, runs_root, a.workers, a.threads, print, settings, on_block=after_block)
     except KeyboardInterrupt:
         print("campaign stopped: every run saved a checkpoint; run the same command to continue", file=sys.stderr)
         return 130

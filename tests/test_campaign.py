@@ -45,6 +45,8 @@ def fake_runs(settles: set[str], metrics: tuple = ("test/per_element",)):
     def run(jobs, workers, threads, say=print):
         calls.append(sorted({j.max_steps for j in jobs}))
         for j in jobs:
+            if j.done():  # as run_jobs: a run at (or beyond) its budget is not run again
+                continue
             group = j.label.split(" | ")[0].split("/")[-1]  # an estimator-table label: its row
             block = j.label.split(" | ")[1]
             history = []
@@ -63,7 +65,7 @@ def test_an_unsettled_block_is_extended_and_a_settled_one_stops(tmp_path, monkey
     run, calls = fake_runs(settles={"dataset.length=5"})
     monkeypatch.setattr(campaign, "run_jobs", run)
     status = campaign.campaign_spec(tiny_spec(budget=4, cap=16), tmp_path, 1, 1, say=lambda *_: None)
-    assert calls == [[4], [8], [16]]  # length 6 went on to 8, then to the cap
+    assert calls == [[4], [4], [8], [16]]  # length 5 settled at 4; length 6 went on to 8, then to the cap
     assert status["dataset.length=5"]["settled"] and status["dataset.length=5"]["budget"] == 4
     assert status["dataset.length=5"]["verdict"] == "settled at step 2 of 4"
     assert not status["dataset.length=6"]["settled"] and status["dataset.length=6"]["budget"] == 16
@@ -80,7 +82,7 @@ def test_a_budget_dependent_spec_is_not_extended(tmp_path, monkeypatch):
     spec["sweep"]["presets"] = ["sort_t5"]
     spec["cpu"]["set"]["+recipe"] = "fast"
     status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
-    assert calls == [[4]] and all(s["verdict"].startswith("capped unsettled at 4 steps") for s in status.values())
+    assert calls == [[4], [4]] and all(s["verdict"].startswith("capped unsettled at 4 steps") for s in status.values())
 
 
 @pytest.mark.slow
@@ -147,7 +149,7 @@ def test_a_block_settles_only_when_every_metric_has(tmp_path, monkeypatch):
     spec = tiny_spec(budget=4, cap=8)
     spec["cpu"]["metric"] = ["test/per_element", "test/other"]
     status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
-    assert calls == [[4], [8]]  # test/other never settles: both blocks go on to the cap
+    assert calls == [[4], [8], [4], [8]]  # test/other never settles: each block goes on to the cap
     assert status["dataset.length=5 | test/per_element"]["settled"]
     assert not status["dataset.length=5 | test/other"]["settled"]
     assert all(s["budget"] == 8 for s in status.values())
@@ -158,7 +160,7 @@ def test_budget_spec_runs_each_group_once_at_its_own_budget(tmp_path, monkeypatc
     run, calls = fake_runs(settles={"column=sort"}, metrics=tuple(spec["cpu"]["metric"]))
     monkeypatch.setattr(campaign, "run_jobs", run)
     status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
-    assert calls == [[150, 1000]]  # the groups' own budgets, one pass
+    assert calls == [[1000], [150], [150], [150]]  # each column once, at its groups' own budget
     jobs = campaign.jobs_at(spec, campaign.spec_runs(spec, tmp_path), None)
     assert {j.max_steps for j in jobs} == {150, 1000} and len(jobs) == 60
     assert all("trainer.max_minutes=null" in j.overrides for j in jobs)
@@ -197,5 +199,19 @@ def test_runs_go_block_by_block(tmp_path, monkeypatch):
         return fake_runs(settles={"dataset.length=5", "dataset.length=6"})[0](jobs, workers, threads)
 
     monkeypatch.setattr(campaign, "run_jobs", record)
-    campaign.campaign_spec(tiny_spec(), tmp_path, 1, 1, say=lambda *_: None)
-    assert seen[0] == ["dataset.length=5"] * 4 + ["dataset.length=6"] * 4
+    published = []
+    campaign.campaign_spec(tiny_spec(), tmp_path, 1, 1, say=lambda *_: None,
+                           on_block=lambda status: published.append(sorted(status)))
+    assert seen == [["dataset.length=5"] * 4, ["dataset.length=6"] * 4]
+    assert published == [["dataset.length=5"], ["dataset.length=5", "dataset.length=6"]]  # after each block
+
+
+def test_a_block_extended_by_an_earlier_campaign_reports_the_steps_it_reached(tmp_path, monkeypatch):
+    run, calls = fake_runs(settles={"dataset.length=5", "dataset.length=6"})
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    spec = tiny_spec(budget=4, cap=16)
+    for job in campaign.jobs_at(spec, campaign.spec_runs(spec, tmp_path), 8):  # an earlier campaign went to 8
+        run([job], 1, 1)
+    calls.clear()
+    status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
+    assert status["dataset.length=5"]["budget"] == 8 and status["dataset.length=5"]["verdict"] == "settled at step 2 of 8"
