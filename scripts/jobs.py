@@ -34,9 +34,10 @@ class Job:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def done(self) -> bool:
-        """Finished at this budget (or beyond it: a longer run's metrics stand)."""
+        """Finished at this budget (or beyond it: a longer run's metrics stand), or finished with
+        nothing to train (a training-free baseline is evaluated once, at step 0)."""
         m = self.metrics()
-        return m is not None and m.get("train/steps", 0) >= self.max_steps
+        return m is not None and (m.get("train/steps", 0) >= self.max_steps or m.get("train/trainable") is False)
 
     def command(self, python: str, threads: int) -> list[str]:
         return [python, "train.py", *self.overrides, f"trainer.threads={threads}", "trainer.progress=false",

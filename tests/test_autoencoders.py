@@ -71,6 +71,7 @@ def test_every_latent_variant_trains_and_reports_its_metrics(latent, tmp_path, s
     cfg = compose_config(["+experiment=vae_fmnist", f"latent={latent}", *ae_overrides(tmp_path, steps=2)])
     m = run_experiment(cfg, tmp_path / "run")
     assert m["train/steps"] == (0 if latent == "threshold" else 2)  # threshold has nothing to train
+    assert m["train/trainable"] == (latent != "threshold")  # so a campaign counts it done at any budget
     assert ("test/kl" in m) == (latent in ("bernoulli", "discrete"))
     assert ("train/tau_final" in m) == (latent in ("bernoulli", "discrete"))
     assert ("test/linear_acc_posterior" in m) == (latent in ("bernoulli", "discrete", "bridged_bernoulli",

@@ -215,3 +215,13 @@ def test_a_block_extended_by_an_earlier_campaign_reports_the_steps_it_reached(tm
     calls.clear()
     status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
     assert status["dataset.length=5"]["budget"] == 8 and status["dataset.length=5"]["verdict"] == "settled at step 2 of 8"
+
+
+def test_a_training_free_run_counts_as_done_at_any_budget(tmp_path):
+    from jobs import Job
+
+    job = Job("threshold", [], tmp_path, 1000)
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "finished", "train/steps": 0, "train/trainable": False}))
+    assert job.done()
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "finished", "train/steps": 0, "train/trainable": True}))
+    assert not job.done()

@@ -108,7 +108,9 @@ def summary_lines(metrics: dict, objective: str, out_dir: Path, cfg: RunArgs, co
     if metrics.get("train/skipped_steps"):
         lines.append(f"  skipped steps (non-finite loss): {metrics['train/skipped_steps']}")
     lines.append(f"  run dir: {out_dir}  (metrics.json, config.yaml, checkpoint.pt, tb/, train.log)")
-    if metrics["train/steps"] < cfg.trainer.max_steps:
+    if metrics.get("train/trainable") is False:
+        lines.append("  training-free: nothing to train, evaluated once")
+    elif metrics["train/steps"] < cfg.trainer.max_steps:
         lines.append(f"  stopped by trainer.max_minutes={cfg.trainer.max_minutes} before trainer.max_steps="
                      f"{cfg.trainer.max_steps}; to go on: {resume_command(command, out_dir, 'trainer.max_minutes=null')}")
     return lines
@@ -202,6 +204,7 @@ def run_experiment(cfg: Any, out_dir: str | os.PathLike, command: str | None = N
         "train/steps": state.step,
         "train/samples": state.step * cfg.batch_size,
         "train/skipped_steps": state.skipped_steps,
+        "train/trainable": run.optimizer is not None,  # false: a training-free baseline, evaluated once
         # optional task hook: end-of-training values such as train/tau_final
         **(task.final_train_metrics(model) if hasattr(task, "final_train_metrics") else {}),
         "wall_seconds": round(state.train_seconds, 3),  # training wall-clock, evaluations included
