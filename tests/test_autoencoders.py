@@ -104,6 +104,19 @@ def test_ms_ssim_wrapper_on_small_images():
         assert (worse < noisy).all()
 
 
+def test_ms_ssim_is_fp32_inside_a_bf16_autocast():
+    """trainer.precision=bf16 evaluates under a bf16 autocast; MS-SSIM's filters overflow in bf16
+    (every Figure 4 check run gave inf), so the metric leaves the autocast."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 28, 28, generator=gen)
+    y = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    plain = ms_ssim_upsampled(x, y)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        inside = ms_ssim_upsampled(x, y)
+    assert torch.isfinite(inside).all() and inside.dtype == torch.float32
+    assert torch.allclose(inside, plain)
+
+
 @pytest.mark.parametrize("latent, units, bits", [
     ("bernoulli", 78, 78.0), ("discrete", 26, 78.0), ("threshold", 64, 64.0), ("bridged_binary", 78, 78.0),
     ("bridged_bernoulli", 78, 78.0), ("bridged_signum", 49, 49 * math.log2(3)), ("bridged_categorical", 26, 78.0)])

@@ -18,8 +18,14 @@ MS_SSIM_SIDE = 176
 def ms_ssim_upsampled(x: torch.Tensor, y: torch.Tensor, side: int = MS_SSIM_SIDE) -> torch.Tensor:
     """Per-image MS-SSIM of x, y: [B, C, H, W] in [0, 1] -> [B]. Both are resized bilinearly to
     side x side when min(H, W) is too small for pytorch-msssim's five scales, the same way for
-    every model, so scores compare across models here (not with the paper's, whose filter differs)."""
-    x, y = x.float(), y.float()
+    every model, so scores compare across models here (not with the paper's, whose filter differs).
+    Always in fp32, also inside a bf16 autocast (``trainer.precision=bf16``): in bf16 its Gaussian
+    filters overflow to inf."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _ms_ssim_fp32(x.float(), y.float(), side)
+
+
+def _ms_ssim_fp32(x: torch.Tensor, y: torch.Tensor, side: int) -> torch.Tensor:
     if min(x.shape[-2:]) <= 160:
         x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
         y = F.interpolate(y, size=(side, side), mode="bilinear", align_corners=False)
