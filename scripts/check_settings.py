@@ -40,7 +40,6 @@ import campaign  # noqa: E402
 from jobs import Job, run_jobs  # noqa: E402
 from renderers.settle import order_text, pooled_std, weak_order  # noqa: E402
 
-from dab.suite.experiment import hardware_name, resolve_device  # noqa: E402
 
 FIELDS = ["date", "spec", "block", "setting", "steps", "runs", "hardware", "metric", "order_fp32", "order_setting",
           "reversed", "max_shift", "spread", "passed", "speedup"]
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
               "(check with a --runs-root of its own)", file=sys.stderr)
         return 1
     seconds = [sum(json.loads((r.run_dir / "metrics.json").read_text())["train_seconds"] for r in g) for g in (runs, other)]
-    hardware = hardware_name(resolve_device("cpu"))
+    hardware = json.loads((runs[0].run_dir / "metrics.json").read_text())["device"]  # as the runs ran (threads each)
     a.results.mkdir(parents=True, exist_ok=True)
     csv_path = a.results / "settings_check.csv"
     new = not csv_path.is_file()
