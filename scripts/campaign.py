@@ -24,9 +24,10 @@ Each spec with a ``cpu:`` block takes part, in the order of ``cpu.priority``::
 A block compares the spec's variants (or presets) over seeds; the settle rule is
 scripts/renderers/settle.py. The runs of a block go to ``budget``; while the block is not settled,
 every run of it continues to ``budget x factor`` by resume (``trainer.resume=auto`` in its own run
-directory: bit-identical to an uninterrupted run), up to ``cap``. A spec whose steps depend on
-``trainer.max_steps`` (a cosine lr, a fitted temperature) is not extended: it stops at its first
-budget, reported as capped.
+directory: bit-identical to an uninterrupted run), up to ``cap``. A group whose steps depend on
+``trainer.max_steps`` (a cosine lr, a temperature fitted to the budget, as the authors' VAE code
+fits it to its epoch count) is never resumed to a new budget, which would change its maths
+mid-run: it is run afresh at each larger budget, in a sibling directory ``seed<N>-steps<budget>``.
 
 After each block: aggregate the spec's runs into ``--results`` (results/cpu), render, record each block's
 verdict in ``<results>/campaign.md``, and commit those files (``--commit``), so a stop loses at
@@ -175,16 +176,53 @@ def verdicts(spec: dict, runs: list[Run]) -> dict[str, Verdict]:
     return out
 
 
-def extensible(runs: list[Run]) -> str | None:
-    """Why some of the spec's runs cannot go on to a larger budget (None: all can); one check per
-    group, the seeds and blocks of a group differ in nothing that matters here."""
+def budget_dependent(runs: list[Run]) -> dict[str, str]:
+    """The groups whose steps depend on ``trainer.max_steps``, with the reason; one check per group,
+    the seeds and blocks of a group differ in nothing that matters here."""
+    out = {}
     for group in dict.fromkeys(r.group for r in runs):
         run = next(r for r in runs if r.group == group)
         cfg = compose_config([o for o in run.overrides if not o.startswith(("runs_root=", "seed="))])
         reason = budget_dependence(parse(cfg))
         if reason is not None:
-            return f"{group}: {reason}"
-    return None
+            out[group] = reason
+    return out
+
+
+def fresh_dir(run_dir: Path, steps: int) -> Path:
+    """Where a budget-dependent run is run afresh at ``steps`` beyond the first budget."""
+    return run_dir.with_name(f"{run_dir.name}-steps{steps}")
+
+
+def at_budget(runs: list[Run], steps: int | None, first: int | None, dependent: dict[str, str]) -> list[Run]:
+    """The runs as they stand at ``steps``: a budget-dependent group beyond the first budget in its
+    own fresh directory (never a resume to the new budget), every other run in its own directory."""
+    if steps is None or steps == first:
+        return runs
+    return [dataclasses.replace(r, run_dir=fresh_dir(r.run_dir, steps)) if r.group in dependent else r for r in runs]
+
+
+def budgets(first: int, cap: int, factor: float) -> list[int]:
+    """The budgets a block goes through: ``first``, x ``factor`` each time, up to ``cap``."""
+    out = [first]
+    while out[-1] < cap:
+        out.append(min(cap, int(out[-1] * factor)))
+    return out
+
+
+def resumed_to(runs: list[Run], dependent: dict[str, str], ladder: list[int]) -> int:
+    """The largest budget of ``ladder`` that every resumable run has reached (an earlier campaign
+    extended them): a continued campaign ranks the block there, not at the first budget with
+    histories that run further; the budget-dependent groups are then read at that budget too."""
+    reached = []
+    for r in runs:
+        if r.group in dependent:
+            continue
+        path = r.run_dir / "metrics.json"
+        reached.append(json.loads(path.read_text()).get("train/steps") or 0 if path.is_file() else 0)
+    if not reached:
+        return ladder[0]
+    return max([b for b in ladder if b <= min(reached)], default=ladder[0])
 
 
 def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, settings: list[str] = (),
@@ -194,19 +232,24 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
     most the block in progress); returns the status per block (and metric)."""
     cpu = spec["cpu"]
     runs = with_settings(spec_runs(spec, runs_root), list(settings))
+    dependent: dict[str, str] = {}
     if cpu["budget"] == "spec":  # each group at the spec's own budget, once
         first = cap = None
-        frozen = "the spec's own budgets"
+        say(f"{spec['artifact']}: not extended beyond the spec's own budgets")
     else:
-        first, cap, frozen = int(cpu["budget"]), int(cpu["cap"]), extensible(runs)
+        first, cap, dependent = int(cpu["budget"]), int(cpu["cap"]), budget_dependent(runs)
     factor = float(cpu.get("factor", 2))
-    if frozen is not None:
-        say(f"{spec['artifact']}: not extended beyond {first or 'its spec budgets'}: {frozen}")
-        cap = first
+    if factor <= 1:
+        raise SystemExit(f"campaign: {spec['artifact']}: cpu.factor must be > 1, got {factor}")
+    ladder = None if first is None else budgets(first, cap, factor)
+    for group, reason in dependent.items():
+        say(f"{spec['artifact']}: {group} is run afresh at each larger budget, not resumed: {reason}")
     status: dict[str, dict] = {}
     for block in dict.fromkeys(r.block for r in runs):
-        mine, steps = [r for r in runs if r.block == block], first
+        base = [r for r in runs if r.block == block]
+        steps = None if ladder is None else resumed_to(base, dependent, ladder)
         while True:
+            mine = at_budget(base, steps, first, dependent)
             say(f"{spec['artifact']} {block}: {len(mine)} runs to {steps or 'the spec budgets of'} steps")
             jobs = jobs_at(spec, mine, steps)
             run_jobs(jobs, workers, threads, say=say)
@@ -245,8 +288,9 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
     if path.is_file():
         for part in path.read_text().split("\n## ")[1:]:
             sections[part.split("\n", 1)[0]] = "## " + part.rstrip()
-    seconds = sum(json.loads((r.run_dir / "metrics.json").read_text())["wall_seconds"]
-                  for r in runs if (r.run_dir / "metrics.json").is_file())
+    dirs = [d for r in runs for d in (r.run_dir, *r.run_dir.parent.glob(f"{r.run_dir.name}-steps*"))]
+    seconds = sum(json.loads((d / "metrics.json").read_text())["wall_seconds"]
+                  for d in dirs if (d / "metrics.json").is_file())  # fresh reruns at larger budgets included
     cpu = spec["cpu"]
     plan = ("the spec's own step budgets, not extended" if cpu["budget"] == "spec" else
             f"budget {cpu['budget']} steps, extended by x{cpu.get('factor', 2)} up to {cpu['cap']} while a block is unsettled")

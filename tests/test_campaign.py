@@ -75,14 +75,46 @@ def test_an_unsettled_block_is_extended_and_a_settled_one_stops(tmp_path, monkey
     assert "| dataset.length=5 | settled at step 2 of 4 | dab > ste |" in text
 
 
-def test_a_budget_dependent_spec_is_not_extended(tmp_path, monkeypatch):
+def test_a_budget_dependent_group_is_run_afresh_at_each_budget_never_resumed(tmp_path, monkeypatch):
+    """The fast recipe's cosine lr fits trainer.max_steps: its runs go to each larger budget as new
+    runs in sibling directories, and the first budget's runs stay as they were."""
     run, calls = fake_runs(settles=set())
     monkeypatch.setattr(campaign, "run_jobs", run)
-    spec = tiny_spec(budget=4, cap=16)
-    spec["sweep"]["presets"] = ["sort_t5"]
+    spec = tiny_spec(budget=4, cap=16, lengths=(5,))
     spec["cpu"]["set"]["+recipe"] = "fast"
+    said = []
+    status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=said.append)
+    assert calls == [[4], [8], [16]]
+    assert any("run afresh at each larger budget" in line and "trainer.max_steps" in line for line in said)
+    assert status["dataset.length=5"]["verdict"].startswith("capped unsettled at 16 steps")
+    for r in campaign.spec_runs(spec, tmp_path):
+        assert json.loads((r.run_dir / "metrics.json").read_text())["train/steps"] == 4  # never resumed
+        for steps in (8, 16):
+            fresh = json.loads((campaign.fresh_dir(r.run_dir, steps) / "metrics.json").read_text())
+            assert fresh["train/steps"] == steps and fresh["history"][0]["step"] == 2  # a new run from step 0
+
+
+def test_only_the_dependent_group_is_rerun_and_a_continued_campaign_ranks_where_it_stopped(tmp_path, monkeypatch):
+    run, calls = fake_runs(settles=set())
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    monkeypatch.setattr(campaign, "budget_dependent", lambda runs: {"ste": "its schedule fits trainer.max_steps"})
+    spec = tiny_spec(budget=4, cap=8, lengths=(5,))
+    campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
+    runs = campaign.spec_runs(spec, tmp_path)
+    for r in runs:
+        steps = json.loads((r.run_dir / "metrics.json").read_text())["train/steps"]
+        assert steps == (8 if r.group == "dab" else 4)  # dab resumed to 8 in its own dir; ste kept its 4
+        assert campaign.fresh_dir(r.run_dir, 8).is_dir() == (r.group == "ste")
+    # started again, the campaign ranks the block at 8 (where dab's histories end), not at 4
+    calls.clear()
     status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
-    assert calls == [[4], [4]] and all(s["verdict"].startswith("capped unsettled at 4 steps") for s in status.values())
+    assert calls == [[8]] and status["dataset.length=5"]["budget"] == 8
+
+
+def test_the_budget_ladder():
+    assert campaign.budgets(1000, 8000, 2) == [1000, 2000, 4000, 8000]
+    assert campaign.budgets(1000, 3000, 2) == [1000, 2000, 3000]
+    assert campaign.budgets(500, 500, 2) == [500]
 
 
 @pytest.mark.slow
