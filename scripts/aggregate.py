@@ -119,9 +119,11 @@ def read_run(run_dir: Path, spec: dict, root: Path) -> dict | None:
     return row
 
 
-def collect(root: Path, spec: dict, keep_duplicates: bool) -> tuple[list[dict], dict]:
-    """Rows (finished and failed runs) for one artifact and a count of what was skipped, by reason."""
-    skipped = {"still running or killed (no metrics.json/status.json)": 0, "not a preset of this artifact": 0,
+def collect(root: Path, spec: dict, keep_duplicates: bool, only: set[Path] | None = None) -> tuple[list[dict], dict]:
+    """Rows (finished and failed runs) for one artifact and a count of what was skipped, by reason;
+    with ``only``, the run directories among those (a campaign's finished blocks) and no others."""
+    skipped = {"not in a finished block": 0,
+               "still running or killed (no metrics.json/status.json)": 0, "not a preset of this artifact": 0,
                "not a variant of this artifact": 0, "unreadable": 0, "superseded by a resumed run": 0,
                "duplicate (older rerun)": 0}
     base = root / spec["artifact"]
@@ -130,6 +132,9 @@ def collect(root: Path, spec: dict, keep_duplicates: bool) -> tuple[list[dict], 
     for cfg_file in sorted(base.rglob(CONFIG)) if base.exists() else []:
         run_dir = cfg_file.parent
         if run_dir.name == ".hydra":  # Hydra's own copy of the config, not a run dir
+            continue
+        if only is not None and run_dir.resolve() not in only:
+            skipped["not in a finished block"] += 1
             continue
         try:
             row = read_run(run_dir, spec, root)
@@ -182,10 +187,12 @@ def history_rows(rows: list[dict]) -> tuple[list[dict], list[str]]:
     return out, keys
 
 
-def aggregate(spec: dict, runs_root: Path, results: Path, keep_duplicates: bool = False) -> list[dict]:
-    """Write results/<artifact>_runs.csv (and _history.csv) from the runs found; print coverage."""
+def aggregate(spec: dict, runs_root: Path, results: Path, keep_duplicates: bool = False,
+              only: set[Path] | None = None) -> list[dict]:
+    """Write results/<artifact>_runs.csv (and _history.csv) from the runs found (with ``only``: from
+    those run directories alone); print coverage."""
     artifact = spec["artifact"]
-    rows, skipped = collect(runs_root, spec, keep_duplicates)
+    rows, skipped = collect(runs_root, spec, keep_duplicates, {Path(d).resolve() for d in only} if only else only)
     notes = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
     out = results / f"{artifact}_runs.csv"
     if not rows:

@@ -273,7 +273,8 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
                     text = f"at the spec's budgets, not extended: {v.text()}"
                 else:
                     text = f"capped unsettled at {steps} steps: {v.text()}"
-                status[key] = {"verdict": text, "settled": v.settled, "step": v.step, "budget": steps, "order": v.order}
+                status[key] = {"verdict": text, "settled": v.settled, "step": v.step, "budget": steps, "order": v.order,
+                               "runs": [str(r.run_dir) for r in mine]}  # what publish() aggregates
                 say(f"  {key}: {text}")
             break
         if on_block is not None:
@@ -307,19 +308,24 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
     return path
 
 
-def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say) -> None:
+def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say, status: dict | None = None) -> None:
+    """Aggregate, render and (with ``commit``) commit the spec's results: with ``status``, the runs of
+    its finished blocks alone, each at the budget it finished at (a block still running, or runs
+    being extended to a larger budget, stay out of the committed tables until their block ends)."""
+    only = None if status is None else {d for s in status.values() for d in s.get("runs", ())}
     if spec.get("fidelity"):  # e.g. the estimator table: each run's gradient fidelity first
         subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(runs_root / spec["artifact"]),
                         "--spec", str(REPO / "experiments" / f"{spec['artifact']}.yaml")], cwd=REPO, check=True)
-    aggregate.aggregate(spec, runs_root, results)
+    aggregate.aggregate(spec, runs_root, results, only=only)
     for script in ("make_figures.py", "make_report.py"):
         subprocess.run([sys.executable, str(REPO / "scripts" / script), "--results", str(results.parent)],
                        cwd=REPO, check=True, capture_output=True)
     if commit:
-        subprocess.run(["git", "add", str(results)], cwd=REPO, check=True)
-        subprocess.run(["git", "add", "results/REPORT.md"], cwd=REPO, check=False)
+        paths = [str(results), str(REPO / "results" / "REPORT.md")]
+        subprocess.run(["git", "add", "--", *paths], cwd=REPO, check=True)
+        # these paths alone: whatever else is staged in the work tree stays out of the campaign's commit
         done = subprocess.run(["git", "commit", "-q", "-m", f"CPU campaign: {spec['artifact']} aggregated and rendered "
-                               "(scripts/campaign.py; verdicts in results/cpu/campaign.md)"], cwd=REPO)
+                               "(scripts/campaign.py; verdicts in results/cpu/campaign.md)", "--", *paths], cwd=REPO)
         say("committed" if done.returncode == 0 else "nothing new to commit")
 
 
@@ -389,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.mkdir(parents=True, exist_ok=True)
                 write_status(results, name, spec, status, spec_runs(spec, runs_root))
                 if not a.no_publish:
-                    publish(spec, runs_root, results, a.commit, print)
+                    publish(spec, runs_root, results, a.commit, print, status)
 
             campaign_spec(spec, runs_root, a.workers, a.threads, print, settings, on_block=after_block)
     except KeyboardInterrupt:

@@ -257,3 +257,19 @@ def test_a_training_free_run_counts_as_done_at_any_budget(tmp_path):
     assert job.done()
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "finished", "train/steps": 0, "train/trainable": True}))
     assert not job.done()
+
+
+def test_each_block_names_the_runs_it_was_ranked_on_for_publishing(tmp_path, monkeypatch):
+    """publish() aggregates these run dirs alone: a dependent group's at the block's final budget
+    (its fresh directory), every other run's own directory; a block in progress has none."""
+    run, _ = fake_runs(settles=set())
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    monkeypatch.setattr(campaign, "budget_dependent", lambda runs: {"ste": "its schedule fits trainer.max_steps"})
+    spec = tiny_spec(budget=4, cap=8, lengths=(5, 6))
+    seen = []
+    status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None,
+                                    on_block=lambda s: seen.append({k: list(v["runs"]) for k, v in s.items()}))
+    assert list(seen[0]) == ["dataset.length=5"]  # after the first block: the second is not in it
+    runs = [r for r in campaign.spec_runs(spec, tmp_path) if r.block == "dataset.length=5"]
+    expected = sorted(str(campaign.fresh_dir(r.run_dir, 8) if r.group == "ste" else r.run_dir) for r in runs)
+    assert sorted(status["dataset.length=5"]["runs"]) == expected

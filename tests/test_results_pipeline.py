@@ -253,3 +253,18 @@ def test_aggregate_labels_each_run_with_the_variant_it_ran(tmp_path):
         rows = list(csv.DictReader(f))
     assert sorted((r["variant"], r["cell"]) for r in rows) == [("dab", "sort_t5 variant=dab"),
                                                                 ("ste", "sort_t5 variant=ste")]
+
+
+def test_aggregate_with_only_keeps_those_run_dirs_and_counts_the_rest(pipeline, tmp_path):
+    """The campaign publishes its finished blocks alone: runs outside ``only`` (a block still
+    running, or being extended) stay out of the CSV, and the skip is counted by reason."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import aggregate
+
+    root = pipeline["tmp"] / "runs"
+    spec = yaml.safe_load((pipeline["tmp"] / "experiments" / "table1.yaml").read_text())
+    rows, skipped = aggregate.collect(root, spec, False, {(root / "table1" / "sort_t5_0").resolve()})
+    assert [(r["experiment"], r["seed"]) for r in rows] == [("sort_t5", 0)]
+    assert skipped["not in a finished block"] == 3  # the two failed runs and the killed one
+    everything, skipped = aggregate.collect(root, spec, False)
+    assert len(everything) == 3 and skipped["not in a finished block"] == 0
