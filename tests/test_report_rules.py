@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO
-from test_report import SPECS, copy_tiers, make_report, overview, tier_bullet
+from test_report import SPECS, copy_tiers, frozen_rows, make_report, overview, tier_bullet
 
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -103,7 +103,7 @@ def test_stopped_early_needs_training_steps_below_the_budget():
 # ---- superseded set-ups ----
 
 def test_superseded_tiers_are_marked_and_kept_out_of_the_verdict(tmp_path):
-    report = make_report(copy_tiers(tmp_path / "results"))
+    report = make_report(copy_tiers(tmp_path / "results", frozen=True))
     (table2,) = overview(report, "table2")
     assert table2[4] == "results/gpu: flatten head" and "results/gpu" not in table2[2] + table2[3]
     assert "- **results/gpu** (**superseded**)" in report and "Superseded, flatten head: 13 of 13 runs" in report
@@ -142,9 +142,9 @@ def test_figure3_is_in_percent_like_every_accuracy(tmp_path):
     assert "| 95.70 (n=1 of 3) |" in report and "0.9570" not in report
 
 
-def test_figure4_report_rows_cover_the_probe_as_well_as_ms_ssim():
+def test_figure4_report_rows_cover_the_probe_as_well_as_ms_ssim(tmp_path):
     spec = yaml.safe_load((REPO / "experiments" / "figure4.yaml").read_text())
-    rows = common.load_rows(REPO / "results" / "cpu" / "figure4_runs.csv")
+    rows = common.load_rows(write_tier(tmp_path, "cpu", "figure4", frozen_rows("figure4")) / "cpu" / "figure4_runs.csv")
     lines = {line.what: line for line in figure4.report_rows(spec, rows)}
     ssim = lines["Fashion-MNIST bpp 0.1, MS-SSIM: dab-binary"]
     code = lines["Fashion-MNIST bpp 0.1, probe accuracy % (hard code): dab-binary"]
@@ -168,7 +168,7 @@ def test_the_overview_has_one_short_line_per_artifact(tmp_path):
 
 
 def test_a_ranking_is_called_settled_only_by_the_settle_rule(tmp_path):
-    report = make_report(copy_tiers(tmp_path / "results"))
+    report = make_report(copy_tiers(tmp_path / "results", frozen=True))
     (fig4,) = overview(report, "figure4")
     assert fig4[2].endswith("; ranking not settled in 7 of 8 blocks (computed)")
     bullet = tier_bullet(report, "figure4", "results/cpu")
