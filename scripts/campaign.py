@@ -160,15 +160,17 @@ def metrics_of(spec: dict) -> list[str]:
     return [metric] if isinstance(metric, str) else list(metric)
 
 
-def verdicts(spec: dict, runs: list[Run]) -> dict[str, Verdict]:
+def verdicts(spec: dict, runs: list[Run], upto: int | None = None) -> dict[str, Verdict]:
     """The settle rule per block and metric (key ``block`` for one metric, ``block | metric`` for
-    several), on the finished runs' histories; blocks with no finished run are left out."""
+    several), on the finished runs' histories up to step ``upto`` (a run an earlier campaign took
+    further is read as it stood at this budget); blocks with no finished run are left out."""
     metrics = metrics_of(spec)
     history = []
     for r in runs:
         path = r.run_dir / "metrics.json"
         if path.is_file():
-            history += [{**h, "group": r.group, "block": r.block} for h in json.loads(path.read_text())["history"]]
+            history += [{**h, "group": r.group, "block": r.block} for h in json.loads(path.read_text())["history"]
+                        if upto is None or h["step"] <= upto]
     out = {}
     for metric in metrics:
         orders = orders_by_step(history, metric, lambda h: h["group"], lambda h: h["block"])
@@ -219,7 +221,10 @@ def resumed_to(runs: list[Run], dependent: dict[str, str], ladder: list[int]) ->
         if r.group in dependent:
             continue
         path = r.run_dir / "metrics.json"
-        reached.append(json.loads(path.read_text()).get("train/steps") or 0 if path.is_file() else 0)
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        if metrics.get("train/trainable") is False:  # training-free (threshold): done at any budget
+            continue
+        reached.append(metrics.get("train/steps") or 0)
     if not reached:
         return ladder[0]
     return max([b for b in ladder if b <= min(reached)], default=ladder[0])
@@ -254,7 +259,7 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
             jobs = jobs_at(spec, mine, steps)
             run_jobs(jobs, workers, threads, say=say)
             unfinished = sum(not j.done() for j in jobs)
-            found = verdicts(spec, mine)
+            found = verdicts(spec, mine, steps)
             if not found:
                 say(f"  {block}: no finished run to rank")
                 break

@@ -273,3 +273,27 @@ def test_each_block_names_the_runs_it_was_ranked_on_for_publishing(tmp_path, mon
     runs = [r for r in campaign.spec_runs(spec, tmp_path) if r.block == "dataset.length=5"]
     expected = sorted(str(campaign.fresh_dir(r.run_dir, 8) if r.group == "ste" else r.run_dir) for r in runs)
     assert sorted(status["dataset.length=5"]["runs"]) == expected
+
+
+def test_a_continued_campaign_reads_each_budget_as_it_stood_and_skips_training_free_runs(tmp_path, monkeypatch):
+    """A threshold run (nothing to train, 0 steps) does not pull a continued block back to its
+    first budget; and a block read at a budget sees each history only up to that budget, so runs
+    an interrupted extension took further cannot settle (or unsettle) it early."""
+    run, _ = fake_runs(settles=set())
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    spec = tiny_spec(budget=4, cap=8, lengths=(5,))
+    runs = campaign.spec_runs(spec, tmp_path)
+    for job in campaign.jobs_at(spec, runs, 8):
+        run([job], 1, 1)
+    free = runs[0]
+    (free.run_dir / "metrics.json").write_text(json.dumps({"train/steps": 0, "train/trainable": False, "history": []}))
+    assert campaign.resumed_to(runs[1:], {}, [4, 8]) == 8
+    assert campaign.resumed_to(runs, {}, [4, 8]) == 8  # the training-free run is left out
+    # a lead that holds to step 4 and flips after it: settled at 4 when read at 4, not at 8
+    for r in runs[1:]:
+        lead = r.group == "dab"
+        history = [{"step": s, "test/per_element": 0.9 if lead == (s <= 4) else 0.1} for s in (2, 4, 6, 8)]
+        (r.run_dir / "metrics.json").write_text(json.dumps({"train/steps": 8, "history": history}))
+    at4, at8 = campaign.verdicts(spec, runs, 4), campaign.verdicts(spec, runs, 8)
+    assert at4["dataset.length=5"].settled and at4["dataset.length=5"].order == (("dab",), ("ste",))
+    assert not at8["dataset.length=5"].settled
