@@ -336,19 +336,48 @@ def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say, statu
 
 def remaining(spec: dict, runs: list[Run], workers: int) -> str:
     """What is left of the spec at its first budget, and how long that takes at the speed its
-    finished runs had (seconds per step, evaluations included), ``workers`` at a time."""
+    finished runs had (seconds per step, evaluations included), ``workers`` at a time; for an
+    extended tier also the most it can take: every block to its cap, a budget-dependent group run
+    afresh at every budget of the ladder."""
     budget = None if spec["cpu"]["budget"] == "spec" else int(spec["cpu"]["budget"])
     jobs = jobs_at(spec, runs, budget)
     done = [m for m in (j.metrics() for j in jobs) if m is not None and m.get("train/steps")]
     steps_left = sum(j.max_steps - (m["train/steps"] if (m := j.metrics()) else 0) for j in jobs if not j.done())
     text = f"{sum(not j.done() for j in jobs)} not yet at " + (
         "the spec's budgets" if budget is None else f"the first budget of {budget} steps (cap {spec['cpu']['cap']})")
-    if not steps_left:
+    worst = 0 if budget is None else steps_to_cap(spec, runs)
+    if not steps_left and not worst:
         return text
     if not done:
         return text + "; no finished run yet to time them by"
     rate = sum(m["wall_seconds"] for m in done) / sum(m["train/steps"] for m in done)
-    return text + f"; about {steps_left * rate / workers / 3600:.1f} h at {1 / rate:.1f} steps/s per run, {workers} at once"
+    hours = lambda steps: steps * rate / workers / 3600  # noqa: E731
+    text += f"; about {hours(steps_left):.1f} h at {1 / rate:.1f} steps/s per run, {workers} at once"
+    return text + (f"; at most {hours(worst):.1f} h more if every block runs to its cap" if worst else "")
+
+
+def steps_to_cap(spec: dict, runs: list[Run]) -> int:
+    """The training steps left if every block of an extended tier ran to its cap."""
+    cpu = spec["cpu"]
+    ladder = budgets(int(cpu["budget"]), int(cpu["cap"]), float(cpu.get("factor", 2)))
+    dependent = budget_dependent(runs)
+
+    def reached(run_dir: Path) -> tuple[int, bool]:
+        path = run_dir / "metrics.json"
+        m = json.loads(path.read_text()) if path.is_file() else {}
+        return m.get("train/steps") or 0, m.get("train/trainable") is not False
+
+    left = 0
+    for r in runs:
+        steps, trainable = reached(r.run_dir)
+        if not trainable:
+            continue
+        if r.group not in dependent:
+            left += max(0, ladder[-1] - steps)
+            continue
+        for b in ladder:  # afresh at each budget, each in its own directory
+            left += max(0, b - reached(at_budget([r], b, ladder[0], dependent)[0].run_dir)[0])
+    return left
 
 
 CPU_KEYS = ("priority", "only", "set", "budget", "cap", "factor", "eval_every", "blocks", "metric", "faster")

@@ -297,3 +297,19 @@ def test_a_continued_campaign_reads_each_budget_as_it_stood_and_skips_training_f
     at4, at8 = campaign.verdicts(spec, runs, 4), campaign.verdicts(spec, runs, 8)
     assert at4["dataset.length=5"].settled and at4["dataset.length=5"].order == (("dab",), ("ste",))
     assert not at8["dataset.length=5"].settled
+
+
+def test_the_most_a_tier_can_take_counts_every_block_to_its_cap(tmp_path, monkeypatch):
+    """Resumable runs go from where they stand to the cap; a budget-dependent group is run afresh
+    at each budget of the ladder; a training-free run costs nothing."""
+    monkeypatch.setattr(campaign, "budget_dependent", lambda runs: {"ste": "its schedule fits trainer.max_steps"})
+    spec = tiny_spec(budget=4, cap=16, lengths=(5,))  # ladder 4, 8, 16
+    runs = campaign.spec_runs(spec, tmp_path)  # dab and ste, seeds 0 and 1
+    assert campaign.steps_to_cap(spec, runs) == 2 * 16 + 2 * (4 + 8 + 16)
+    dab0, dab1, ste0 = (next(r for r in runs if r.group == g and r.run_dir.name.endswith(s))
+                        for g, s in (("dab", "0"), ("dab", "1"), ("ste", "0")))
+    for run_dir, payload in ((dab0.run_dir, {"train/steps": 8}), (dab1.run_dir, {"train/steps": 0, "train/trainable": False}),
+                             (ste0.run_dir, {"train/steps": 4}), (campaign.fresh_dir(ste0.run_dir, 8), {"train/steps": 8})):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps(payload))
+    assert campaign.steps_to_cap(spec, runs) == (16 - 8) + 0 + 16 + (4 + 8 + 16)
