@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from renderers.common import (LOCAL_TIER, ReportRow, compare, coverage, distinct, finished, fmt_paper,  # noqa: E402
                               hydra_value, load_rows, planned_seeds, read_history, report_row, row_cell, same_value,
                               setting_overrides, span, stopped_early, stopped_text, tier_dirs)
-from renderers.settle import Verdict, block_verdicts, order_text  # noqa: E402
+from renderers.settle import Verdict, block_verdicts, order_text, orders_by_step, settle  # noqa: E402
 
 ABOUT_KEYS = ("hardware", "max_steps", "runs", "overrides")
 ENTRY_KEYS = ("about", "text", "short")
@@ -235,6 +235,52 @@ def settle_of(spec: dict, rows: list[dict], folder: Path) -> dict[str, Verdict]:
     return out
 
 
+def claim_check(spec: dict, rows: list[dict], folder: Path) -> tuple[str, str] | None:
+    """(headline, text) of the paper's ranking claim checked on the tier's history, where the spec
+    states it as ``paper.claim_leaders`` (the groups that should rank alone on top) and
+    ``paper.claim_among`` ({name: the groups compared}, e.g. the paper's variants, then those plus
+    a fairer baseline of ours): per comparison set and ranked block, whether the top tier of the weak
+    order (the settle rule's ties, over that set's groups alone) holds leaders only, at the last
+    evaluation and at how many of all evaluations, and whether the block's order settled. The
+    headline counts the last set's blocks. None where the spec states no such claim or the tier
+    has no history to rank."""
+    paper = spec.get("paper") or {}
+    leaders, sets = set(paper.get("claim_leaders") or ()), paper.get("claim_among") or {}
+    renderer = renderer_of(spec)
+    history = read_history(folder, spec["artifact"])
+    if not leaders or not sets or renderer is None or not hasattr(renderer, "ranked_blocks") or not history:
+        return None
+    texts, counts = [], (0, 0, 0, 0)
+    for name, among in sets.items():
+        parts, met, unsettled, never = [], 0, 0, 0
+        for r in renderer.ranked_blocks(spec, rows):
+            mine = (lambda h, g=r.group_of, among=set(among): (x if (x := g(h)) in among else None))
+            for block, orders in sorted(orders_by_step(history, r.metric, mine, r.block_of).items(), key=lambda bo: str(bo[0])):
+                if not orders:
+                    continue
+                held = [step for step, order in orders.items() if set(order[0]) <= leaders]
+                verdict, last = settle(orders), max(orders)
+                met += last in held and verdict.settled
+                unsettled += not verdict.settled
+                never += not held
+                parts.append(f"{block}, {r.metric}: {'met' if last in held else 'not met'} at the last evaluation "
+                             f"(step {last}; top: {' ~ '.join(orders[last][0])}), at {len(held)} of {len(orders)} "
+                             f"evaluations; {'settled' if verdict.settled else 'not settled'}")
+        if parts:
+            texts.append(f"{name[:1].upper()}{name[1:]} ({', '.join(among)}): " + "; ".join(parts))
+            counts = (met, len(parts), unsettled, never)
+    if not texts:
+        return None
+    met, blocks, unsettled, never = counts
+    short = (f"paper's claim met in {met} of {blocks} blocks" + (f", {unsettled} not settled" if unsettled else "")
+             + (f", never met in {never}" if never else "") + f" ({list(sets)[-1]})")
+    text = (f"computed from these runs, not hand-written: the paper's claim ({paper.get('claim')}), met in a block where "
+            f"the top tier of its ranking holds {' or '.join(sorted(leaders))} alone (ties: the settle rule's, within the "
+            "pooled seed std of the groups compared), and counted only where that ranking settled. "
+            + ". ".join(texts))
+    return short, text
+
+
 def settle_short(verdicts: dict[str, Verdict]) -> str | None:
     """'ranking settled at step 200 of 300', 'ranking not settled in 7 of 8 blocks', or None."""
     if not verdicts:
@@ -275,6 +321,7 @@ class Tier:
     about them."""
 
     def __init__(self, spec: dict, folder: Path, root: Path, report_dir: Path):
+        self.folder = folder
         self.label = tier_name(folder, root)
         self.name = self.label.split(" (")[0]
         self.rows = load_rows(folder / f"{spec['artifact']}_runs.csv")
@@ -313,6 +360,9 @@ class Tier:
                  f"{'; '.join(facts_text(e['about']) for e in entries)}); these runs: {facts_text(facts)}. Not shown."
                  ] if entries else []
         self.computed_short, text = computed_verdict(spec, self.rows, self.lines)
+        if self.computed_short.startswith("no verdict (no paper numbers") and (
+                claim := claim_check(spec, self.rows, self.folder)) is not None:
+            self.computed_short, text = claim
         return None, text, notes
 
     def overview_verdict(self) -> str:

@@ -197,3 +197,52 @@ def test_your_runs_in_results_local_are_a_tier_of_their_own(tmp_path):
     (row,) = overview(local, "table1")
     assert row[2].startswith("results/local: stopped at 7512 of 30000 steps") and "results/gpu: differs" in row[2]
     assert "[table1.md](../gpu/table1.md)" not in local or (results / "gpu" / "table1.md").exists()
+
+
+# ---- the paper's ranking claim, computed ----
+
+def claim_history(tmp_path: Path, means: dict[str, list[float]], steps=(100, 200, 300, 400)) -> list[dict]:
+    """Figure 4 runs at bpp 0.1, three seeds per variant, MS-SSIM and probe at ``steps``: a
+    variant's mean at step i is ``means[variant][i]``, its seeds 0.001 apart."""
+    rows, history = [], []
+    for variant, values in means.items():
+        for seed in range(3):
+            run_dir = f"runs/{variant}/{seed}"
+            rows.append({"run_dir": run_dir, "variant": variant, "bpp_target": 0.1, "status": "finished", "seed": seed})
+            for step, mean in zip(steps, values):
+                v = mean + 0.001 * (seed - 1)
+                history.append({"run_dir": run_dir, "step": step, "test/ms_ssim": v, "test/linear_acc": v})
+    with open(tmp_path / "figure4_history.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    return rows
+
+
+def test_the_papers_ranking_claim_is_checked_per_block_and_counted_only_where_settled(tmp_path):
+    spec = yaml.safe_load((REPO / "experiments" / "figure4.yaml").read_text())
+    assert set(spec["paper"]["claim_leaders"]) == {"dab_signum", "dab_binary"}
+    lead = {"dab_signum": [0.7] * 4, "bernoulli": [0.6] * 4, "discrete": [0.5] * 4, "discrete_cosine": [0.4] * 4}
+    short, text = report_module.claim_check(spec, claim_history(tmp_path, lead), tmp_path)
+    assert short.startswith("paper's claim met in 2 of 2 blocks (") and "not settled" not in short
+    assert "bpp 0.1, test/ms_ssim: met at the last evaluation (step 400; top: dab_signum), at 4 of 4 evaluations; settled" in text
+    # the fair Gumbel baseline (ours) ties DAB at the end: met among the paper's variants, not with it
+    tie = {**lead, "discrete_cosine": [0.4, 0.4, 0.4, 0.7]}
+    short, text = report_module.claim_check(spec, claim_history(tmp_path, tie), tmp_path)
+    assert short.startswith("paper's claim met in 0 of 2 blocks, 2 not settled (with discrete cosine-tau)")
+    ours = text.split("With discrete cosine-tau (")[1]
+    assert "top: dab_signum ~ discrete_cosine), at 3 of 4 evaluations; not settled" in ours
+    assert "top: dab_signum), at 4 of 4 evaluations; settled" in text.split("With discrete cosine-tau (")[0]
+    # a baseline alone on top at every evaluation: never met
+    short, _ = report_module.claim_check(spec, claim_history(tmp_path, {**lead, "bernoulli": [0.8] * 4}), tmp_path)
+    assert short.startswith("paper's claim met in 0 of 2 blocks, never met in 2")
+    assert report_module.claim_check({**spec, "paper": {"claim": "x"}}, [], tmp_path) is None  # no structured claim
+
+
+def test_the_figure4_overview_gives_the_claim_check_for_the_frozen_cpu_tier(tmp_path):
+    report = make_report(copy_tiers(tmp_path / "results", frozen=True))
+    (fig4,) = overview(report, "figure4")
+    assert fig4[2].startswith("paper's claim met in ") and " of 8 blocks" in fig4[2] and "(computed)" in fig4[2]
+    bullet = tier_bullet(report, "figure4", "results/cpu")
+    for bpp in ("0.02", "0.05", "0.1", "0.2"):
+        assert f"bpp {bpp}, test/ms_ssim: " in bullet and f"bpp {bpp}, test/linear_acc: " in bullet
