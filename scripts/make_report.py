@@ -241,7 +241,8 @@ def claim_check(spec: dict, rows: list[dict], folder: Path) -> tuple[str, str] |
     ``paper.claim_among`` ({name: the groups compared}, e.g. the paper's variants, then those plus
     a fairer baseline of ours): per comparison set and ranked block, whether the top tier of the weak
     order (the settle rule's ties, over that set's groups alone) holds leaders only, at the last
-    evaluation and at how many of all evaluations, and whether the block's order settled. The
+    evaluation and at how many of all evaluations, and whether that outcome (met or not, by the
+    settle rule) and the whole order settled; a block counts as met only where its outcome settled. The
     headline counts the last set's blocks. None where the spec states no such claim or the tier
     has no history to rank."""
     paper = spec.get("paper") or {}
@@ -259,24 +260,30 @@ def claim_check(spec: dict, rows: list[dict], folder: Path) -> tuple[str, str] |
                 if not orders:
                     continue
                 held = [step for step, order in orders.items() if set(order[0]) <= leaders]
+                # the settle rule on the claim's outcome (met or not, step by step), and on the whole order
+                top = settle({step: ((str(step in held),),) for step in orders})
                 verdict, last = settle(orders), max(orders)
-                met += last in held and verdict.settled
-                unsettled += not verdict.settled
+                met += last in held and top.settled
+                unsettled += not top.settled
                 never += not held
+                settled = (f"outcome settled at step {top.step} of {last}" if top.settled else "outcome not settled") + (
+                    ", whole order too" if verdict.settled else ", whole order not settled")
                 parts.append(f"{block}, {r.metric}: {'met' if last in held else 'not met'} at the last evaluation "
                              f"(step {last}; top: {' ~ '.join(orders[last][0])}), at {len(held)} of {len(orders)} "
-                             f"evaluations; {'settled' if verdict.settled else 'not settled'}")
+                             f"evaluations; {settled}")
         if parts:
             texts.append(f"{name[:1].upper()}{name[1:]} ({', '.join(among)}): " + "; ".join(parts))
             counts = (met, len(parts), unsettled, never)
     if not texts:
         return None
     met, blocks, unsettled, never = counts
-    short = (f"paper's claim met in {met} of {blocks} blocks" + (f", {unsettled} not settled" if unsettled else "")
+    short = (f"paper's claim met in {met} of {blocks} blocks" + (f", outcome not settled in {unsettled}" if unsettled else "")
              + (f", never met in {never}" if never else "") + f" ({list(sets)[-1]})")
     text = (f"computed from these runs, not hand-written: the paper's claim ({paper.get('claim')}), met in a block where "
             f"the top tier of its ranking holds {' or '.join(sorted(leaders))} alone (ties: the settle rule's, within the "
-            "pooled seed std of the groups compared), and counted only where that ranking settled. "
+            "pooled seed std of the groups compared); the settle rule applied to that outcome (met or not the same from some "
+            "step to the last evaluation, over at least the last 30% of the run) says whether it settled, and a block "
+            "counts as met only where it did. "
             + ". ".join(texts))
     return short, text
 

@@ -224,18 +224,25 @@ def test_the_papers_ranking_claim_is_checked_per_block_and_counted_only_where_se
     assert set(spec["paper"]["claim_leaders"]) == {"dab_signum", "dab_binary"}
     lead = {"dab_signum": [0.7] * 4, "bernoulli": [0.6] * 4, "discrete": [0.5] * 4, "discrete_cosine": [0.4] * 4}
     short, text = report_module.claim_check(spec, claim_history(tmp_path, lead), tmp_path)
-    assert short.startswith("paper's claim met in 2 of 2 blocks (") and "not settled" not in short
-    assert "bpp 0.1, test/ms_ssim: met at the last evaluation (step 400; top: dab_signum), at 4 of 4 evaluations; settled" in text
-    # the fair Gumbel baseline (ours) ties DAB at the end: met among the paper's variants, not with it
+    assert short == "paper's claim met in 2 of 2 blocks (with discrete cosine-tau)"
+    assert ("bpp 0.1, test/ms_ssim: met at the last evaluation (step 400; top: dab_signum), at 4 of 4 evaluations; "
+            "outcome settled at step 100 of 400, whole order too") in text
+    # the fair Gumbel baseline (ours) ties DAB at the end: met among the paper's variants, not with
+    # it, and that outcome has not settled (it changed at the last evaluation)
     tie = {**lead, "discrete_cosine": [0.4, 0.4, 0.4, 0.7]}
     short, text = report_module.claim_check(spec, claim_history(tmp_path, tie), tmp_path)
-    assert short.startswith("paper's claim met in 0 of 2 blocks, 2 not settled (with discrete cosine-tau)")
-    ours = text.split("With discrete cosine-tau (")[1]
-    assert "top: dab_signum ~ discrete_cosine), at 3 of 4 evaluations; not settled" in ours
-    assert "top: dab_signum), at 4 of 4 evaluations; settled" in text.split("With discrete cosine-tau (")[0]
-    # a baseline alone on top at every evaluation: never met
-    short, _ = report_module.claim_check(spec, claim_history(tmp_path, {**lead, "bernoulli": [0.8] * 4}), tmp_path)
-    assert short.startswith("paper's claim met in 0 of 2 blocks, never met in 2")
+    assert short == "paper's claim met in 0 of 2 blocks, outcome not settled in 2 (with discrete cosine-tau)"
+    paper, ours = text.split("With discrete cosine-tau (")
+    assert "top: dab_signum ~ discrete_cosine), at 3 of 4 evaluations; outcome not settled, whole order not settled" in ours
+    assert "top: dab_signum), at 4 of 4 evaluations; outcome settled at step 100 of 400, whole order too" in paper
+    # the leaders share the top tier at some steps, lead alone at others: the claim holds throughout
+    shared = {**lead, "dab_binary": [0.7, 0.6, 0.7, 0.6]}
+    short, text = report_module.claim_check(spec, claim_history(tmp_path, shared), tmp_path)
+    assert short.startswith("paper's claim met in 2 of 2 blocks") and "outcome settled at step 100 of 400, whole order not" in text
+    # a baseline alone on top at every evaluation: a settled "not met"
+    short, text = report_module.claim_check(spec, claim_history(tmp_path, {**lead, "bernoulli": [0.8] * 4}), tmp_path)
+    assert short == "paper's claim met in 0 of 2 blocks, never met in 2 (with discrete cosine-tau)"
+    assert "not met at the last evaluation (step 400; top: bernoulli), at 0 of 4 evaluations; outcome settled" in text
     assert report_module.claim_check({**spec, "paper": {"claim": "x"}}, [], tmp_path) is None  # no structured claim
 
 
