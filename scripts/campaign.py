@@ -250,14 +250,17 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
     for group, reason in dependent.items():
         say(f"{spec['artifact']}: {group} is run afresh at each larger budget, not resumed: {reason}")
     status: dict[str, dict] = {}
-    for block in dict.fromkeys(r.block for r in runs):
+    blocks = list(dict.fromkeys(r.block for r in runs))
+    for block in blocks:
         base = [r for r in runs if r.block == block]
+        ran = 0
         steps = None if ladder is None else resumed_to(base, dependent, ladder)
         while True:
             mine = at_budget(base, steps, first, dependent)
             say(f"{spec['artifact']} {block}: {len(mine)} runs to {steps or 'the spec budgets of'} steps")
             jobs = jobs_at(spec, mine, steps)
-            run_jobs(jobs, workers, threads, say=say)
+            counts = run_jobs(jobs, workers, threads, say=say) or {}
+            ran += counts.get("ran", 0) + counts.get("failed", 0)
             unfinished = sum(not j.done() for j in jobs)
             found = verdicts(spec, mine, steps)
             if not found:
@@ -282,7 +285,9 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
                                "runs": [str(r.run_dir) for r in mine]}  # what publish() aggregates
                 say(f"  {key}: {text}")
             break
-        if on_block is not None:
+        # a block a continued campaign found finished was published then: publishing it again alone
+        # would commit the tier without the blocks after it, until those are read in turn
+        if on_block is not None and (ran or block == blocks[-1]):
             on_block(status)
     return status
 

@@ -44,9 +44,11 @@ def fake_runs(settles: set[str], metrics: tuple = ("test/per_element",)):
 
     def run(jobs, workers, threads, say=print):
         calls.append(sorted({j.max_steps for j in jobs}))
+        ran = 0
         for j in jobs:
             if j.done():  # as run_jobs: a run at (or beyond) its budget is not run again
                 continue
+            ran += 1
             group = j.label.split(" | ")[0].split("/")[-1]  # an estimator-table label: its row
             block = j.label.split(" | ")[1]
             history = []
@@ -56,7 +58,7 @@ def fake_runs(settles: set[str], metrics: tuple = ("test/per_element",)):
             j.run_dir.mkdir(parents=True, exist_ok=True)
             (j.run_dir / "metrics.json").write_text(json.dumps({"train/steps": j.max_steps, "history": history,
                                                                  "wall_seconds": 1.0}))
-        return {"done before": 0, "ran": len(jobs), "failed": 0}
+        return {"done before": len(jobs) - ran, "ran": ran, "failed": 0}
 
     return run, calls
 
@@ -313,3 +315,21 @@ def test_the_most_a_tier_can_take_counts_every_block_to_its_cap(tmp_path, monkey
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").write_text(json.dumps(payload))
     assert campaign.steps_to_cap(spec, runs) == (16 - 8) + 0 + 16 + (4 + 8 + 16)
+
+
+def test_a_continued_campaign_publishes_once_the_first_block_with_work_ends(tmp_path, monkeypatch):
+    """Blocks found finished are read, not published one by one (that would commit the tier without
+    the later blocks in between); the first block that runs anything publishes all of them."""
+    run, _ = fake_runs(settles={"dataset.length=5", "dataset.length=6", "dataset.length=7"})
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    spec = tiny_spec(lengths=(5, 6, 7))
+    campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
+    for r in campaign.spec_runs(spec, tmp_path):
+        if r.block == "dataset.length=7":
+            (r.run_dir / "metrics.json").unlink()
+    published = []
+    campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None, on_block=lambda s: published.append(sorted(s)))
+    assert published == [["dataset.length=5", "dataset.length=6", "dataset.length=7"]]
+    published.clear()  # all finished: published once, after the last block
+    campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None, on_block=lambda s: published.append(sorted(s)))
+    assert published == [["dataset.length=5", "dataset.length=6", "dataset.length=7"]]
