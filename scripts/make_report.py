@@ -277,8 +277,8 @@ def claim_check(spec: dict, rows: list[dict], folder: Path) -> tuple[str, str] |
     if not texts:
         return None
     met, blocks, unsettled, never = counts
-    short = (f"paper's claim met in {met} of {blocks} blocks" + (f", outcome not settled in {unsettled}" if unsettled else "")
-             + (f", never met in {never}" if never else "") + f" ({list(sets)[-1]})")
+    notes = [f"{unsettled} unsettled"] * bool(unsettled) + [f"{never} never met"] * bool(never) + [list(sets)[-1]]
+    short = f"claim met in {met} of {blocks} blocks ({'; '.join(notes)})"
     text = (f"computed from these runs, not hand-written: the paper's claim ({paper.get('claim')}), met in a block where "
             f"the top tier of its ranking holds {' or '.join(sorted(leaders))} alone (ties: the settle rule's, within the "
             "pooled seed std of the groups compared); the settle rule applied to that outcome (met or not the same from some "

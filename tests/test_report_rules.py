@@ -224,24 +224,24 @@ def test_the_papers_ranking_claim_is_checked_per_block_and_counted_only_where_se
     assert set(spec["paper"]["claim_leaders"]) == {"dab_signum", "dab_binary"}
     lead = {"dab_signum": [0.7] * 4, "bernoulli": [0.6] * 4, "discrete": [0.5] * 4, "discrete_cosine": [0.4] * 4}
     short, text = report_module.claim_check(spec, claim_history(tmp_path, lead), tmp_path)
-    assert short == "paper's claim met in 2 of 2 blocks (with discrete cosine-tau)"
+    assert short == "claim met in 2 of 2 blocks (with discrete cosine-tau)"
     assert ("bpp 0.1, test/ms_ssim: met at the last evaluation (step 400; top: dab_signum), at 4 of 4 evaluations; "
             "outcome settled at step 100 of 400, whole order too") in text
     # the fair Gumbel baseline (ours) ties DAB at the end: met among the paper's variants, not with
     # it, and that outcome has not settled (it changed at the last evaluation)
     tie = {**lead, "discrete_cosine": [0.4, 0.4, 0.4, 0.7]}
     short, text = report_module.claim_check(spec, claim_history(tmp_path, tie), tmp_path)
-    assert short == "paper's claim met in 0 of 2 blocks, outcome not settled in 2 (with discrete cosine-tau)"
+    assert short == "claim met in 0 of 2 blocks (2 unsettled; with discrete cosine-tau)"
     paper, ours = text.split("With discrete cosine-tau (")
     assert "top: dab_signum ~ discrete_cosine), at 3 of 4 evaluations; outcome not settled, whole order not settled" in ours
     assert "top: dab_signum), at 4 of 4 evaluations; outcome settled at step 100 of 400, whole order too" in paper
     # the leaders share the top tier at some steps, lead alone at others: the claim holds throughout
     shared = {**lead, "dab_binary": [0.7, 0.6, 0.7, 0.6]}
     short, text = report_module.claim_check(spec, claim_history(tmp_path, shared), tmp_path)
-    assert short.startswith("paper's claim met in 2 of 2 blocks") and "outcome settled at step 100 of 400, whole order not" in text
+    assert short.startswith("claim met in 2 of 2 blocks") and "outcome settled at step 100 of 400, whole order not" in text
     # a baseline alone on top at every evaluation: a settled "not met"
     short, text = report_module.claim_check(spec, claim_history(tmp_path, {**lead, "bernoulli": [0.8] * 4}), tmp_path)
-    assert short == "paper's claim met in 0 of 2 blocks, never met in 2 (with discrete cosine-tau)"
+    assert short == "claim met in 0 of 2 blocks (2 never met; with discrete cosine-tau)"
     assert "not met at the last evaluation (step 400; top: bernoulli), at 0 of 4 evaluations; outcome settled" in text
     assert report_module.claim_check({**spec, "paper": {"claim": "x"}}, [], tmp_path) is None  # no structured claim
 
@@ -249,7 +249,7 @@ def test_the_papers_ranking_claim_is_checked_per_block_and_counted_only_where_se
 def test_the_figure4_overview_gives_the_claim_check_for_the_frozen_cpu_tier(tmp_path):
     report = make_report(copy_tiers(tmp_path / "results", frozen=True))
     (fig4,) = overview(report, "figure4")
-    assert fig4[2].startswith("paper's claim met in ") and " of 8 blocks" in fig4[2] and "(computed)" in fig4[2]
+    assert fig4[2].startswith("claim met in ") and " of 8 blocks" in fig4[2] and "(computed)" in fig4[2]
     bullet = tier_bullet(report, "figure4", "results/cpu")
     for bpp in ("0.02", "0.05", "0.1", "0.2"):
         assert f"bpp {bpp}, test/ms_ssim: " in bullet and f"bpp {bpp}, test/linear_acc: " in bullet
