@@ -134,6 +134,18 @@ def test_runs_stopped_before_their_budget_are_named_in_the_header(tmp_path):
     assert common.compare(line)[1] == "stopped"
 
 
+def test_a_training_free_run_does_not_count_as_a_mixed_budget(tmp_path):
+    """A threshold run trains nothing (0 steps) whatever its max_steps: beside longer runs it is no
+    mix of budgets; a trained run at another budget is."""
+    rows = sort_rows(["sort_t5"])
+    free = {**rows[0], "steps": 0, "max_steps": 1000, "run_dir": "runs/free"}
+    header = "\n".join(common.provenance_lines(spec_of("table1"), [*rows, free], tmp_path))
+    assert "budgets are mixed" not in header
+    other = {**rows[0], "max_steps": 1000, "steps": 1000, "run_dir": "runs/other"}
+    header = "\n".join(common.provenance_lines(spec_of("table1"), [*rows, other], tmp_path))
+    assert "**Warning: runs with different budgets are mixed here:**" in header
+
+
 def test_n_note_names_the_points_with_another_n():
     assert common.n_note({"a": 3, "b": 3}, 3) == "n=3 of 3 seeds per point"
     assert common.n_note({"a": 2, "b": 2, "c": 3}, 3, "bar") == "n=2 of 3 seeds per bar; n=3: c"

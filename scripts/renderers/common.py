@@ -451,6 +451,8 @@ def provenance_lines(spec: dict, rows: list[dict], results_dir: Path, extra: lis
     lines.append(rerender)
     per: dict = {}
     for r in done:
+        if r.get("steps") == 0:  # a training-free baseline (threshold): evaluated once, its budget unused
+            continue
         per.setdefault(compared(r), set()).add(" ".join(f"{k}={show(r.get(k))}" for k in (
             "max_steps", "max_minutes", "eval_every", "precision", "compile")))
     budgets = set().union(*per.values()) if per else set()
