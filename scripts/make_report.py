@@ -44,10 +44,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from renderers.common import (LOCAL_TIER, ReportRow, compare, coverage, distinct, finished, fmt_paper,  # noqa: E402
+from renderers.common import (LOCAL_TIER, ReportRow, claim_outcomes, compare, coverage, distinct, finished, fmt_paper,  # noqa: E402
                               hydra_value, load_rows, planned_seeds, read_history, report_row, row_cell, same_value,
                               setting_overrides, span, stopped_early, stopped_text, tier_dirs)
-from renderers.settle import Verdict, block_verdicts, order_text, orders_by_step, settle  # noqa: E402
+from renderers.settle import Verdict, block_verdicts, order_text  # noqa: E402
 
 ABOUT_KEYS = ("hardware", "max_steps", "runs", "overrides")
 ENTRY_KEYS = ("about", "text", "short")
@@ -236,55 +236,38 @@ def settle_of(spec: dict, rows: list[dict], folder: Path) -> dict[str, Verdict]:
 
 
 def claim_check(spec: dict, rows: list[dict], folder: Path) -> tuple[str, str] | None:
-    """(headline, text) of the paper's ranking claim checked on the tier's history, where the spec
-    states it as ``paper.claim_leaders`` (the groups that should rank alone on top) and
-    ``paper.claim_among`` ({name: the groups compared}, e.g. the paper's variants, then those plus
-    a fairer baseline of ours): per comparison set and ranked block, whether the top tier of the weak
-    order (the settle rule's ties, over that set's groups alone) holds leaders only, at the last
-    evaluation and at how many of all evaluations, and whether that outcome (met or not, by the
-    settle rule) and the whole order settled; a block counts as met only where its outcome settled. The
-    headline counts the last set's blocks. None where the spec states no such claim or the tier
-    has no history to rank."""
+    """(headline, text) of the paper's ranking claim checked on the tier's history (claim_outcomes:
+    per set of groups compared, ranking and block), where the spec states it as
+    ``paper.claim_leaders`` among ``paper.claim_among``; a block counts as met only where its
+    outcome settled; the headline counts the last set's blocks. None where the spec states no such
+    claim or the tier has no history to rank."""
     paper = spec.get("paper") or {}
-    leaders, sets = set(paper.get("claim_leaders") or ()), paper.get("claim_among") or {}
     renderer = renderer_of(spec)
     history = read_history(folder, spec["artifact"])
-    if not leaders or not sets or renderer is None or not hasattr(renderer, "ranked_blocks") or not history:
+    if renderer is None or not hasattr(renderer, "ranked_blocks") or not history:
         return None
-    texts, counts = [], (0, 0, 0, 0)
-    for name, among in sets.items():
-        parts, met, unsettled, never = [], 0, 0, 0
-        for r in renderer.ranked_blocks(spec, rows):
-            mine = (lambda h, g=r.group_of, among=set(among): (x if (x := g(h)) in among else None))
-            for block, orders in sorted(orders_by_step(history, r.metric, mine, r.block_of).items(), key=lambda bo: str(bo[0])):
-                if not orders:
-                    continue
-                held = [step for step, order in orders.items() if set(order[0]) <= leaders]
-                # the settle rule on the claim's outcome (met or not, step by step), and on the whole order
-                top = settle({step: ((str(step in held),),) for step in orders})
-                verdict, last = settle(orders), max(orders)
-                met += last in held and top.settled
-                unsettled += not top.settled
-                never += not held
-                settled = (f"outcome settled at step {top.step} of {last}" if top.settled else "outcome not settled") + (
-                    ", whole order too" if verdict.settled else ", whole order not settled")
-                parts.append(f"{block}, {r.metric}: {'met' if last in held else 'not met'} at the last evaluation "
-                             f"(step {last}; top: {' ~ '.join(orders[last][0])}), at {len(held)} of {len(orders)} "
-                             f"evaluations; {settled}")
+    outcomes = claim_outcomes(paper, renderer.ranked_blocks(spec, rows), history)
+    if not outcomes:
+        return None
+    texts = []
+    for name, among in paper["claim_among"].items():
+        parts = [f"{o.block}, {o.metric}: {'met' if o.met else 'not met'} at the last evaluation (step {o.last}; top: "
+                 f"{' ~ '.join(o.top)}), at {len(o.held)} of {o.evaluations} evaluations; "
+                 + (f"outcome settled at step {o.outcome.step} of {o.last}" if o.outcome.settled else "outcome not settled")
+                 + (", whole order too" if o.whole.settled else ", whole order not settled")
+                 for o in outcomes if o.among == name]
         if parts:
             texts.append(f"{name[:1].upper()}{name[1:]} ({', '.join(among)}): " + "; ".join(parts))
-            counts = (met, len(parts), unsettled, never)
-    if not texts:
-        return None
-    met, blocks, unsettled, never = counts
-    notes = [f"{unsettled} unsettled"] * bool(unsettled) + [f"{never} never met"] * bool(never) + [list(sets)[-1]]
-    short = f"claim met in {met} of {blocks} blocks ({'; '.join(notes)})"
+    last = [o for o in outcomes if o.among == outcomes[-1].among]
+    unsettled, never = sum(not o.outcome.settled for o in last), sum(not o.held for o in last)
+    met = sum(o.met and o.outcome.settled for o in last)
+    notes = [f"{unsettled} unsettled"] * bool(unsettled) + [f"{never} never met"] * bool(never) + [outcomes[-1].among]
+    short = f"claim met in {met} of {len(last)} blocks ({'; '.join(notes)})"
     text = (f"computed from these runs, not hand-written: the paper's claim ({paper.get('claim')}), met in a block where "
-            f"the top tier of its ranking holds {' or '.join(sorted(leaders))} alone (ties: the settle rule's, within the "
-            "pooled seed std of the groups compared); the settle rule applied to that outcome (met or not the same from some "
-            "step to the last evaluation, over at least the last 30% of the run) says whether it settled, and a block "
-            "counts as met only where it did. "
-            + ". ".join(texts))
+            f"the top tier of its ranking holds {' or '.join(sorted(paper['claim_leaders']))} alone (ties: the settle "
+            "rule's, within the pooled seed std of the groups compared); the settle rule applied to that outcome (met or "
+            "not the same from some step to the last evaluation, over at least the last 30% of the run) says whether it "
+            "settled, and a block counts as met only where it did. " + ". ".join(texts))
     return short, text
 
 

@@ -151,3 +151,9 @@ def test_committed_figure4_runs_render_in_the_specs_cells(tier, tmp_path):
         assert "not run" not in line
     if (tmp_path / "figure4_history.csv").exists():
         assert all(f"| bpp {b:g} | " in md for b in levels)
+        # the paper's claim checked per set compared, block and metric, beside the rankings
+        for among in spec["paper"]["claim_among"]:
+            for b in levels:
+                for metric in ("test/ms_ssim", "test/linear_acc"):
+                    (row,) = [x for x in md.splitlines() if x.startswith(f"| {among} | bpp {b:g} | {metric} | ")]
+                    assert " evaluations | " in row and row.split(" | ")[3].startswith(("met (step", "not met (step"))

@@ -17,7 +17,7 @@ from typing import Callable
 
 import yaml
 
-from renderers.settle import order_text, orders_by_step, settle
+from renderers.settle import Verdict, order_text, orders_by_step, settle
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC_NAMES = {"all_or_none": "final test all-or-none accuracy",
@@ -597,4 +597,60 @@ def ranking_lines(history: list[dict], metric: str, group_of: Callable[[dict], s
         verdicts.append(f"{block}: {settle(orders).text()}")
     lines += ["", "Settle rule (the order unchanged from that step to the end, over at least the last 30% of the "
               "run): " + "; ".join(verdicts) + "."]
+    return lines
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """The paper's ranking claim in one block, over one set of groups: ``held`` the evaluation steps
+    at which its top tier held leaders only, ``outcome`` the settle rule on met-or-not step by step,
+    ``whole`` the settle rule on the whole order (of that set's groups)."""
+    among: str
+    block: object
+    metric: str
+    top: tuple[str, ...]
+    last: int
+    held: tuple[int, ...]
+    evaluations: int
+    outcome: Verdict
+    whole: Verdict
+
+    @property
+    def met(self) -> bool:
+        return self.last in self.held
+
+
+def claim_outcomes(paper: dict, rankings: list[Ranking], history: list[dict]) -> list[ClaimOutcome]:
+    """The claim a spec states as ``paper.claim_leaders`` (the groups that should rank alone on
+    top) among each set of ``paper.claim_among`` ({name: groups}), checked per ranking and block on
+    the history: the weak order (the settle rule's ties) is taken over that set's groups alone."""
+    leaders, sets = set(paper.get("claim_leaders") or ()), paper.get("claim_among") or {}
+    out = []
+    for name, among in sets.items() if leaders else ():
+        for r in rankings:
+            mine = (lambda h, g=r.group_of, among=set(among): (x if (x := g(h)) in among else None))
+            for block, orders in sorted(orders_by_step(history, r.metric, mine, r.block_of).items(), key=lambda bo: str(bo[0])):
+                if not orders:
+                    continue
+                held = tuple(step for step, order in orders.items() if set(order[0]) <= leaders)
+                last = max(orders)
+                out.append(ClaimOutcome(name, block, r.metric, orders[last][0], last, held, len(orders),
+                                        settle({step: ((str(step in held),),) for step in orders}), settle(orders)))
+    return out
+
+
+def claim_lines(paper: dict, outcomes: list[ClaimOutcome]) -> list[str]:
+    """Markdown: the claim check, one row per set, block and metric."""
+    if not outcomes:
+        return []
+    lines = ["", f"The paper's claim ({paper.get('claim')}), checked per block: met where the top tier holds "
+             f"{' or '.join(sorted(paper['claim_leaders']))} alone (ties as in the rankings below, over the groups "
+             "compared); 'outcome' is the settle rule on met-or-not step by step, 'whole order' on the ranking:", "",
+             "| compared | block | metric | at the last evaluation | met at | outcome | whole order |",
+             "|---|---|---|---|---|---|---|"]
+    for o in outcomes:
+        lines.append(f"| {o.among} | {o.block} | {o.metric} | {'met' if o.met else 'not met'} (step {o.last}; top: "
+                     f"{' ~ '.join(o.top)}) | {len(o.held)} of {o.evaluations} evaluations | "
+                     f"{f'settled at step {o.outcome.step}' if o.outcome.settled else 'not settled'} | "
+                     f"{f'settled at step {o.whole.step}' if o.whole.settled else 'not settled'} |")
     return lines

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dab.suite.models.latents import LATENTS
-from renderers.common import (Ranking, ReportRow, add_caption, by_run, caption, failed_seeds, finished, fmt_ours,
+from renderers.common import (Ranking, ReportRow, add_caption, by_run, caption, claim_lines, claim_outcomes, failed_seeds, finished, fmt_ours,
                               planned_seeds, provenance_lines, ranking_lines, read_history, report_row, summary)
 
 # The variants' names in figures (the spec's labels): the paper's, and ours marked so.
@@ -253,8 +253,9 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     results_dir.mkdir(parents=True, exist_ok=True)
     name = spec["artifact"]
     md = results_dir / f"{name}.md"
-    md.write_text("\n".join(header(spec, rows, results_dir) + table(spec, rows)
-                             + rankings(read_history(results_dir, name), rows)) + "\n")
+    history = read_history(results_dir, name)
+    claim = claim_lines(spec["paper"], claim_outcomes(spec["paper"], ranked(rows), history)) if history else []
+    md.write_text("\n".join(header(spec, rows, results_dir) + table(spec, rows) + claim + rankings(history, rows)) + "\n")
     outputs = [md, plot(spec, rows, results_dir / f"{name}.png")]
     grid = reconstruction_grid(spec, rows, results_dir / f"{name}_reconstructions.png")
     return outputs + ([grid] if grid is not None else [])
