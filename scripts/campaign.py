@@ -140,16 +140,18 @@ def with_settings(runs: list[Run], settings: list[str]) -> list[Run]:
 
 
 def jobs_at(spec: dict, runs: list[Run], steps: int | None) -> list[Job]:
-    """The runs' jobs at ``steps`` (evaluating every ``cpu.eval_every``), or, with ``steps`` None
-    (``budget: spec``), each at its own trainer budget from the spec."""
+    """The runs' jobs at ``steps`` (evaluating every ``cpu.eval_every``, else at the run's own
+    evaluation interval), or, with ``steps`` None (``budget: spec``), each at its own trainer budget
+    from the spec."""
     cpu, jobs = spec["cpu"], []
     for r in runs:
         if steps is None:
             budget = [*(f"{k}={v}" for k, v in r.trainer.items()), "trainer.max_minutes=null"]
             at = int(r.trainer["trainer.max_steps"])
-        else:
-            budget = [f"trainer.max_steps={steps}", f"trainer.eval_every={cpu['eval_every']}",
-                      f"trainer.ckpt_every={cpu['eval_every']}", "trainer.max_minutes=null", "trainer.log_every=50"]
+        else:  # every cpu.eval_every, or (an extended spec budget) every eval_every of the run's own
+            every = cpu.get("eval_every") or r.trainer["trainer.eval_every"]
+            budget = [f"trainer.max_steps={steps}", f"trainer.eval_every={every}",
+                      f"trainer.ckpt_every={every}", "trainer.max_minutes=null", "trainer.log_every=50"]
             at = steps
         jobs.append(Job(f"{r.group} | {r.block} | {r.run_dir.name}", [*r.overrides, *budget], r.run_dir, at))
     return jobs
@@ -212,6 +214,27 @@ def budgets(first: int, cap: int, factor: float) -> list[int]:
     return out
 
 
+def ladder_of(spec: dict, runs: list[Run]) -> list[int] | None:
+    """A block's budgets: ``cpu.budget`` steps, x ``cpu.factor`` up to ``cpu.cap``; with ``budget:
+    spec``, the block's own spec budget (one for all its runs), x factor up to ``cpu.extend`` times
+    it; None for a spec budget not extended."""
+    cpu = spec["cpu"]
+    factor = float(cpu.get("factor", 2))
+    if factor <= 1:
+        raise SystemExit(f"campaign: {spec['artifact']}: cpu.factor must be > 1, got {factor}")
+    if cpu["budget"] != "spec":
+        return budgets(int(cpu["budget"]), int(cpu["cap"]), factor)
+    if not cpu.get("extend"):
+        return None
+    own = sorted({int(r.trainer["trainer.max_steps"]) for r in runs})
+    if len(own) != 1:
+        raise SystemExit(f"campaign: {spec['artifact']}: cpu.extend needs one spec budget per block, "
+                         f"{runs[0].block} has {own}; valid choices: blocks of runs with one trainer.max_steps")
+    if float(cpu["extend"]) < 1:
+        raise SystemExit(f"campaign: {spec['artifact']}: cpu.extend must be >= 1, got {cpu['extend']}")
+    return budgets(own[0], int(own[0] * float(cpu["extend"])), factor)
+
+
 def resumed_to(runs: list[Run], dependent: dict[str, str], ladder: list[int]) -> int:
     """The largest budget of ``ladder`` that every resumable run has reached (an earlier campaign
     extended them): a continued campaign ranks the block there, not at the first budget with
@@ -237,22 +260,21 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
     most the block in progress); returns the status per block (and metric)."""
     cpu = spec["cpu"]
     runs = with_settings(spec_runs(spec, runs_root), list(settings))
+    blocks = list(dict.fromkeys(r.block for r in runs))
+    ladders = {block: ladder_of(spec, [r for r in runs if r.block == block]) for block in blocks}
     dependent: dict[str, str] = {}
-    if cpu["budget"] == "spec":  # each group at the spec's own budget, once
-        first = cap = None
+    if all(ladder is None for ladder in ladders.values()):  # each group at the spec's own budget, once
         say(f"{spec['artifact']}: not extended beyond the spec's own budgets")
     else:
-        first, cap, dependent = int(cpu["budget"]), int(cpu["cap"]), budget_dependent(runs)
+        dependent = budget_dependent(runs)
     factor = float(cpu.get("factor", 2))
-    if factor <= 1:
-        raise SystemExit(f"campaign: {spec['artifact']}: cpu.factor must be > 1, got {factor}")
-    ladder = None if first is None else budgets(first, cap, factor)
     for group, reason in dependent.items():
         say(f"{spec['artifact']}: {group} is run afresh at each larger budget, not resumed: {reason}")
     status: dict[str, dict] = {}
-    blocks = list(dict.fromkeys(r.block for r in runs))
     for block in blocks:
         base = [r for r in runs if r.block == block]
+        ladder = ladders[block]
+        first, cap = (None, None) if ladder is None else (ladder[0], ladder[-1])
         ran = 0
         steps = None if ladder is None else resumed_to(base, dependent, ladder)
         while True:
@@ -303,8 +325,10 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
     seconds = sum(json.loads((d / "metrics.json").read_text())["wall_seconds"]
                   for d in dirs if (d / "metrics.json").is_file())  # fresh reruns at larger budgets included
     cpu = spec["cpu"]
-    plan = ("the spec's own step budgets, not extended" if cpu["budget"] == "spec" else
-            f"budget {cpu['budget']} steps, extended by x{cpu.get('factor', 2)} up to {cpu['cap']} while a block is unsettled")
+    plan = (f"budget {cpu['budget']} steps, extended by x{cpu.get('factor', 2)} up to {cpu['cap']} while a block is unsettled"
+            if cpu["budget"] != "spec" else "the spec's own step budgets, not extended" if not cpu.get("extend") else
+            f"the spec's own step budgets, extended by x{cpu.get('factor', 2)} up to {cpu['extend']} times them while a "
+            "block is unsettled")
     lines = [f"## {name}", "", f"{plan[0].upper()}{plan[1:]}; metric {cpu['metric']}; overrides: "
              + (", ".join(f"{k}={hydra_value(v)}" for k, v in (cpu.get("set") or {}).items()) or "none")
              + f"; {len(runs)} runs, {seconds / 3600:.2f} CPU-hours of training (wall_seconds summed).", "",
@@ -344,13 +368,15 @@ def remaining(spec: dict, runs: list[Run], workers: int) -> str:
     finished runs had (seconds per step, evaluations included), ``workers`` at a time; for an
     extended tier also the most it can take: every block to its cap, a budget-dependent group run
     afresh at every budget of the ladder."""
-    budget = None if spec["cpu"]["budget"] == "spec" else int(spec["cpu"]["budget"])
+    cpu = spec["cpu"]
+    budget = None if cpu["budget"] == "spec" else int(cpu["budget"])
     jobs = jobs_at(spec, runs, budget)
     done = [m for m in (j.metrics() for j in jobs) if m is not None and m.get("train/steps")]
     steps_left = sum(j.max_steps - (m["train/steps"] if (m := j.metrics()) else 0) for j in jobs if not j.done())
     text = f"{sum(not j.done() for j in jobs)} not yet at " + (
-        "the spec's budgets" if budget is None else f"the first budget of {budget} steps (cap {spec['cpu']['cap']})")
-    worst = 0 if budget is None else steps_to_cap(spec, runs)
+        f"the first budget of {budget} steps (cap {cpu['cap']})" if budget is not None else "the spec's budgets"
+        + (f" (cap {cpu['extend']} times them)" if cpu.get("extend") else ""))
+    worst = steps_to_cap(spec, runs) if budget is not None or cpu.get("extend") else 0
     if not steps_left and not worst:
         return text
     if not done:
@@ -363,8 +389,7 @@ def remaining(spec: dict, runs: list[Run], workers: int) -> str:
 
 def steps_to_cap(spec: dict, runs: list[Run]) -> int:
     """The training steps left if every block of an extended tier ran to its cap."""
-    cpu = spec["cpu"]
-    ladder = budgets(int(cpu["budget"]), int(cpu["cap"]), float(cpu.get("factor", 2)))
+    ladders = {b: ladder_of(spec, [r for r in runs if r.block == b]) for b in dict.fromkeys(r.block for r in runs)}
     dependent = budget_dependent(runs)
 
     def reached(run_dir: Path) -> tuple[int, bool]:
@@ -375,7 +400,8 @@ def steps_to_cap(spec: dict, runs: list[Run]) -> int:
     left = 0
     for r in runs:
         steps, trainable = reached(r.run_dir)
-        if not trainable:
+        ladder = ladders[r.block]
+        if not trainable or ladder is None:
             continue
         if r.group not in dependent:
             left += max(0, ladder[-1] - steps)
@@ -385,7 +411,8 @@ def steps_to_cap(spec: dict, runs: list[Run]) -> int:
     return left
 
 
-CPU_KEYS = ("priority", "only", "set", "budget", "cap", "factor", "eval_every", "blocks", "metric", "faster")
+CPU_KEYS = ("priority", "only", "set", "budget", "cap", "extend", "factor", "eval_every", "blocks", "metric",
+            "faster")
 
 
 def specs(experiments: Path, only: list[str] | None) -> list[tuple[str, dict]]:

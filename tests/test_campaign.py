@@ -1,6 +1,7 @@
 """The CPU campaign (scripts/campaign.py): blocks extended by resume until their ranking settles,
 on hand-made histories and on real short runs; a campaign stopped with Ctrl-C and started again
 finishes the same runs with the same numbers."""
+import dataclasses
 import json
 import signal
 import subprocess
@@ -191,6 +192,7 @@ def test_a_block_settles_only_when_every_metric_has(tmp_path, monkeypatch):
 
 def test_budget_spec_runs_each_group_once_at_its_own_budget(tmp_path, monkeypatch):
     spec = yaml.safe_load((REPO / "experiments" / "estimators.yaml").read_text())
+    spec["cpu"].pop("extend", None)  # the spec's budgets alone, not extended
     run, calls = fake_runs(settles={"column=sort"}, metrics=tuple(spec["cpu"]["metric"]))
     monkeypatch.setattr(campaign, "run_jobs", run)
     status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
@@ -333,3 +335,30 @@ def test_a_continued_campaign_publishes_once_the_first_block_with_work_ends(tmp_
     published.clear()  # all finished: published once, after the last block
     campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None, on_block=lambda s: published.append(sorted(s)))
     assert published == [["dataset.length=5", "dataset.length=6", "dataset.length=7"]]
+
+
+def test_spec_budgets_extend_per_block_to_a_multiple_of_their_own(tmp_path, monkeypatch):
+    """``budget: spec`` with ``extend: 8``: each block starts at its runs' own budget (sort 1,000
+    steps, the other columns 150) and an unsettled one doubles up to 8 times it, evaluating at its
+    runs' own interval; a budget-dependent group (the sort column's cosine recipe) runs afresh."""
+    spec = yaml.safe_load((REPO / "experiments" / "estimators.yaml").read_text())
+    assert spec["cpu"]["extend"] == 8  # the estimator table's CPU tier
+    run, calls = fake_runs(settles={"column=sort"}, metrics=tuple(spec["cpu"]["metric"]))
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    monkeypatch.setattr(campaign, "budget_dependent",
+                        lambda runs: {r.group: "its cosine lr fits trainer.max_steps" for r in runs if r.block == "column=sort"})
+    runs = campaign.spec_runs(spec, tmp_path)
+    n_sort = sum(r.block == "column=sort" for r in runs)
+    assert campaign.steps_to_cap(spec, runs) == n_sort * (1000 + 2000 + 4000 + 8000) + (len(runs) - n_sort) * 1200
+    status = campaign.campaign_spec(spec, tmp_path, 1, 1, say=lambda *_: None)
+    assert calls == [[1000]] + [[150], [300], [600], [1200]] * 3
+    assert status["column=sort | test/all_or_none"]["verdict"].startswith("settled at step")
+    assert status["column=classify | test/accuracy"]["verdict"].startswith("capped unsettled at 1200 steps")
+    classify = [r for r in runs if r.block == "column=classify"]
+    assert all("trainer.eval_every=50" in j.overrides for j in campaign.jobs_at(spec, classify, 300))
+    assert campaign.ladder_of(spec, classify) == [150, 300, 600, 1200]
+    mixed = [classify[0], dataclasses.replace(classify[1], trainer={**classify[1].trainer, "trainer.max_steps": 300})]
+    with pytest.raises(SystemExit, match="one spec budget per block"):
+        campaign.ladder_of(spec, mixed)
+    del spec["cpu"]["extend"]
+    assert campaign.ladder_of(spec, classify) is None and campaign.steps_to_cap(spec, runs) == 0
