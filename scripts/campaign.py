@@ -230,9 +230,14 @@ def ladder_of(spec: dict, runs: list[Run]) -> list[int] | None:
     if len(own) != 1:
         raise SystemExit(f"campaign: {spec['artifact']}: cpu.extend needs one spec budget per block, "
                          f"{runs[0].block} has {own}; valid choices: blocks of runs with one trainer.max_steps")
-    if float(cpu["extend"]) < 1:
-        raise SystemExit(f"campaign: {spec['artifact']}: cpu.extend must be >= 1, got {cpu['extend']}")
-    return budgets(own[0], int(own[0] * float(cpu["extend"])), factor)
+    try:
+        extend = float(cpu["extend"])
+    except (TypeError, ValueError):
+        extend = 0.0
+    if extend < 1:
+        raise SystemExit(f"campaign: {spec['artifact']}: cpu.extend must be a number >= 1 (how many times the "
+                         f"spec's own budget a block may reach), got {cpu['extend']!r}")
+    return budgets(own[0], int(own[0] * extend), factor)
 
 
 def resumed_to(runs: list[Run], dependent: dict[str, str], ladder: list[int]) -> int:

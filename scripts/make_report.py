@@ -242,6 +242,11 @@ def claim_check(spec: dict, rows: list[dict], folder: Path) -> tuple[str, str] |
     outcome settled; the headline counts the last set's blocks. None where the spec states no such
     claim or the tier has no history to rank."""
     paper = spec.get("paper") or {}
+    variants = set((spec.get("sweep") or {}).get("variants") or {})
+    named = set(paper.get("claim_leaders") or ()).union(*map(set, (paper.get("claim_among") or {}).values()))
+    if variants and (unknown := sorted(named - variants)):
+        raise SpecError(f"experiments/{spec['artifact']}.yaml: paper.claim_leaders/claim_among name "
+                        f"{', '.join(unknown)}, not a variant of the sweep; valid choices: {', '.join(sorted(variants))}")
     renderer = renderer_of(spec)
     history = read_history(folder, spec["artifact"])
     if renderer is None or not hasattr(renderer, "ranked_blocks") or not history:

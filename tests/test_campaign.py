@@ -362,3 +362,15 @@ def test_spec_budgets_extend_per_block_to_a_multiple_of_their_own(tmp_path, monk
         campaign.ladder_of(spec, mixed)
     del spec["cpu"]["extend"]
     assert campaign.ladder_of(spec, classify) is None and campaign.steps_to_cap(spec, runs) == 0
+
+
+@pytest.mark.parametrize("bad", [0.5, "eight", None])
+def test_a_bad_extend_value_is_one_clear_error(bad, tmp_path):
+    spec = yaml.safe_load((REPO / "experiments" / "estimators.yaml").read_text())
+    spec["cpu"]["extend"] = bad
+    runs = [r for r in campaign.spec_runs(spec, tmp_path) if r.block == "column=classify"]
+    if bad is None:  # no extend: the spec's budgets, once
+        assert campaign.ladder_of(spec, runs) is None
+        return
+    with pytest.raises(SystemExit, match=r"cpu.extend must be a number >= 1 .* got "):
+        campaign.ladder_of(spec, runs)

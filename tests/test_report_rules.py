@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import REPO
@@ -244,6 +245,9 @@ def test_the_papers_ranking_claim_is_checked_per_block_and_counted_only_where_se
     assert short == "claim met in 0 of 2 blocks (2 never met; with discrete cosine-tau)"
     assert "not met at the last evaluation (step 400; top: bernoulli), at 0 of 4 evaluations; outcome settled" in text
     assert report_module.claim_check({**spec, "paper": {"claim": "x"}}, [], tmp_path) is None  # no structured claim
+    typo = {**spec, "paper": {**spec["paper"], "claim_leaders": ["dab_signun"]}}
+    with pytest.raises(report_module.SpecError, match="dab_signun, not a variant of the sweep; valid choices: bernoulli"):
+        report_module.claim_check(typo, [], tmp_path)
 
 
 def test_the_figure4_overview_gives_the_claim_check_for_the_frozen_cpu_tier(tmp_path):
