@@ -20,6 +20,12 @@ Each spec with a ``cpu:`` block takes part, in the order of ``cpu.priority``::
       faster: [trainer.precision=bf16] # optional: used only where scripts/check_settings.py has
                                        # passed it on a full block of this spec (settings_check.csv)
                                        # and the machine can (bf16 needs a CPU with bf16)
+      check: all                       # optional: the block on which the campaign itself runs that
+                                       # check, before the spec's runs, for each `faster` setting
+                                       # with no recorded check (its fp32 side is the block's first
+                                       # budget, so it costs only the setting's side)
+      checked_on: table2               # optional: use that spec's check instead (the same model
+                                       # family and the same `set`; the campaign refuses others)
 
 A block compares the spec's variants (or presets) over seeds; the settle rule is
 scripts/renderers/settle.py. The runs of a block go to ``budget``; while the block is not settled,
@@ -112,31 +118,40 @@ def faster_settings(spec_name: str, spec: dict, results: Path, say) -> list[str]
 
     from dab.suite.step import cpu_supports_bf16  # noqa: PLC0415
 
-    checked, out = passed_settings(results, spec_name), []
+    source = spec["cpu"].get("checked_on") or spec_name
+    checked, out = passed_settings(results, source), []
     for setting in spec["cpu"].get("faster") or []:
         if setting not in checked:
-            say(f"{spec_name}: fp32 eager, not {setting}: no passing check of it in {results / 'settings_check.csv'}")
+            say(f"{spec_name}: fp32 eager, not {setting}: no passing check of it"
+                + (f" on {source}" if source != spec_name else "") + f" in {results / 'settings_check.csv'}")
         elif "bf16" in setting and not cpu_supports_bf16():
             say(f"{spec_name}: fp32 eager, not {setting}: this CPU has no bf16 support")
         else:
-            say(f"{spec_name}: {setting} ({checked[setting]})")
+            say(f"{spec_name}: {setting} ({'' if source == spec_name else source + ' '}{checked[setting]})")
             out.append(setting)
     return out
 
 
+def started_settings(run_dir: Path) -> list[str] | None:
+    """The precision and compile flag a started run (its config.yaml saved) runs with, else None."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return None
+    t = yaml.safe_load(saved.read_text())["trainer"]
+    return [f"trainer.precision={t['precision']}", f"trainer.compile={str(bool(t['compile'])).lower()}"]
+
+
 def with_settings(runs: list[Run], settings: list[str]) -> list[Run]:
     """The runs with ``settings`` added, except that a run already started keeps the precision and
-    compile flag it started with: a resume never changes the arithmetic mid-run."""
-    out = []
+    compile flag it started with (a resume never changes the arithmetic mid-run), and a run not
+    started yet in a block where one has takes that run's: a block is ranked in one setting."""
+    started = {r.run_dir: started_settings(r.run_dir) for r in runs}
+    block_has = {}
     for r in runs:
-        saved = r.run_dir / "config.yaml"
-        if saved.is_file():
-            t = yaml.safe_load(saved.read_text())["trainer"]
-            extra = [f"trainer.precision={t['precision']}", f"trainer.compile={str(bool(t['compile'])).lower()}"]
-        else:
-            extra = list(settings)
-        out.append(dataclasses.replace(r, overrides=[*r.overrides, *extra]))
-    return out
+        if started[r.run_dir] is not None:
+            block_has.setdefault(r.block, started[r.run_dir])
+    return [dataclasses.replace(r, overrides=[*r.overrides, *(started[r.run_dir] or block_has.get(r.block) or settings)])
+            for r in runs]
 
 
 def jobs_at(spec: dict, runs: list[Run], steps: int | None) -> list[Job]:
@@ -417,7 +432,7 @@ def steps_to_cap(spec: dict, runs: list[Run]) -> int:
 
 
 CPU_KEYS = ("priority", "only", "set", "budget", "cap", "extend", "factor", "eval_every", "blocks", "metric",
-            "faster")
+            "faster", "check", "checked_on")
 
 
 def specs(experiments: Path, only: list[str] | None) -> list[tuple[str, dict]]:
@@ -430,8 +445,49 @@ def specs(experiments: Path, only: list[str] | None) -> list[tuple[str, dict]]:
         if bad := sorted(set(spec["cpu"]) - set(CPU_KEYS)):
             raise SystemExit(f"campaign: experiments/{name}.yaml: unknown cpu: key(s) {', '.join(bad)}; valid "
                              f"choices: {', '.join(CPU_KEYS)}")
+    names = {n: s for n, s in found}
+    for name, spec in found:
+        source = spec["cpu"].get("checked_on")
+        if source is None:
+            continue
+        if source not in names or not names[source]["cpu"].get("check"):
+            raise SystemExit(f"campaign: experiments/{name}.yaml: cpu.checked_on: {source!r} is no spec whose cpu: "
+                             "block has a check; valid choices: "
+                             + (", ".join(n for n, s in found if s["cpu"].get("check")) or "none"))
+        if (spec["cpu"].get("set") or {}) != (names[source]["cpu"].get("set") or {}):
+            raise SystemExit(f"campaign: experiments/{name}.yaml: cpu.checked_on: {source} checks another set-up "
+                             f"(cpu.set {names[source]['cpu'].get('set')} vs {spec['cpu'].get('set')})")
     found = [(n, s) for n, s in found if not only or n in only]
     return sorted(found, key=lambda ns: ns[1]["cpu"].get("priority", 99))
+
+
+def pending_checks(name: str, spec: dict, results: Path) -> list[str]:
+    """The ``faster`` settings the campaign still has to check on the spec's ``cpu.check`` block:
+    those with no recorded check of this spec (passed or failed) that this CPU can run."""
+    from check_settings import recorded_settings  # noqa: PLC0415 (it imports this module)
+
+    from dab.suite.step import cpu_supports_bf16  # noqa: PLC0415
+
+    if not spec["cpu"].get("check"):
+        return []
+    done = recorded_settings(results, name)
+    return [s for s in spec["cpu"].get("faster") or [] if s not in done and ("bf16" not in s or cpu_supports_bf16())]
+
+
+def run_checks(name: str, spec: dict, a: Namespace, runs_root: Path, results: Path, say) -> None:
+    """Check each pending ``faster`` setting on the spec's ``cpu.check`` block (scripts/check_settings.py:
+    the fp32 side runs in the campaign's own run directories, at the first budget)."""
+    import check_settings  # noqa: PLC0415
+
+    for setting in pending_checks(name, spec, results):
+        say(f"{name}: checking {setting} on block {spec['cpu']['check']} before the spec's runs")
+        code = check_settings.main([name, "--block", spec["cpu"]["check"], "--setting", setting,
+                                    "--experiments", str(a.experiments), "--runs-root", str(runs_root),
+                                    "--results", str(results), "--workers", str(a.workers), "--threads", str(a.threads)])
+        if code == 130:
+            raise KeyboardInterrupt
+        if code:
+            say(f"{name}: the check of {setting} recorded nothing (exit {code}); the next campaign tries it again")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,12 +510,20 @@ def main(argv: list[str] | None = None) -> int:
     todo = specs(a.experiments, a.only.split(",") if a.only else None)
     for name, spec in todo:
         runs = spec_runs(spec, runs_root)
-        print(f"{name}: {len(runs)} runs in {len({r.block for r in runs})} block(s); "
-              + remaining(spec, runs, a.workers))
+        blocks = list(dict.fromkeys(r.block for r in runs))
+        if spec["cpu"].get("check") and spec["cpu"]["check"] not in blocks:
+            raise SystemExit(f"campaign: experiments/{name}.yaml: cpu.check: no block {spec['cpu']['check']!r}; valid "
+                             f"choices: {', '.join(blocks)}")
+        checks = pending_checks(name, spec, results)
+        print(f"{name}: {len(runs)} runs in {len(blocks)} block(s); " + remaining(spec, runs, a.workers)
+              + "".join(f"; first checks {s} on block {spec['cpu']['check']} ("
+                        f"{sum(r.block == spec['cpu']['check'] for r in runs)} runs more at the first budget)"
+                        for s in checks))
     if a.dry_run:
         return 0
     try:
         for name, spec in todo:
+            run_checks(name, spec, a, runs_root, results, print)
             settings = faster_settings(name, spec, results, print)
 
             def after_block(status: dict, name: str = name, spec: dict = spec) -> None:

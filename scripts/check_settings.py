@@ -18,6 +18,8 @@ It appends a row per check to ``<results>/settings_check.csv`` (spec, block, set
 hardware, verdict, speed-up in training seconds) and rewrites ``settings_check.md`` from it. A spec
 whose ``cpu.faster`` lists the setting gets it in ``make campaign`` only where a row for it passed
 (scripts/campaign.py), and bf16 only on a CPU with bf16 support.
+A spec with ``cpu.check: <block>`` has the campaign run this check itself, once per setting;
+``cpu.checked_on: <spec>`` uses another spec's check (the same ``cpu.set``).
 """
 from __future__ import annotations
 
@@ -98,6 +100,12 @@ def render(csv_path: Path) -> Path:
     out = csv_path.with_suffix(".md")
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def recorded_settings(results: Path, spec_name: str) -> set[str]:
+    """The settings with a recorded check of ``spec_name``, passed or not."""
+    path = results / "settings_check.csv"
+    return {r["setting"] for r in csv.DictReader(path.open()) if r["spec"] == spec_name} if path.is_file() else set()
 
 
 def passed_settings(results: Path, spec_name: str) -> dict[str, str]:

@@ -90,7 +90,83 @@ def test_a_started_run_keeps_the_setting_it_started_with(tmp_path):
     (started / "config.yaml").write_text(yaml.safe_dump({"trainer": {"precision": "fp32", "compile": False}}))
     out = campaign.with_settings(runs, ["trainer.precision=bf16"])
     assert out[0].overrides[-2:] == ["trainer.precision=fp32", "trainer.compile=false"]
-    assert all(r.overrides[-1] == "trainer.precision=bf16" for r in out[1:])
+    # the rest of its block follows it (a block is ranked in one setting); the other block takes the new one
+    same = [r for r in out[1:] if r.block == runs[0].block]
+    assert len(same) == 3 and all(r.overrides[-2:] == ["trainer.precision=fp32", "trainer.compile=false"] for r in same)
+    others = [r for r in out if r.block != runs[0].block]
+    assert len(others) == 4 and all(r.overrides[-1] == "trainer.precision=bf16" for r in others)
+
+
+def test_a_spec_may_use_the_check_of_another_with_the_same_set_up(tmp_path, monkeypatch):
+    import dab.suite.step as step
+    monkeypatch.setattr(step, "cpu_supports_bf16", lambda: True)
+    checked, user = tiny_spec(), tiny_spec()
+    checked["cpu"].update(faster=["trainer.precision=bf16"], check="dataset.length=5")
+    user["cpu"].update(faster=["trainer.precision=bf16"], checked_on="checked")
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    for name, spec in (("checked", checked), ("user", user)):
+        (experiments / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    assert [n for n, _ in campaign.specs(experiments, None)] == ["checked", "user"]
+    # before any check: the checked spec has it pending, the other spec waits for it
+    assert campaign.pending_checks("checked", checked, tmp_path) == ["trainer.precision=bf16"]
+    assert campaign.pending_checks("user", user, tmp_path) == []
+    said = []
+    assert campaign.faster_settings("user", user, tmp_path, said.append) == []
+    assert "no passing check of it on checked" in said[0]
+    write_rows(tmp_path / "settings_check.csv", [
+        {"spec": "checked", "setting": "trainer.precision=bf16", "date": "2026-12-02 10:00", "metric": "m",
+         "passed": "False", "block": "dataset.length=5", "hardware": "cpu"}])
+    assert campaign.pending_checks("checked", checked, tmp_path) == []  # a failed check is not run again
+    assert campaign.faster_settings("user", user, tmp_path, said.append) == []
+    write_rows(tmp_path / "settings_check.csv", [
+        {"spec": "checked", "setting": "trainer.precision=bf16", "date": "2026-12-02 11:00", "metric": "m",
+         "passed": "True", "block": "dataset.length=5", "hardware": "cpu"}])
+    said.clear()
+    assert campaign.faster_settings("user", user, tmp_path, said.append) == ["trainer.precision=bf16"]
+    assert "checked checked on dataset.length=5" in said[0]
+    # another set-up, or a spec without a check, is refused by name
+    user["cpu"]["set"] = {**user["cpu"]["set"], "dab.hidden": "16"}
+    (experiments / "user.yaml").write_text(yaml.safe_dump(user))
+    with pytest.raises(SystemExit, match="checked_on: checked checks another set-up"):
+        campaign.specs(experiments, None)
+    user["cpu"].update(set=checked["cpu"]["set"], checked_on="nope")
+    (experiments / "user.yaml").write_text(yaml.safe_dump(user))
+    with pytest.raises(SystemExit, match="'nope' is no spec whose cpu: block has a check; valid choices: checked"):
+        campaign.specs(experiments, None)
+
+
+def test_the_campaign_runs_a_pending_check_first_on_the_block_it_names(tmp_path, monkeypatch):
+    import dab.suite.step as step
+    monkeypatch.setattr(step, "cpu_supports_bf16", lambda: True)
+    spec = tiny_spec()
+    spec["cpu"].update(faster=["trainer.precision=bf16"], check="dataset.length=5")
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    calls = []
+
+    def fake_check(argv):
+        calls.append(argv)
+        write_rows(tmp_path / "r" / "settings_check.csv", [
+            {"spec": "tiny", "setting": argv[argv.index("--setting") + 1], "date": "2026-12-02 10:00", "metric": "m",
+             "passed": "True", "block": argv[argv.index("--block") + 1], "hardware": "cpu"}])
+        return 0
+
+    ran = []
+    monkeypatch.setattr(check_settings, "main", fake_check)
+    monkeypatch.setattr(campaign, "campaign_spec", lambda spec, root, w, t, say, settings, on_block: ran.append(settings))
+    (tmp_path / "r").mkdir()
+    args = ["--experiments", str(experiments), "--runs-root", str(tmp_path / "runs"), "--results", str(tmp_path / "r"),
+            "--no-publish"]
+    assert campaign.main(args) == 0
+    assert len(calls) == 1 and calls[0][:5] == ["tiny", "--block", "dataset.length=5", "--setting", "trainer.precision=bf16"]
+    assert ran == [["trainer.precision=bf16"]]
+    assert campaign.main(args) == 0 and len(calls) == 1  # recorded: not checked again
+    spec["cpu"]["check"] = "dataset.length=9"
+    (experiments / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(SystemExit, match="cpu.check: no block 'dataset.length=9'; valid choices: dataset.length=5, "):
+        campaign.main(args)
 
 
 def test_bad_spec_or_block_is_one_clear_error(tmp_path, capsys):
