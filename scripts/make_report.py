@@ -235,6 +235,16 @@ def settle_of(spec: dict, rows: list[dict], folder: Path) -> dict[str, Verdict]:
     return out
 
 
+def trend_check(spec: dict, rows: list[dict], folder: Path) -> tuple[str, str] | None:
+    """(headline, text) of a claim about a trend over training (Figure 6 middle's falling EMD),
+    computed by the renderer's ``trend_check`` from the tier's history; None where it has none."""
+    renderer = renderer_of(spec)
+    history = read_history(folder, spec["artifact"])
+    if renderer is None or not hasattr(renderer, "trend_check") or not history:
+        return None
+    return renderer.trend_check(spec, rows, history)
+
+
 def claim_check(spec: dict, rows: list[dict], folder: Path) -> tuple[str, str] | None:
     """(headline, text) of the paper's ranking claim checked on the tier's history (claim_outcomes:
     per set of groups compared, ranking and block), where the spec states it as
@@ -356,7 +366,7 @@ class Tier:
                  ] if entries else []
         self.computed_short, text = computed_verdict(spec, self.rows, self.lines)
         if self.computed_short.startswith("no verdict (no paper numbers") and (
-                claim := claim_check(spec, self.rows, self.folder)) is not None:
+                claim := claim_check(spec, self.rows, self.folder) or trend_check(spec, done, self.folder)) is not None:
             self.computed_short, text = claim
         return None, text, notes
 

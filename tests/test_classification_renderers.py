@@ -143,3 +143,16 @@ def test_no_runs_say_not_run_and_unknown_artifacts_are_refused(tmp_path):
     assert md.read_text().count("| not run |") == 5
     with pytest.raises(ValueError, match="table2"):
         renderer.render({"artifact": "table9", "metric": "accuracy"}, [], tmp_path)
+
+
+def test_figure6_middle_trend_check_gives_the_claims_verdict_per_series():
+    spec = load_spec("figure6_middle")
+    rows, history = emd_history({False: [(4.0, 2.0), (5.0, 3.0)], True: [(1.0, 1.5), (1.0, 1.7)]})
+    short, text = renderer.trend_check(spec, rows, history)
+    assert short == "the falling EMD shows in loss_to_input=false (reference)"
+    assert "loss_to_input=false (reference): falls, -2.000 ± 0.000 (n=2)" in text
+    assert "loss_to_input=true: rises, 0.600 ± 0.141 (n=2)" in text and text.startswith("computed from these runs")
+    rows, history = emd_history({False: [(2.0, 1.0), (2.0, 3.2)], True: [(1.0, 1.5), (1.0, 1.7)]})
+    assert renderer.trend_check(spec, rows, history)[0] == "differs: neither series shows the paper's falling EMD"
+    assert renderer.trend_check(load_spec("table2"), rows, history) is None  # a ranking claim, not a trend
+    assert renderer.trend_check(spec, rows, []) is None

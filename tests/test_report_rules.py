@@ -257,3 +257,14 @@ def test_the_figure4_overview_gives_the_claim_check_for_the_frozen_cpu_tier(tmp_
     bullet = tier_bullet(report, "figure4", "results/cpu")
     for bpp in ("0.02", "0.05", "0.1", "0.2"):
         assert f"bpp {bpp}, test/ms_ssim: " in bullet and f"bpp {bpp}, test/linear_acc: " in bullet
+
+
+def test_figure6_middle_without_its_hand_written_verdict_gets_the_computed_trend(tmp_path):
+    # the frozen 300-step runs (AMD EPYC, width 8) have no hand-written verdict: the overview says
+    # what the trend rule finds in their history instead of "no verdict"
+    report = make_report(copy_tiers(tmp_path / "results", frozen=True))
+    (row,) = overview(report, "figure6_middle")
+    assert row[2] == "differs: neither series shows the paper's falling EMD (computed)"
+    bullet = tier_bullet(report, "figure6_middle", "results/cpu")
+    assert "Verdict (computed): computed from these runs, not hand-written: differs: neither series" in bullet
+    assert "loss_to_input=false (reference): no clear trend" in bullet

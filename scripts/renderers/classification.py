@@ -238,6 +238,25 @@ def trend(pairs: list[tuple[float, float]]) -> str:
     return word if abs(mean) > std else "no clear trend (the change is within its seed spread)"
 
 
+def trend_check(spec: dict, rows: list[dict], history: list[dict]) -> tuple[str, str] | None:
+    """(headline, text) of Figure 6 middle's claim (the test EMD falls over training) checked per
+    series by ``trend``; None for any other artifact or where the runs kept no EMD history."""
+    if spec["artifact"] != "figure6_middle":
+        return None
+    changes = emd_changes(history, loss_to_input_of(rows))
+    if not changes:
+        return None
+    verdicts = {name: trend(pairs) for name, pairs in sorted(changes.items())}
+    falling = [name for name, word in verdicts.items() if word == "falls"]
+    short = (f"the falling EMD shows in {', '.join(falling)}" if falling
+             else "differs: neither series shows the paper's falling EMD")
+    per_series = "; ".join(
+        f"{name}: {word}, {fmt_ours([b - a for a, b in changes[name]], scale=1.0, digits=3)} from the first "
+        "evaluation to the last" for name, word in verdicts.items())
+    return short, (f"computed from these runs, not hand-written: {short} ({per_series}; a series falls when its mean "
+                   "change exceeds the change's sample std over runs)")
+
+
 def render_figure6_middle(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path) -> list[Path]:
     """Test EMD over training, one curve per dab.loss_to_input, and per series whether it falls
     from the first evaluation to the last (the paper: it falls)."""
