@@ -54,6 +54,7 @@ import signal
 import subprocess
 import sys
 from argparse import Namespace
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -383,32 +384,52 @@ def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say, statu
         say("committed" if done.returncode == 0 else "nothing new to commit")
 
 
+def group_rates(runs: list[Run]) -> dict[str, float]:
+    """{group: seconds per training step} over the group's finished runs (evaluations included),
+    at every budget they ran at (a budget-dependent group's fresh reruns too)."""
+    seconds, steps = Counter(), Counter()
+    for r in runs:
+        for d in (r.run_dir, *r.run_dir.parent.glob(f"{r.run_dir.name}-steps*")):
+            m = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
+            if m.get("train/steps") and m.get("wall_seconds"):
+                seconds[r.group] += m["wall_seconds"]
+                steps[r.group] += m["train/steps"]
+    return {g: seconds[g] / steps[g] for g in steps}
+
+
 def remaining(spec: dict, runs: list[Run], workers: int) -> str:
-    """What is left of the spec at its first budget, and how long that takes at the speed its
-    finished runs had (seconds per step, evaluations included), ``workers`` at a time; for an
-    extended tier also the most it can take: every block to its cap, a budget-dependent group run
-    afresh at every budget of the ladder."""
+    """What is left of the spec at its first budget, and how long that takes at the speed of each
+    group's finished runs (seconds per step, evaluations included; a group with none at the speed
+    of all finished runs), ``workers`` at a time; for an extended tier also the most it can take:
+    every block to its cap, a budget-dependent group run afresh at every budget of the ladder."""
     cpu = spec["cpu"]
     budget = None if cpu["budget"] == "spec" else int(cpu["budget"])
     jobs = jobs_at(spec, runs, budget)
-    done = [m for m in (j.metrics() for j in jobs) if m is not None and m.get("train/steps")]
-    steps_left = sum(j.max_steps - (m["train/steps"] if (m := j.metrics()) else 0) for j in jobs if not j.done())
+    left = Counter()
+    for r, j in zip(runs, jobs):
+        if not j.done():
+            left[r.group] += j.max_steps - ((m := j.metrics()) and m.get("train/steps") or 0)
     text = f"{sum(not j.done() for j in jobs)} not yet at " + (
         f"the first budget of {budget} steps (cap {cpu['cap']})" if budget is not None else "the spec's budgets"
         + (f" (cap {cpu['extend']} times them)" if cpu.get("extend") else ""))
-    worst = steps_to_cap(spec, runs) if budget is not None or cpu.get("extend") else 0
-    if not steps_left and not worst:
+    worst = steps_to_cap(spec, runs, by_group=True) if budget is not None or cpu.get("extend") else Counter()
+    if not sum(left.values()) and not sum(worst.values()):
         return text
-    if not done:
+    rates = group_rates(runs)
+    if not rates:
         return text + "; no finished run yet to time them by"
-    rate = sum(m["wall_seconds"] for m in done) / sum(m["train/steps"] for m in done)
-    hours = lambda steps: steps * rate / workers / 3600  # noqa: E731
-    text += f"; about {hours(steps_left):.1f} h at {1 / rate:.1f} steps/s per run, {workers} at once"
-    return text + (f"; at most {hours(worst):.1f} h more if every block runs to its cap" if worst else "")
+    pooled = sum(rates.values()) / len(rates)
+    hours = lambda steps: sum(n * rates.get(g, pooled) for g, n in steps.items()) / workers / 3600  # noqa: E731
+    fast, slow = min(rates, key=rates.get), max(rates, key=rates.get)
+    speed = (f"{1 / rates[fast]:.1f} steps/s per run" if fast == slow else
+             f"{1 / rates[slow]:.1f} ({slow}) to {1 / rates[fast]:.1f} ({fast}) steps/s per run")
+    text += f"; about {hours(left):.1f} h at {speed}, {workers} at once"
+    return text + (f"; at most {hours(worst):.1f} h more if every block runs to its cap" if sum(worst.values()) else "")
 
 
-def steps_to_cap(spec: dict, runs: list[Run]) -> int:
-    """The training steps left if every block of an extended tier ran to its cap."""
+def steps_to_cap(spec: dict, runs: list[Run], by_group: bool = False) -> int | Counter:
+    """The training steps left if every block of an extended tier ran to its cap (with
+    ``by_group``, per group)."""
     ladders = {b: ladder_of(spec, [r for r in runs if r.block == b]) for b in dict.fromkeys(r.block for r in runs)}
     dependent = budget_dependent(runs)
 
@@ -417,18 +438,18 @@ def steps_to_cap(spec: dict, runs: list[Run]) -> int:
         m = json.loads(path.read_text()) if path.is_file() else {}
         return m.get("train/steps") or 0, m.get("train/trainable") is not False
 
-    left = 0
+    left = Counter()
     for r in runs:
         steps, trainable = reached(r.run_dir)
         ladder = ladders[r.block]
         if not trainable or ladder is None:
             continue
         if r.group not in dependent:
-            left += max(0, ladder[-1] - steps)
+            left[r.group] += max(0, ladder[-1] - steps)
             continue
         for b in ladder:  # afresh at each budget, each in its own directory
-            left += max(0, b - reached(at_budget([r], b, ladder[0], dependent)[0].run_dir)[0])
-    return left
+            left[r.group] += max(0, b - reached(at_budget([r], b, ladder[0], dependent)[0].run_dir)[0])
+    return left if by_group else sum(left.values())
 
 
 CPU_KEYS = ("priority", "only", "set", "budget", "cap", "extend", "factor", "eval_every", "blocks", "metric",

@@ -319,6 +319,28 @@ def test_the_most_a_tier_can_take_counts_every_block_to_its_cap(tmp_path, monkey
     assert campaign.steps_to_cap(spec, runs) == (16 - 8) + 0 + 16 + (4 + 8 + 16)
 
 
+def test_the_time_left_is_priced_at_each_groups_own_step_rate(tmp_path, monkeypatch):
+    """A slow group (the estimator table's perturbed row runs at a fifteenth of the others' speed)
+    is priced at its own rate, not at the average of every finished run."""
+    monkeypatch.setattr(campaign, "budget_dependent", lambda runs: {})
+    spec = tiny_spec(budget=4000, cap=8000, lengths=(5,))  # dab and ste, seeds 0 and 1
+    runs = campaign.spec_runs(spec, tmp_path)
+    assert campaign.remaining(spec, runs, 1).endswith("; no finished run yet to time them by")
+    for r in runs:  # both dab runs at 2 s per step, one ste run at 0.2 s per step, the other not started
+        if r.group == "dab" or r.run_dir.name.endswith("0"):
+            r.run_dir.mkdir(parents=True)
+            rate = 2.0 if r.group == "dab" else 0.2
+            (r.run_dir / "metrics.json").write_text(json.dumps({"train/steps": 4000, "wall_seconds": 4000 * rate}))
+    assert campaign.group_rates(runs) == {"dab": 2.0, "ste": 0.2}
+    assert campaign.steps_to_cap(spec, runs, by_group=True) == {"dab": 2 * 4000, "ste": 4000 + 8000}
+    # left: the second ste run, 4,000 steps at 0.2 s = 0.2 h (the mean over every finished run's steps,
+    # 1.4 s per step, would say 1.6 h); to the cap 8,000 * 2 + 12,000 * 0.2 s = 5.1 h
+    text = campaign.remaining(spec, runs, 1)
+    assert "1 not yet at the first budget of 4000 steps (cap 8000); about 0.2 h at 0.5 (dab) to 5.0 (ste) steps/s" in text
+    assert text.endswith("; at most 5.1 h more if every block runs to its cap")
+    assert campaign.remaining(spec, runs, 2).endswith("; at most 2.6 h more if every block runs to its cap")
+
+
 def test_a_continued_campaign_publishes_once_the_first_block_with_work_ends(tmp_path, monkeypatch):
     """Blocks found finished are read, not published one by one (that would commit the tier without
     the later blocks in between); the first block that runs anything publishes all of them."""
