@@ -429,9 +429,19 @@ def remaining(spec: dict, runs: list[Run], workers: int) -> str:
 
 def steps_to_cap(spec: dict, runs: list[Run], by_group: bool = False) -> int | Counter:
     """The training steps left if every block of an extended tier ran to its cap (with
-    ``by_group``, per group)."""
+    ``by_group``, per group); none for a block already settled at a budget all its runs finished."""
     ladders = {b: ladder_of(spec, [r for r in runs if r.block == b]) for b in dict.fromkeys(r.block for r in runs)}
     dependent = budget_dependent(runs)
+    for block, ladder in ladders.items():
+        base = [r for r in runs if r.block == block]
+        for b in ladder or ():
+            mine = at_budget(base, b, ladder[0], dependent)
+            if not all(j.done() for j in jobs_at(spec, mine, b)):
+                break
+            found = verdicts(spec, mine, b)
+            if found and all(v.settled for v in found.values()):
+                ladders[block] = None  # the campaign stops this block here
+                break
 
     def reached(run_dir: Path) -> tuple[int, bool]:
         path = run_dir / "metrics.json"

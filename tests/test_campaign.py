@@ -319,6 +319,23 @@ def test_the_most_a_tier_can_take_counts_every_block_to_its_cap(tmp_path, monkey
     assert campaign.steps_to_cap(spec, runs) == (16 - 8) + 0 + 16 + (4 + 8 + 16)
 
 
+def test_a_block_settled_at_a_finished_budget_has_nothing_left_to_its_cap(tmp_path, monkeypatch):
+    """The plan's most-that-is-left counts what the campaign would run: a block settled at a budget
+    all its runs finished stops there (Table 2, settled at 2,000 of a 4,000 cap, has nothing left)."""
+    monkeypatch.setattr(campaign, "budget_dependent", lambda runs: {})
+    spec = tiny_spec(budget=4, cap=16, lengths=(5, 6))  # ladder 4, 8, 16
+    runs = campaign.spec_runs(spec, tmp_path)
+    for r in runs:  # every run at 8 steps; length 5: dab leads throughout, length 6: the lead flips
+        r.run_dir.mkdir(parents=True)
+        flips = r.block == "dataset.length=6"
+        history = [{"step": s, "test/per_element": 0.9 if (r.group == "dab") != (flips and s % 4 == 0) else 0.1}
+                   for s in (2, 4, 6, 8)]
+        (r.run_dir / "metrics.json").write_text(json.dumps({"train/steps": 8, "wall_seconds": 8.0, "history": history}))
+    assert campaign.verdicts(spec, runs, 8)["dataset.length=5"].settled
+    assert not campaign.verdicts(spec, runs, 8)["dataset.length=6"].settled
+    assert campaign.steps_to_cap(spec, runs, by_group=True) == {"dab": 2 * (16 - 8), "ste": 2 * (16 - 8)}
+
+
 def test_the_time_left_is_priced_at_each_groups_own_step_rate(tmp_path, monkeypatch):
     """A slow group (the estimator table's perturbed row runs at a fifteenth of the others' speed)
     is priced at its own rate, not at the average of every finished run."""
