@@ -301,7 +301,7 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
         while True:
             mine = at_budget(base, steps, first, dependent)
             say(f"{spec['artifact']} {block}: {len(mine)} runs to {steps or 'the spec budgets of'} steps")
-            jobs = jobs_at(spec, mine, steps)
+            jobs = longest_first(jobs_at(spec, mine, steps), mine, group_rates(runs))
             counts = run_jobs(jobs, workers, threads, say=say) or {}
             ran += counts.get("ran", 0) + counts.get("failed", 0)
             unfinished = sum(not j.done() for j in jobs)
@@ -395,6 +395,22 @@ def group_rates(runs: list[Run]) -> dict[str, float]:
                 seconds[r.group] += m["wall_seconds"]
                 steps[r.group] += m["train/steps"]
     return {g: seconds[g] / steps[g] for g in steps}
+
+
+def longest_first(jobs: list[Job], runs: list[Run], rates: dict[str, float]) -> list[Job]:
+    """The jobs (one per run, in the runs' order) with the longest expected time left first, at
+    their group's step rate (an unknown group at the mean rate; none known: as given): a slow row
+    started last would run on alone while the other worker idles."""
+    if not rates:
+        return jobs
+    pooled = sum(rates.values()) / len(rates)
+
+    def left(pair: tuple[Job, Run]) -> float:
+        job, run = pair
+        steps = ((m := job.metrics()) and m.get("train/steps")) or 0
+        return -max(0, job.max_steps - steps) * rates.get(run.group, pooled)
+
+    return [job for job, _ in sorted(zip(jobs, runs), key=left)]
 
 
 def remaining(spec: dict, runs: list[Run], workers: int) -> str:

@@ -413,3 +413,19 @@ def test_a_bad_extend_value_is_one_clear_error(bad, tmp_path):
         return
     with pytest.raises(SystemExit, match=r"cpu.extend must be a number >= 1 .* got "):
         campaign.ladder_of(spec, runs)
+
+
+def test_the_slowest_runs_start_first(tmp_path, monkeypatch):
+    """Longest expected time first (steps left times the group's rate): the slow row does not start
+    last and run on alone while the other worker idles; without any rate the order stays."""
+    spec = tiny_spec(budget=4, cap=4, lengths=(5,))
+    runs = campaign.spec_runs(spec, tmp_path)  # dab seeds 0, 1, then ste seeds 0, 1
+    jobs = campaign.jobs_at(spec, runs, 4)
+    assert campaign.longest_first(jobs, runs, {}) == jobs
+    half = next(r for r in runs if r.group == "ste")
+    half.run_dir.mkdir(parents=True)
+    (half.run_dir / "metrics.json").write_text(json.dumps({"train/steps": 2, "wall_seconds": 20.0}))
+    order = campaign.longest_first(jobs, runs, {"dab": 1.0, "ste": 10.0})
+    assert [j.run_dir for j in order] == [
+        *(r.run_dir for r in runs if r.group == "ste" and r is not half), half.run_dir,  # 40 s, then 20 s left
+        *(r.run_dir for r in runs if r.group == "dab")]  # 4 s left each, in the runs' order
