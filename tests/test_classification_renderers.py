@@ -156,3 +156,14 @@ def test_figure6_middle_trend_check_gives_the_claims_verdict_per_series():
     assert renderer.trend_check(spec, rows, history)[0] == "differs: neither series shows the paper's falling EMD"
     assert renderer.trend_check(load_spec("table2"), rows, history) is None  # a ranking claim, not a trend
     assert renderer.trend_check(spec, rows, []) is None
+
+
+def test_figure6_middle_trend_check_and_the_rendered_md_name_the_same_series(tmp_path):
+    # one run per series: the .md and the report's computed verdict go by the same rule (its sign)
+    rows, history = emd_history({False: [(2.0, 1.0)], True: [(1.0, 1.5)]})
+    write_history(tmp_path / "figure6_middle_history.csv", history)
+    _, md = renderer.render(load_spec("figure6_middle"), rows, tmp_path)
+    assert "Shows the paper's falling EMD (computed from these runs): loss_to_input=false (reference)\n" in md.read_text()
+    short, text = renderer.trend_check(load_spec("figure6_middle"), rows, history)
+    assert short == "the falling EMD shows in loss_to_input=false (reference)"
+    assert "falls (one run: no seed spread to judge by)" in text

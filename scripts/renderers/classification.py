@@ -238,6 +238,11 @@ def trend(pairs: list[tuple[float, float]]) -> str:
     return word if abs(mean) > std else "no clear trend (the change is within its seed spread)"
 
 
+def falling_series(changes: dict[str, list[tuple[float, float]]]) -> list[str]:
+    """The series whose EMD falls by ``trend`` (a single run by its sign, as ``trend`` says)."""
+    return [name for name in sorted(changes) if trend(changes[name]).startswith("falls")]
+
+
 def trend_check(spec: dict, rows: list[dict], history: list[dict]) -> tuple[str, str] | None:
     """(headline, text) of Figure 6 middle's claim (the test EMD falls over training) checked per
     series by ``trend``; None for any other artifact or where the runs kept no EMD history."""
@@ -247,7 +252,7 @@ def trend_check(spec: dict, rows: list[dict], history: list[dict]) -> tuple[str,
     if not changes:
         return None
     verdicts = {name: trend(pairs) for name, pairs in sorted(changes.items())}
-    falling = [name for name, word in verdicts.items() if word == "falls"]
+    falling = falling_series(changes)
     short = (f"the falling EMD shows in {', '.join(falling)}" if falling
              else "differs: neither series shows the paper's falling EMD")
     per_series = "; ".join(
@@ -283,7 +288,7 @@ def render_figure6_middle(spec: dict, all_rows: list[dict], rows: list[dict], re
         body.append(f"| {name} | {fmt_ours([a for a, _ in pairs], scale=1.0, digits=3)} | "
                     f"{fmt_ours([b for _, b in pairs], scale=1.0, digits=3)} | "
                     f"{fmt_ours([b - a for a, b in pairs], scale=1.0, digits=3)} | {trend(pairs)} |")
-    falling = [name for name in sorted(changes) if trend(changes[name]).startswith("falls")]
+    falling = falling_series(changes)
     body += ["", "Shows the paper's falling EMD (computed from these runs): "
              + (", ".join(falling) if falling else "neither series" if changes else "no runs"), "",
              "test EMD (positions moved), mean ± sample std over seeds, at each evaluation:", "",
