@@ -471,10 +471,13 @@ class _PerturbedVJP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         ys, noise = ctx.saved_tensors
-        weights = (_wide(ys) * _wide(grad).unsqueeze(0)).flatten(2).sum(-1)  # [n, B]: <g, y_m> per sample
-        weights = weights.view(*weights.shape, *([1] * (noise.dim() - 2)))
-        vjp = (weights * _wide(noise)).mean(0) / ctx.sigma
-        return vjp.to(noise.dtype), None, None, None
+        n, b = noise.shape[:2]
+        # two contractions, no [n, B, *out] product in between (on the sort's [100, 1024, 256],
+        # one thread: 0.05 s instead of 0.2 s), in float32 or wider even under autocast
+        with torch.autocast(grad.device.type, enabled=False):
+            weights = torch.einsum("nbk,bk->nb", _wide(ys).reshape(n, b, -1), _wide(grad).reshape(b, -1))  # <g, y_m>
+            vjp = torch.einsum("nb,nbk->bk", weights, _wide(noise).reshape(n, b, -1)) / (n * ctx.sigma)
+        return vjp.view(noise.shape[1:]).to(noise.dtype), None, None, None
 
 
 @register
@@ -500,7 +503,7 @@ class Perturbed(Estimator):
         n, sigma = int(self.args.samples), float(self.args.sigma)
         noise = torch.randn((n, *x.shape), dtype=x.dtype, device=x.device)
         with torch.no_grad():
-            ys = bridge.hard_fn((x.detach().unsqueeze(0) + sigma * noise).flatten(0, 1))
+            ys = bridge.hard_fn(torch.add(x.detach().unsqueeze(0), noise, alpha=sigma).flatten(0, 1))
         ys = ys.view(n, x.shape[0], *ys.shape[1:]).detach()
         return _PerturbedVJP.apply(x, ys, noise, sigma)
 
