@@ -38,8 +38,10 @@ mid-run: it is run afresh at each larger budget, in a sibling directory ``seed<N
 After each block: aggregate the spec's runs into ``--results`` (results/cpu), render, record each block's
 verdict in ``<results>/campaign.md``, and commit those files (``--commit``), so a stop loses at
 most the block in progress. Run directories live under ``--runs-root`` (outside the work tree by
-default). Ctrl-C stops the running jobs at a step boundary with a checkpoint; the same command
-continues where it stopped, and first prints what remains.
+default). A worker that would idle at the end of a round takes a later block's first-round run
+expected to end before the round does (``jobs.run_jobs``'s ``fill``). Ctrl-C stops the running jobs
+at a step boundary with a checkpoint; the same command continues where it stopped, and first prints
+what remains.
 
     python scripts/campaign.py --dry-run          # the plan and its projected time
     python scripts/campaign.py --commit           # make campaign
@@ -292,17 +294,22 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
     for group, reason in dependent.items():
         say(f"{spec['artifact']}: {group} is run afresh at each larger budget, not resumed: {reason}")
     status: dict[str, dict] = {}
-    for block in blocks:
+    worked: set[str] = set()  # blocks some of whose runs ran in this campaign while filling in
+    for i, block in enumerate(blocks):
         base = [r for r in runs if r.block == block]
         ladder = ladders[block]
         first, cap = (None, None) if ladder is None else (ladder[0], ladder[-1])
-        ran = 0
+        ran = int(block in worked)
         steps = None if ladder is None else resumed_to(base, dependent, ladder)
         while True:
             mine = at_budget(base, steps, first, dependent)
             say(f"{spec['artifact']} {block}: {len(mine)} runs to {steps or 'the spec budgets of'} steps")
-            jobs = longest_first(jobs_at(spec, mine, steps), mine, group_rates(runs))
-            counts = run_jobs(jobs, workers, threads, say=say) or {}
+            rates = {**spec_rates(spec), **group_rates(runs)}
+            jobs = with_expected(longest_first(jobs_at(spec, mine, steps), mine, group_rates(runs)), mine, rates)
+            fill = [(later, job) for later in blocks[i + 1:]
+                    for job in next_round(spec, runs, later, ladders[later], dependent, rates)]
+            counts = run_jobs(jobs, workers, threads, say=say, fill=[job for _, job in fill]) or {}
+            worked |= {later for later, job in fill if job.done()}
             ran += counts.get("ran", 0) + counts.get("failed", 0)
             unfinished = sum(not j.done() for j in jobs)
             found = verdicts(spec, mine, steps)
@@ -411,6 +418,42 @@ def longest_first(jobs: list[Job], runs: list[Run], rates: dict[str, float]) -> 
         return -max(0, job.max_steps - steps) * rates.get(run.group, pooled)
 
     return [job for job, _ in sorted(zip(jobs, runs), key=left)]
+
+
+def spec_rates(spec: dict) -> dict[str, float]:
+    """{group: seconds per step} from the spec's CPU ``measured_speed`` entries, the slowest per
+    group: a cautious guess of how long a run with no finished run of its group takes."""
+    out: dict[str, float] = {}
+    for entry in spec.get("measured_speed") or ():
+        if any(word in str(entry.get("where", "")) for word in ("GPU", "NVIDIA")):
+            continue
+        for group, speed in (entry.get("steps_per_second") or {}).items():
+            if speed:
+                out[group] = max(out.get(group, 0.0), 1.0 / float(speed))
+    return out
+
+
+def with_expected(jobs: list[Job], runs: list[Run], rates: dict[str, float]) -> list[Job]:
+    """The jobs (one per run, in the runs' order) with the seconds each should take from where it
+    stands, at its group's rate (None for a group of unknown rate)."""
+    by_dir = {r.run_dir: r for r in runs}
+    out = []
+    for job in jobs:
+        rate = rates.get(by_dir[job.run_dir].group)
+        steps = ((m := job.metrics()) and m.get("train/steps")) or 0
+        out.append(dataclasses.replace(job, expected=None if rate is None else max(0, job.max_steps - steps) * rate))
+    return out
+
+
+def next_round(spec: dict, runs: list[Run], block: str, ladder: list[int] | None, dependent: dict[str, str],
+               rates: dict[str, float]) -> list[Job]:
+    """The jobs a block's turn starts with (its first budget, or where an earlier campaign took it),
+    not done yet, with their expected times: what may fill a worker idle at the end of an earlier
+    block's round."""
+    base = [r for r in runs if r.block == block]
+    steps = None if ladder is None else resumed_to(base, dependent, ladder)
+    mine = at_budget(base, steps, None if ladder is None else ladder[0], dependent)
+    return [j for j in with_expected(longest_first(jobs_at(spec, mine, steps), mine, rates), mine, rates) if not j.done()]
 
 
 def remaining(spec: dict, runs: list[Run], workers: int) -> str:

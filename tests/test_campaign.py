@@ -43,7 +43,7 @@ def fake_runs(settles: set[str], metrics: tuple = ("test/per_element",)):
     ``settles`` dab leads ste at every evaluation, elsewhere the lead changes at every one."""
     calls = []
 
-    def run(jobs, workers, threads, say=print):
+    def run(jobs, workers, threads, say=print, fill=()):
         calls.append(sorted({j.max_steps for j in jobs}))
         ran = 0
         for j in jobs:
@@ -170,7 +170,7 @@ def test_a_campaign_stopped_with_ctrl_c_finishes_the_same_runs_with_the_same_num
 def test_a_block_settles_only_when_every_metric_has(tmp_path, monkeypatch):
     run, calls = fake_runs(settles={"dataset.length=5", "dataset.length=6"})
 
-    def with_second_metric(jobs, workers, threads, say=print):
+    def with_second_metric(jobs, workers, threads, say=print, fill=()):
         counts = run(jobs, workers, threads, say)
         for j in jobs:  # a second metric whose order flips at every evaluation in every block
             m = json.loads((j.run_dir / "metrics.json").read_text())
@@ -217,7 +217,7 @@ def test_column_blocks_split_an_estimator_table_by_task(tmp_path):
 def test_a_block_with_an_unfinished_run_is_reported_stopped_not_extended(tmp_path, monkeypatch):
     run, calls = fake_runs(settles=set())
 
-    def failing(jobs, workers, threads, say=print):  # the ste runs of length 6 fail at start
+    def failing(jobs, workers, threads, say=print, fill=()):  # the ste runs of length 6 fail at start
         counts = run([j for j in jobs if not (j.label.startswith("ste") and "length=6" in j.label)], workers, threads)
         return {**counts, "failed": 2}
 
@@ -230,7 +230,7 @@ def test_a_block_with_an_unfinished_run_is_reported_stopped_not_extended(tmp_pat
 def test_runs_go_block_by_block(tmp_path, monkeypatch):
     seen = []
 
-    def record(jobs, workers, threads, say=print):
+    def record(jobs, workers, threads, say=print, fill=()):
         seen.append([j.label.split(" | ")[1] for j in jobs])
         return fake_runs(settles={"dataset.length=5", "dataset.length=6"})[0](jobs, workers, threads)
 
@@ -429,3 +429,77 @@ def test_the_slowest_runs_start_first(tmp_path, monkeypatch):
     assert [j.run_dir for j in order] == [
         *(r.run_dir for r in runs if r.group == "ste" and r is not half), half.run_dir,  # 40 s, then 20 s left
         *(r.run_dir for r in runs if r.group == "dab")]  # 4 s left each, in the runs' order
+
+
+STUB = """#!{python}
+# a train.py stand-in: sleeps for its 'sleep=' seconds, then writes metrics.json at its budget
+import json, pathlib, sys, time
+args = dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a)
+run_dir = pathlib.Path(args["hydra.run.dir"].strip("'"))
+with open({log!r}, "a") as log:
+    log.write(f"start {{run_dir.name}}\\n")
+time.sleep(float(args["sleep"]))
+(run_dir / "metrics.json").write_text(json.dumps({{"train/steps": int(args["trainer.max_steps"])}}))
+"""
+
+
+def stub_jobs(tmp_path, spec: dict) -> tuple[list, str]:
+    """Jobs named by ``spec`` {name: (sleep seconds, expected seconds)}, and a stub python to run them."""
+    log = tmp_path / "started.log"
+    stub = tmp_path / "stub_python"
+    stub.write_text(STUB.format(python=sys.executable, log=str(log)))
+    stub.chmod(0o755)
+    jobs = [campaign.Job(name, [f"sleep={sleep}", "trainer.max_steps=4"], tmp_path / name, 4, expected=expected)
+            for name, (sleep, expected) in spec.items()]
+    return jobs, str(stub)
+
+
+def test_a_later_blocks_run_fills_a_worker_idle_at_the_end_only_where_it_fits(tmp_path):
+    """Two workers, a long and a short job: when the short one ends, the idle worker takes the first
+    fill job expected to end before the long one (not the one expected to outlast it, nor one of
+    unknown length), and the call ends with the long job, not with a fill job."""
+    jobs, stub = stub_jobs(tmp_path, {"long": (2.0, 2.0), "short": (0.1, 0.1)})
+    fill, _ = stub_jobs(tmp_path, {"outlasts": (60.0, 30.0), "unknown": (0.1, None), "fits": (0.5, 0.5)})
+    from jobs import run_jobs  # noqa: PLC0415
+    start = time.time()
+    counts = run_jobs(jobs, workers=2, threads=1, python=stub, say=lambda *_: None, fill=fill)
+    assert time.time() - start < 20  # the 60-second job never started
+    assert counts == {"done before": 0, "ran": 2, "failed": 0, "filled": 1}
+    started = (tmp_path / "started.log").read_text().split()[1::2]
+    assert sorted(started[:2]) == ["long", "short"] and started[2:] == ["fits"]
+    assert [j.done() for j in fill] == [False, False, True]
+    # a running job of unknown length: nothing fills in
+    for j in jobs + fill:
+        (j.run_dir / "metrics.json").unlink(missing_ok=True)
+    (tmp_path / "started.log").unlink()
+    jobs[0].expected = None
+    counts = run_jobs(jobs, workers=2, threads=1, python=stub, say=lambda *_: None, fill=fill)
+    assert counts["filled"] == 0 and not any(j.done() for j in fill)
+
+
+def test_the_campaign_offers_later_blocks_first_round_to_fill_in_and_publishes_a_block_filled_in(tmp_path, monkeypatch):
+    """While a block runs, the next blocks' first-round jobs are offered as fill, timed at the spec's
+    measured CPU speed where no run of the group finished yet (GPU speeds left out); a block whose
+    runs were all filled in earlier is published after its own (empty) turn."""
+    spec = tiny_spec(lengths=(5, 6, 7))
+    spec["measured_speed"] = [{"where": "one NVIDIA H100", "steps_per_second": {"dab": 1000, "ste": 1000}},
+                              {"where": "a 2-core CPU", "steps_per_second": {"dab": 2.0, "ste": 4.0}},
+                              {"where": "another CPU", "steps_per_second": {"dab": 1.0}}]
+    assert campaign.spec_rates(spec) == {"dab": 1.0, "ste": 0.25}  # the slowest CPU entry per group
+    run, _ = fake_runs(settles={"dataset.length=5", "dataset.length=6", "dataset.length=7"})
+    offered = []
+
+    def run_and_fill(jobs, workers, threads, say=print, fill=()):
+        offered.append([(j.label.split(" | ")[1], j.max_steps, j.expected) for j in fill])
+        run(list(fill), workers, threads)  # as if every fill job fitted
+        return run(jobs, workers, threads)
+
+    monkeypatch.setattr(campaign, "run_jobs", run_and_fill)
+    published = []
+    campaign.campaign_spec(spec, tmp_path, 2, 1, say=lambda *_: None, on_block=lambda s: published.append(sorted(s)))
+    # block 5's round offered blocks 6 and 7's runs at their first budget (4 steps: dab 4 s, ste 1 s)
+    assert sorted(offered[0]) == [(f"dataset.length={n}", 4, t) for n in (6, 7) for t in (1.0, 1.0, 4.0, 4.0)]
+    assert offered[1:] == [[], []]  # the later blocks' turns: their runs were done already
+    # block 6 ran nothing in its own turn, but its runs ran in this campaign: published after it
+    assert published == [["dataset.length=5"], ["dataset.length=5", "dataset.length=6"],
+                         ["dataset.length=5", "dataset.length=6", "dataset.length=7"]]
