@@ -474,10 +474,13 @@ class _PerturbedVJP(torch.autograd.Function):
         n, b = noise.shape[:2]
         # two contractions, no [n, B, *out] product in between (on the sort's [100, 1024, 256],
         # one thread: 0.05 s instead of 0.2 s), in float32 or wider even under autocast
+        # (one dtype for the three: a hard function may return another float type than its input)
+        dtype = torch.promote_types(torch.promote_types(ys.dtype, grad.dtype), torch.promote_types(noise.dtype, torch.float32))
+        ys, grad, noise_w = ys.to(dtype), grad.to(dtype), noise.to(dtype)
         with torch.autocast(grad.device.type, enabled=False):
-            weights = torch.einsum("nbk,bk->nb", _wide(ys).reshape(n, b, -1), _wide(grad).reshape(b, -1))  # <g, y_m>
-            vjp = torch.einsum("nb,nbk->bk", weights, _wide(noise).reshape(n, b, -1)) / (n * ctx.sigma)
-        return vjp.view(noise.shape[1:]).to(noise.dtype), None, None, None
+            weights = torch.einsum("nbk,bk->nb", ys.reshape(n, b, -1), grad.reshape(b, -1))  # <g, y_m> per draw
+            vjp = torch.einsum("nb,nbk->bk", weights, noise_w.reshape(n, b, -1)) / (n * ctx.sigma)
+        return vjp.reshape(noise.shape[1:]).to(noise.dtype), None, None, None
 
 
 @register

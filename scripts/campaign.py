@@ -295,6 +295,7 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
         say(f"{spec['artifact']}: {group} is run afresh at each larger budget, not resumed: {reason}")
     status: dict[str, dict] = {}
     worked: set[str] = set()  # blocks some of whose runs ran in this campaign while filling in
+    failed_fill: set[Path] = set()  # filled-in runs that failed: left to their own block's turn
     for i, block in enumerate(blocks):
         base = [r for r in runs if r.block == block]
         ladder = ladders[block]
@@ -304,12 +305,15 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
         while True:
             mine = at_budget(base, steps, first, dependent)
             say(f"{spec['artifact']} {block}: {len(mine)} runs to {steps or 'the spec budgets of'} steps")
-            rates = {**spec_rates(spec), **group_rates(runs)}
-            jobs = with_expected(longest_first(jobs_at(spec, mine, steps), mine, group_rates(runs)), mine, rates)
+            measured = group_rates(runs)  # this round's own runs: timed only by runs of their group here
+            jobs = with_expected(longest_first(jobs_at(spec, mine, steps), mine, measured), mine, measured)
+            rates = {**spec_rates(spec), **measured}
             fill = [(later, job) for later in blocks[i + 1:]
-                    for job in next_round(spec, runs, later, ladders[later], dependent, rates)]
+                    for job in next_round(spec, runs, later, ladders[later], dependent, rates)
+                    if job.run_dir not in failed_fill]
             counts = run_jobs(jobs, workers, threads, say=say, fill=[job for _, job in fill]) or {}
             worked |= {later for later, job in fill if job.done()}
+            failed_fill |= {job.run_dir for _, job in fill if job.failed}
             ran += counts.get("ran", 0) + counts.get("failed", 0)
             unfinished = sum(not j.done() for j in jobs)
             found = verdicts(spec, mine, steps)

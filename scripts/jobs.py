@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+FILL_MARGIN = 0.8  # a fill job starts only if expected to end within this share of the time left
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Job:
     max_steps: int
     log: list[str] = field(default_factory=list)
     expected: float | None = None  # seconds it should take from where it stands (None: unknown)
+    failed: bool = False  # set by run_jobs when its process failed
 
     def metrics(self) -> dict | None:
         path = self.run_dir / "metrics.json"
@@ -52,8 +54,9 @@ def run_jobs(jobs: list[Job], workers: int = 1, threads: int | None = None, pyth
 
     ``fill``: other jobs (a later block's) for a worker that would otherwise idle at the end: once
     every job has started, a free worker takes the first ``fill`` job whose ``expected`` time fits
-    in the time the running jobs are still expected to take (all their ``expected`` known), so the
-    call ends about when it would have without them. Each run is its own process, so its numbers
+    in ``FILL_MARGIN`` of the time the running jobs are still expected to take (all their
+    ``expected`` known), so the call ends about when it would have without them (it waits for a
+    filled job that runs longer than expected). Each run is its own process, so its numbers
     do not depend on when it runs; a filled job is counted as ``filled``, and one that fails is
     reported and left to its own block's turn."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
@@ -73,7 +76,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, threads: int | None = None, pyth
         if not own or any(j.expected is None for j, _ in own):
             return None
         horizon = max(j.expected - (time.time() - started) for j, started in own)
-        job = next((j for j in spare if j.expected <= horizon), None)
+        job = next((j for j in spare if j.expected <= FILL_MARGIN * horizon), None)
         if job is None:
             return None
         spare.remove(job)
@@ -103,6 +106,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, threads: int | None = None, pyth
                 elif proc.returncode == 130:
                     raise KeyboardInterrupt
                 else:
+                    job.failed = True
                     counts["failed"] += not filled
                     say(f"  FAILED {job.label} (exit {proc.returncode}; see {job.run_dir / 'job.log'})"
                         + (" (filled in: left to its own block)" if filled else ""))

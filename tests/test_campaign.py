@@ -458,16 +458,18 @@ def test_a_later_blocks_run_fills_a_worker_idle_at_the_end_only_where_it_fits(tm
     """Two workers, a long and a short job: when the short one ends, the idle worker takes the first
     fill job expected to end before the long one (not the one expected to outlast it, nor one of
     unknown length), and the call ends with the long job, not with a fill job."""
-    jobs, stub = stub_jobs(tmp_path, {"long": (2.0, 2.0), "short": (0.1, 0.1)})
-    fill, _ = stub_jobs(tmp_path, {"outlasts": (60.0, 30.0), "unknown": (0.1, None), "fits": (0.5, 0.5)})
+    jobs, stub = stub_jobs(tmp_path, {"long": (3.0, 3.0), "short": (0.1, 0.1)})
+    fill, _ = stub_jobs(tmp_path, {"outlasts": (60.0, 30.0), "unknown": (0.1, None), "fits": (0.5, 0.5),
+                                   "underestimated": (4.0, 0.5)})
     from jobs import run_jobs  # noqa: PLC0415
     start = time.time()
     counts = run_jobs(jobs, workers=2, threads=1, python=stub, say=lambda *_: None, fill=fill)
     assert time.time() - start < 20  # the 60-second job never started
-    assert counts == {"done before": 0, "ran": 2, "failed": 0, "filled": 1}
+    assert counts == {"done before": 0, "ran": 2, "failed": 0, "filled": 2}
     started = (tmp_path / "started.log").read_text().split()[1::2]
-    assert sorted(started[:2]) == ["long", "short"] and started[2:] == ["fits"]
-    assert [j.done() for j in fill] == [False, False, True]
+    assert sorted(started[:2]) == ["long", "short"] and started[2:] == ["fits", "underestimated"]
+    # a filled job that runs longer than expected is waited for: none is left running on return
+    assert [j.done() for j in fill] == [False, False, True, True]
     # a running job of unknown length: nothing fills in
     for j in jobs + fill:
         (j.run_dir / "metrics.json").unlink(missing_ok=True)
@@ -489,8 +491,14 @@ def test_the_campaign_offers_later_blocks_first_round_to_fill_in_and_publishes_a
     run, _ = fake_runs(settles={"dataset.length=5", "dataset.length=6", "dataset.length=7"})
     offered = []
 
+    own = {}
+
     def run_and_fill(jobs, workers, threads, say=print, fill=()):
         offered.append([(j.label.split(" | ")[1], j.max_steps, j.expected) for j in fill])
+        for j in jobs:
+            own.setdefault(j.run_dir, (j.overrides, j.max_steps, j.done()))
+        for j in fill:
+            own.setdefault(("offered", j.run_dir), (j.overrides, j.max_steps))
         run(list(fill), workers, threads)  # as if every fill job fitted
         return run(jobs, workers, threads)
 
@@ -500,6 +508,30 @@ def test_the_campaign_offers_later_blocks_first_round_to_fill_in_and_publishes_a
     # block 5's round offered blocks 6 and 7's runs at their first budget (4 steps: dab 4 s, ste 1 s)
     assert sorted(offered[0]) == [(f"dataset.length={n}", 4, t) for n in (6, 7) for t in (1.0, 1.0, 4.0, 4.0)]
     assert offered[1:] == [[], []]  # the later blocks' turns: their runs were done already
+    # what was offered is exactly what the later blocks' own turns then found done (same run
+    # directory, overrides and budget)
+    filled = {d: v for d, v in own.items() if isinstance(d, tuple)}
+    assert len(filled) == 8
+    for (_, run_dir), (overrides, max_steps) in filled.items():
+        assert own[run_dir] == (overrides, max_steps, True)
     # block 6 ran nothing in its own turn, but its runs ran in this campaign: published after it
     assert published == [["dataset.length=5"], ["dataset.length=5", "dataset.length=6"],
                          ["dataset.length=5", "dataset.length=6", "dataset.length=7"]]
+
+
+def test_a_filled_in_run_that_failed_is_not_offered_again(tmp_path, monkeypatch):
+    """A later block's run that failed while filling in is left to its own block's turn: the earlier
+    block's next round does not offer it again."""
+    run, _ = fake_runs(settles={"dataset.length=6"})  # block 5 goes on to its cap, 8 steps
+    offered = []
+
+    def fail_first_fill(jobs, workers, threads, say=print, fill=()):
+        offered.append([j.run_dir for j in fill])
+        if fill:
+            fill[0].failed = True
+        return run(jobs, workers, threads)
+
+    monkeypatch.setattr(campaign, "run_jobs", fail_first_fill)
+    campaign.campaign_spec(tiny_spec(lengths=(5, 6)), tmp_path, 2, 1, say=lambda *_: None)
+    assert len(offered[0]) == 4 and offered[1] == offered[0][1:]  # block 5 at 4, then 8 steps
+    assert offered[2:] == [[]]  # block 6's turn runs all four itself

@@ -74,10 +74,13 @@ def test_perturbed_forward_is_the_mean_of_n_perturbed_outputs_and_hard_in_eval()
 @pytest.mark.parametrize("shape, fn", [
     ((3, 2, 4), lambda v: torch.sign(v)),  # a 3-D input, same shape out
     ((3, 6), lambda v: v.topk(2, dim=-1).values),  # fewer outputs than inputs
+    ((4,), lambda v: torch.sign(v)),  # one value per batch row
+    ((3, 5), lambda v: torch.sign(v).float()),  # a hard function returning another float type
 ])
 def test_perturbed_vjp_is_the_per_sample_monte_carlo_sum(shape, fn):
-    """The backward is (1 / (n sigma)) sum_m <g, y_m> Z_m per batch row, for any input rank and an
-    output shape other than the input's: checked against that sum written out draw by draw."""
+    """The backward is (1 / (n sigma)) sum_m <g, y_m> Z_m per batch row, for any input rank, an
+    output shape or float type other than the input's: checked against that sum written out draw by
+    draw."""
     n, sigma = 5, 0.7
     hard = HardFn("h", fn, lambda s: s, Facts(positionwise=False))
     bridge = Bridge(hard, None, gamma=0.0, estimator="perturbed", estimator_args={"sigma": sigma, "samples": n}).train()
@@ -91,8 +94,26 @@ def test_perturbed_vjp_is_the_per_sample_monte_carlo_sum(shape, fn):
     expected = torch.zeros_like(x)
     for m in range(n):
         y_m = fn(x + sigma * noise[m])
-        expected += (g * y_m).flatten(1).sum(1).view(-1, *[1] * (x.dim() - 1)) * noise[m]
-    torch.testing.assert_close(grad, expected / (n * sigma))
+        expected += (g * y_m).reshape(shape[0], -1).sum(1).view(-1, *[1] * (x.dim() - 1)) * noise[m]
+    torch.testing.assert_close(grad, expected / (n * sigma), rtol=1e-5, atol=1e-6)
+    assert grad.dtype == x.dtype
+
+
+def test_perturbed_backward_stays_in_float32_for_bf16_inputs():
+    """bf16 activations (autocast): the VJP is computed in float32 and returned in the input's type,
+    close to the same sum computed in float64 from the same bf16 draws."""
+    from dab.estimators import _PerturbedVJP  # noqa: PLC0415
+
+    n, sigma = 8, 0.5
+    torch.manual_seed(0)
+    x = torch.randn(4, 6).to(torch.bfloat16).requires_grad_(True)
+    noise = torch.randn(n, 4, 6).to(torch.bfloat16)
+    ys = torch.sign(x.detach().unsqueeze(0) + sigma * noise)
+    g = torch.randn(4, 6).to(torch.bfloat16)
+    (_PerturbedVJP.apply(x, ys, noise, sigma) * g).sum().backward()
+    expected = ((ys.double() * g.double()).sum(-1, keepdim=True) * noise.double()).mean(0) / sigma
+    assert x.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(x.grad.double(), expected, rtol=0.01, atol=0.01)
 
 
 # --- REINFORCE with the leave-one-out batch-mean baseline
