@@ -72,6 +72,8 @@ from jobs import Job, run_jobs  # noqa: E402
 from renderers.common import hydra_value  # noqa: E402
 from renderers.settle import Verdict, orders_by_step, settle  # noqa: E402
 
+from dab.errors import ConfigError  # noqa: E402
+from dab.estimators import make_estimator  # noqa: E402
 from dab.suite.compose import compose_config  # noqa: E402
 from dab.suite.families import budget_dependence, parse  # noqa: E402
 
@@ -555,6 +557,20 @@ def specs(experiments: Path, only: list[str] | None) -> list[tuple[str, dict]]:
     return sorted(found, key=lambda ns: ns[1]["cpu"].get("priority", 99))
 
 
+def missing_requirements(runs: list[Run]) -> list[str]:
+    """What the runs' estimators need beyond the default install and this environment lacks (the
+    estimator's own install hint, once per estimator): found before any run starts, not when a
+    block's runs fail hours into the campaign."""
+    names = sorted({o.split("=", 1)[1] for r in runs for o in r.overrides if o.startswith("dab.estimator=")})
+    missing = []
+    for name in names:
+        try:
+            make_estimator(name).require()
+        except ConfigError as err:
+            missing.append(str(err))
+    return missing
+
+
 def pending_checks(name: str, spec: dict, results: Path) -> list[str]:
     """The ``faster`` settings the campaign still has to check on the spec's ``cpu.check`` block:
     those with no recorded check of this spec (passed or failed) that this CPU can run."""
@@ -613,6 +629,16 @@ def main(argv: list[str] | None = None) -> int:
               + "".join(f"; first checks {s} on block {spec['cpu']['check']} ("
                         f"{sum(r.block == spec['cpu']['check'] for r in runs)} runs more at the first budget)"
                         for s in checks))
+    missing: dict[str, str] = {}  # install hint -> the first spec that needs it
+    for name, spec in todo:
+        for hint in missing_requirements(spec_runs(spec, runs_root)):
+            missing.setdefault(hint, name)
+    if missing:
+        others = [n for n, _ in todo if n not in missing.values()]
+        print("campaign: cannot start, nothing was run: "
+              + "; ".join(f"experiments/{n}.yaml: {hint}" for hint, n in missing.items())
+              + (f". Or leave it out: --only {','.join(others)}" if others else ""), file=sys.stderr)
+        return 2
     if a.dry_run:
         return 0
     try:

@@ -535,3 +535,28 @@ def test_a_filled_in_run_that_failed_is_not_offered_again(tmp_path, monkeypatch)
     campaign.campaign_spec(tiny_spec(lengths=(5, 6)), tmp_path, 2, 1, say=lambda *_: None)
     assert len(offered[0]) == 4 and offered[1] == offered[0][1:]  # block 5 at 4, then 8 steps
     assert offered[2:] == [[]]  # block 6's turn runs all four itself
+
+
+def test_a_missing_optional_package_stops_the_campaign_before_any_run(tmp_path, monkeypatch, capsys):
+    """A spec whose runs need an estimator's optional package (softsort: torchsort) stops the whole
+    campaign up front with the install hint and a non-zero exit, dry run included, instead of its
+    runs failing hours in; with the package importable the same plan starts."""
+    spec = tiny_spec()
+    spec["sweep"]["variants"]["softsort"] = {"dab.estimator": "softsort"}
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    runs_root = tmp_path / "runs"
+    monkeypatch.setitem(sys.modules, "torchsort", None)  # import torchsort raises ImportError
+    for extra in ([], ["--dry-run"]):
+        assert campaign.main(["--experiments", str(experiments), "--runs-root", str(runs_root),
+                              "--results", str(tmp_path / "results"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "experiments/tiny.yaml: estimator softsort needs the torchsort package" in err
+        assert "pip install --no-build-isolation" in err
+    assert not runs_root.exists() and not (tmp_path / "results").exists()
+    assert campaign.missing_requirements([r for r in campaign.spec_runs(spec, runs_root) if "softsort" not in r.group]) == []
+    importable = type(sys)("torchsort")
+    importable.soft_sort = lambda x, **kw: x
+    monkeypatch.setitem(sys.modules, "torchsort", importable)
+    assert campaign.missing_requirements(campaign.spec_runs(spec, runs_root)) == []
