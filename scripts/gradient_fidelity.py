@@ -7,9 +7,10 @@ copy whose batch-norm statistics come from four training batches, since eval mod
 statistics 0 and 1 is not the network training sees), load the run's final checkpoint and measure
 again (its running statistics are the trained ones). Writes ``fidelity.json`` into the run dir and adds the numbers to its
 ``metrics.json`` as ``fidelity/init/<stat>`` and ``fidelity/end/<stat>`` (so that
-``scripts/aggregate.py`` collects them like any metric), plus ``fidelity/command``. Runs already
-measured are skipped unless ``--force``; a re-recorded metrics.json (a finished run resumed) loses
-the keys, and running this again puts them back.
+``scripts/aggregate.py`` collects them like any metric), plus ``fidelity/command``. A run already
+measured at its final step is skipped unless ``--force`` (its keys are put back where a rewritten
+metrics.json lost them); a run extended by resume since its measurement (the campaign extends
+unsettled blocks) is measured again, since its end is a later checkpoint.
 
 Every estimator is measured in the training regime: the loss averages over the run's training
 batch size (``loss_batch`` in the record), on the first ``batch`` samples of the first training
@@ -92,13 +93,29 @@ def measure_run(run_dir: Path, fidelity_cfg: dict, command: str) -> dict:
               "checkpoint_step": state["step"],
               "init": None if init is None else init.as_dict(), "end": None if end is None else end.as_dict()}
     (run_dir / "fidelity.json").write_text(json.dumps(record, indent=1))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for when, fid in (("init", init), ("end", end)):
-        if fid is not None:
-            metrics.update(fid.as_dict(prefix=f"fidelity/{when}/"))
-    metrics["fidelity/command"] = command
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    add_to_metrics(run_dir, record)
     return record
+
+
+def add_to_metrics(run_dir: Path, record: dict) -> None:
+    """The record's numbers into the run's metrics.json as ``fidelity/<when>/<stat>``."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for when in ("init", "end"):
+        if record[when] is not None:
+            metrics.update({f"fidelity/{when}/{k}": v for k, v in record[when].items()})
+    metrics["fidelity/command"] = record["command"]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+
+def current_record(run_dir: Path) -> dict | None:
+    """The run's fidelity record if it measured the run's final checkpoint; None where there is none
+    or the run trained on since (``train/steps`` in metrics.json past the record's checkpoint step)."""
+    path = run_dir / "fidelity.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    steps = json.loads((run_dir / "metrics.json").read_text()).get("train/steps")
+    return record if steps is None or record.get("checkpoint_step") == steps else None
 
 
 def summary(fid: dict | None) -> str:
@@ -122,7 +139,11 @@ def main() -> None:
     torch.set_num_threads(1)
     command = shlex.join([interpreter(), "scripts/gradient_fidelity.py", *sys.argv[1:]])
     dirs = run_dirs(args.roots)
-    todo = [d for d in dirs if args.force or not (d / "fidelity.json").is_file()]
+    records = {d: None if args.force else current_record(d) for d in dirs}
+    todo = [d for d, rec in records.items() if rec is None]
+    for d, rec in records.items():
+        if rec is not None and "fidelity/command" not in json.loads((d / "metrics.json").read_text()):
+            add_to_metrics(d, rec)  # measured at this step, but the run's metrics.json was written again
     print(f"{len(dirs)} finished run(s), {len(todo)} to measure")
     for i, run_dir in enumerate(todo, 1):
         rec = measure_run(run_dir, fidelity_cfg, command)

@@ -295,6 +295,23 @@ def test_the_script_adds_init_and_end_fidelity_to_a_finished_run(tmp_path):
     again = subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(tmp_path / "runs")],
                            capture_output=True, text=True, cwd=REPO, timeout=300)
     assert "0 to measure" in again.stdout  # measured runs are skipped
+    # a metrics.json written again at the same step gets its keys back without a new measurement
+    plain = {k: v for k, v in metrics.items() if not k.startswith("fidelity/")}
+    (run_dir / "metrics.json").write_text(json.dumps(plain))
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(tmp_path / "runs")],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert "0 to measure" in again.stdout
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    # extended by resume (as the campaign extends an unsettled block): the end is measured again
+    longer = compose_config(["+experiment=sort_t10", "dab.estimator=perturbed", *small_overrides(tmp_path / "runs", 6),
+                             "trainer.resume=auto"])
+    run_experiment(longer, run_dir)
+    assert json.loads((run_dir / "metrics.json").read_text())["train/steps"] == 6
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(tmp_path / "runs"),
+                            "--spec", str(spec)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert "1 to measure" in again.stdout, again.stdout + again.stderr[-2000:]
+    assert json.loads((run_dir / "fidelity.json").read_text())["checkpoint_step"] == 6
+    assert "fidelity/end/cosine" in json.loads((run_dir / "metrics.json").read_text())
     # a checkpoint that carries a pickled callable is refused, not run
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     torch.save({**state, "hook": print}, run_dir / "checkpoint.pt")
