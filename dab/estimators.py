@@ -623,6 +623,16 @@ def make_estimator(name: str, settings: Mapping[str, Any] | None = None, *, call
         raise ConfigError(f"{caller}: estimator {name} needs {err.key} {err.requirement}, got {err.value}") from None
 
 
+def missing_requirement(name: str) -> str | None:
+    """How to install what estimator ``name`` needs beyond torch where this environment lacks it
+    (its ``require()`` message), else None: for scripts that plan runs before starting them."""
+    try:
+        make_estimator(name).require()
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 def suitable_estimators(name: str, facts: Facts, same_shape: bool) -> tuple[str, ...]:
     """The registered estimators that suit the hard function ``name`` with these facts."""
     return ESTIMATORS.where(lambda opt: opt.build.suits(name, facts, same_shape))

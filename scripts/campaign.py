@@ -72,8 +72,7 @@ from jobs import Job, run_jobs  # noqa: E402
 from renderers.common import hydra_value  # noqa: E402
 from renderers.settle import Verdict, orders_by_step, settle  # noqa: E402
 
-from dab.errors import ConfigError  # noqa: E402
-from dab.estimators import make_estimator  # noqa: E402
+from dab.estimators import missing_requirement  # noqa: E402
 from dab.suite.compose import compose_config  # noqa: E402
 from dab.suite.families import budget_dependence, parse  # noqa: E402
 
@@ -562,13 +561,7 @@ def missing_requirements(runs: list[Run]) -> list[str]:
     estimator's own install hint, once per estimator): found before any run starts, not when a
     block's runs fail hours into the campaign."""
     names = sorted({o.split("=", 1)[1] for r in runs for o in r.overrides if o.startswith("dab.estimator=")})
-    missing = []
-    for name in names:
-        try:
-            make_estimator(name).require()
-        except ConfigError as err:
-            missing.append(str(err))
-    return missing
+    return [hint for name in names if (hint := missing_requirement(name))]
 
 
 def pending_checks(name: str, spec: dict, results: Path) -> list[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import signal
 import statistics
 import sys
@@ -38,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from jobs import Job, run_jobs  # noqa: E402
 from renderers.common import hydra_value, sweep_groups  # noqa: E402
 
-from dab.estimators import ESTIMATORS, describe_grid, tuning_grid  # noqa: E402
+from dab.estimators import ESTIMATORS, describe_grid, missing_requirement, tuning_grid  # noqa: E402
 from dab.suite.compose import compose_config  # noqa: E402
 
 SPEC = REPO / "experiments" / "estimators.yaml"
@@ -89,7 +88,7 @@ def plan(spec: dict, runs_root: Path, only: list[str] | None) -> tuple[list[Job]
         base = dict(compose_config(base_args).dab)
         grid = tuning_grid(estimator, base)
         points = subsample(grid, k)
-        needs = [] if estimator != "softsort" or importlib.util.find_spec("torchsort") else ["torchsort"]
+        needs = [hint] if (hint := missing_requirement(estimator)) else []
         table[row["label"]] = {**row, "estimator": estimator, "grid": grid, "points": points,
                                "trials": trials_for(points, k), "missing": needs}
         if needs:
@@ -151,7 +150,7 @@ def report(spec: dict, table: dict, trials: list[dict], chosen: dict) -> list[st
                   f"Grid: {describe_grid(t['estimator'])}; {len(t['grid'])} points, {len(t['points'])} tried."
                   + (f" Hardware: {', '.join(machines)}." if machines else "")]
         if t["missing"]:
-            lines += ["", f"Not run: needs {', '.join(t['missing'])}, which is not installed here.", ""]
+            lines += ["", f"Not run here: {' '.join(t['missing'])}", ""]
             continue
         c = chosen.get(label)
         lines += ["", "| point | trials | mean | values |", "|---|---|---|---|"]

@@ -78,3 +78,15 @@ def test_tuning_one_row_keeps_every_other_row_s_evidence(tmp_path):
     assert chosen["sort/ste"]["scores"] == {0: [0.7]}
     text = "\n".join(tune.report(SPEC, small, trials, chosen))
     assert "Hardware: old." in text and "Hardware: new." in text
+
+
+def test_a_row_whose_estimator_lacks_its_package_is_planned_without_trials_and_says_how_to_install(tmp_path, monkeypatch):
+    """The soft sort without torchsort: the row gets no trial jobs and carries the estimator's own
+    install hint (dab.estimators.missing_requirement, the check the campaign makes too)."""
+    monkeypatch.setitem(sys.modules, "torchsort", None)  # import torchsort raises ImportError
+    jobs, table = tune.plan(SPEC, tmp_path, None)
+    soft = [label for label, t in table.items() if t["estimator"] == "softsort"]
+    assert soft and not any(j.label.split(" ")[0] in soft for j in jobs)
+    for label in soft:
+        assert "pip install --no-build-isolation" in table[label]["missing"][0]
+    assert all(not t["missing"] for label, t in table.items() if label not in soft)
