@@ -41,7 +41,9 @@ most the block in progress. Run directories live under ``--runs-root`` (outside 
 default). A worker that would idle at the end of a round takes a later block's first-round run
 expected to end before the round does (``jobs.run_jobs``'s ``fill``). Ctrl-C stops the running jobs
 at a step boundary with a checkpoint; the same command continues where it stopped, and first prints
-what remains.
+what remains. A spec whose tier ``campaign.md`` records as finished (every block settled, capped, or
+run at the spec's budgets) and none of whose runs is under ``--runs-root`` (the campaign continued on
+a new machine) is skipped with a line saying so; ``--redo <spec>`` runs it again from the start.
 
     python scripts/campaign.py --dry-run          # the plan and its projected time
     python scripts/campaign.py --commit           # make campaign
@@ -347,13 +349,34 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
     return status
 
 
+def status_sections(path: Path) -> dict[str, str]:
+    """``campaign.md``'s sections by spec name ({} when there is no such file)."""
+    if not path.is_file():
+        return {}
+    return {part.split("\n", 1)[0].strip(): "## " + part.rstrip() for part in path.read_text().split("\n## ")[1:]}
+
+
+def published(results: Path, name: str) -> list[str] | None:
+    """The verdicts ``<results>/campaign.md`` records for the spec's blocks when every one is final
+    (settled, capped, or run at the spec's budgets; not "stopped with unfinished runs"): the spec's
+    tier ran to its end, on this machine or another. None otherwise."""
+    section = status_sections(results / "campaign.md").get(name)
+    if section is None:
+        return None
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # past the header row
+    found = [[c.strip() for c in row.strip().strip("|").split("|")][1] for row in rows]
+    return found if found and not any(v.startswith("stopped with") for v in found) else None
+
+
+def started(runs: list[Run]) -> bool:
+    """Whether any run of the spec has a run directory under this run root (fresh reruns included)."""
+    return any(r.run_dir.exists() or any(r.run_dir.parent.glob(f"{r.run_dir.name}-steps*")) for r in runs)
+
+
 def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[Run]) -> Path:
     """``<results>/campaign.md``: one section per spec, its blocks' verdicts, budgets and CPU time."""
     path = results / "campaign.md"
-    sections = {}
-    if path.is_file():
-        for part in path.read_text().split("\n## ")[1:]:
-            sections[part.split("\n", 1)[0]] = "## " + part.rstrip()
+    sections = status_sections(path)
     dirs = [d for r in runs for d in (r.run_dir, *r.run_dir.parent.glob(f"{r.run_dir.name}-steps*"))]
     seconds = sum(json.loads((d / "metrics.json").read_text())["wall_seconds"]
                   for d in dirs if (d / "metrics.json").is_file())  # fresh reruns at larger budgets included
@@ -604,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit", action="store_true", help="git-commit each spec's aggregated results")
     p.add_argument("--no-publish", action="store_true", help="write campaign.md only: no aggregate, render or commit")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--redo", default=None,
+                   help="comma-separated spec names to run again although campaign.md records their tier as "
+                        "finished and none of their runs is under --runs-root (a new machine, say)")
     a = p.parse_args(argv)
     # Ctrl-C and a kill stop the campaign (even where it was started with SIGINT ignored, as a
     # background job of a non-interactive shell is)
@@ -611,6 +637,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     runs_root, results = a.runs_root.resolve(), a.results.resolve()
     todo = specs(a.experiments, a.only.split(",") if a.only else None)
+    redo = a.redo.split(",") if a.redo else []
+    if unknown := sorted(set(redo) - {n for n, _ in todo}):
+        raise SystemExit(f"campaign: --redo: unknown spec(s) {', '.join(unknown)}; valid choices: "
+                         f"{', '.join(n for n, _ in todo)}")
+    kept = []
+    for name, spec in todo:
+        done = published(results, name)
+        if done and name not in redo and not started(spec_runs(spec, runs_root)):
+            print(f"{name}: finished already: {results / 'campaign.md'} records every one of its {len(done)} block(s) as "
+                  f"settled or capped, and none of its runs is under {runs_root}; not run again (--redo {name} runs "
+                  "it again from the start)")
+        else:
+            kept.append((name, spec))
+    todo = kept
     for name, spec in todo:
         runs = spec_runs(spec, runs_root)
         blocks = list(dict.fromkeys(r.block for r in runs))

@@ -3,6 +3,7 @@ on hand-made histories and on real short runs; a campaign stopped with Ctrl-C an
 finishes the same runs with the same numbers."""
 import dataclasses
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -560,3 +561,41 @@ def test_a_missing_optional_package_stops_the_campaign_before_any_run(tmp_path, 
     importable.soft_sort = lambda x, **kw: x
     monkeypatch.setitem(sys.modules, "torchsort", importable)
     assert campaign.missing_requirements(campaign.spec_runs(spec, runs_root)) == []
+
+
+def test_a_tier_recorded_finished_whose_runs_are_gone_is_skipped_unless_redone(tmp_path, capsys):
+    """On a new machine (an empty run root) a spec that campaign.md records as finished is not run
+    again from scratch; one stopped with unfinished runs, one with runs here, and one named in --redo are."""
+    experiments, results, runs_root = tmp_path / "experiments", tmp_path / "results", tmp_path / "runs"
+    experiments.mkdir()
+    results.mkdir()
+    (experiments / "tiny.yaml").write_text(yaml.safe_dump(tiny_spec()))
+    runs = campaign.spec_runs(tiny_spec(), runs_root)
+    blocks = sorted({r.block for r in runs})
+    args = ["--experiments", str(experiments), "--runs-root", str(runs_root), "--results", str(results), "--dry-run"]
+
+    def record(verdict: str) -> None:
+        status = {f"{b}, test/per_element": {"verdict": verdict if i == 0 else "settled at step 4 of 8",
+                                            "order": [["dab"], ["ste"]]} for i, b in enumerate(blocks)}
+        campaign.write_status(results, "tiny", tiny_spec(), status, runs)
+
+    def plan(*extra: str) -> str:
+        assert campaign.main(args + list(extra)) == 0
+        return capsys.readouterr().out
+
+    assert "tiny: 8 runs in 2 block(s)" in plan()  # nothing recorded yet
+    record("capped unsettled at 8 steps: not settled: the order changed at the last evaluation (step 8)")
+    assert campaign.published(results, "tiny") == [
+        "capped unsettled at 8 steps: not settled: the order changed at the last evaluation (step 8)",
+        "settled at step 4 of 8"]
+    out = plan()
+    assert "tiny: finished already" in out and "every one of its 2 block(s)" in out and "runs in" not in out
+    assert "tiny: 8 runs in 2 block(s)" in plan("--redo", "tiny")
+    runs[0].run_dir.mkdir(parents=True)  # a run here: the campaign continues it (and republishes)
+    assert "tiny: 8 runs in 2 block(s)" in plan()
+    shutil.rmtree(runs_root)
+    record("stopped with 1 unfinished run(s) at 8: not settled")
+    assert campaign.published(results, "tiny") is None and "tiny: 8 runs in 2 block(s)" in plan()
+    with pytest.raises(SystemExit, match="--redo: unknown spec.*nope; valid choices: tiny"):
+        campaign.main(args + ["--redo", "nope"])
+    assert not runs_root.exists()
