@@ -12,7 +12,9 @@ Each spec with a ``cpu:`` block takes part, in the order of ``cpu.priority``::
       cap: 8000                        # the largest
       factor: 2                        # an unsettled block's runs go on to budget x factor, by resume
       eval_every: 250                  # evaluations at the same steps whatever the budget
-      blocks: [latent.bpp]             # the swept keys whose values make a comparison block;
+      blocks: [latent.bpp]             # the keys whose values make a comparison block: a swept key,
+                                       # or a config key that the presets set (dataset.length: one
+                                       # block per T), read from the run's composed config;
                                        # `column`: the variant label's part before its first '/'
                                        # (the estimator table's columns: one task each)
       metric: [test/ms_ssim, test/linear_acc]   # the rankings the settle rule reads (higher is
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import signal
@@ -63,6 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -103,18 +107,32 @@ def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
         keys = list(m.swept)
         for preset, values, seed in itertools.product(m.presets, itertools.product(*m.swept.values()), seeds):
             swept = dict(zip(keys, values))
-            block = " ".join(f"column={(m.variant or preset).split('/')[0]}" if k == "column" else f"{k}={swept[k]}"
-                             for k in block_keys) or "all"
             others = [f"{k}={v}" for k, v in swept.items() if k not in block_keys]
             group = " ".join([m.variant or preset, *others])
             budget = {k: v for k, v in m.budget.items() if not k.startswith("trainer.")}  # the campaign sets those
             overrides = [f"+experiment={preset}", *(f"{k}={v}" for k, v in m.overrides.items()),
                          *(f"{k}={v}" for k, v in swept.items()), *(f"{k}={v}" for k, v in budget.items()),
                          f"seed={seed}", f"runs_root={runs_root}"]
+            block = " ".join(f"column={(m.variant or preset).split('/')[0]}" if k == "column" else
+                             f"{k}={swept[k]}" if k in swept else f"{k}={config_value(tuple(overrides[:-2]), k)}"
+                             for k in block_keys) or "all"
             name = [preset, *([m.variant] if m.variant else []), *(f"{k}={v}" for k, v in swept.items())]
             own = {k: v for k, v in m.budget.items() if k.startswith("trainer.")}
             runs.append(Run(group, block, overrides, runs_root / spec["artifact"] / Path(*name) / f"seed{seed}", own))
     return runs
+
+
+_MISSING = object()
+
+
+@functools.lru_cache(maxsize=None)
+def config_value(overrides: tuple[str, ...], key: str) -> object:
+    """``key`` in the config these overrides compose (a block key that a preset sets, not swept)."""
+    value = OmegaConf.select(compose_config(list(overrides)), key, default=_MISSING)
+    if value is _MISSING:
+        raise SystemExit(f"campaign: cpu.blocks: {key!r} is neither a swept key nor in the config of "
+                         f"{' '.join(overrides)}")
+    return value
 
 
 def faster_settings(spec_name: str, spec: dict, results: Path, say) -> list[str]:

@@ -599,3 +599,33 @@ def test_a_tier_recorded_finished_whose_runs_are_gone_is_skipped_unless_redone(t
     with pytest.raises(SystemExit, match="--redo: unknown spec.*nope; valid choices: tiny"):
         campaign.main(args + ["--redo", "nope"])
     assert not runs_root.exists()
+
+
+def test_a_block_key_that_presets_set_is_read_from_each_runs_config(tmp_path):
+    """`blocks: [dataset.length]` over presets of different T (Table 1's CPU tier): one block per T,
+    each ranking only the presets of that T; a key in neither the sweep nor the config is one error."""
+    spec = {"artifact": "tiny", "sweep": {"presets": ["sort_t5", "sort_elu_t5", "sort_t10", "sort_elu_t10"], "seeds": [0, 1]},
+            "cpu": {"priority": 1, "budget": 4, "cap": 8, "eval_every": 2, "blocks": ["dataset.length"],
+                    "metric": "test/all_or_none", "set": {}}}
+    runs = campaign.spec_runs(spec, tmp_path)
+    assert {r.block: sorted({q.group for q in runs if q.block == r.block}) for r in runs} == {
+        "dataset.length=5": ["sort_elu_t5", "sort_t5"], "dataset.length=10": ["sort_elu_t10", "sort_t10"]}
+    spec["cpu"]["blocks"] = ["dataset.lenght"]
+    with pytest.raises(SystemExit, match="cpu.blocks: 'dataset.lenght' is neither a swept key nor in the config"):
+        campaign.spec_runs(spec, tmp_path)
+
+
+def test_every_shipped_cpu_tier_plans_its_runs_in_blocks(tmp_path):
+    """Each spec's `cpu:` block (keys, presets, block keys) plans without error, every block holds
+    runs of at least one group over the spec's seeds, and Table 1's tier compares within each T."""
+    found = dict(campaign.specs(REPO / "experiments", None))
+    assert {"figure4", "table2", "estimators", "table1", "ablation_estimators"} <= set(found)
+    for name, spec in found.items():
+        runs = campaign.spec_runs(spec, tmp_path)
+        assert runs, name
+        for block in {r.block for r in runs}:
+            assert len({r.run_dir for r in runs if r.block == block}) >= 2, (name, block)
+    table1 = campaign.spec_runs(found["table1"], tmp_path)
+    assert {r.block: sorted({q.group for q in table1 if q.block == r.block}) for r in table1} == {
+        "dataset.length=5": ["sort_elu_t5", "sort_t5"], "dataset.length=10": ["sort_elu_t10", "sort_t10"],
+        "dataset.length=15": ["sort_elu_t15", "sort_t15"]}
