@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from renderers.common import (ReportRow, cell_summary, coverage_lines, failed_seeds, finished, planned_seeds,
-                              provenance_lines, report_row)
+                              provenance_lines, ranking_by_T, read_history, report_row)
 
 COLUMNS = ("DAB (reference)", "DAB, loss_to_input", "straight-through", "ELU-Dense (no hard fn)")
 
@@ -47,6 +47,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
     lines += ["", "Final test per-element accuracy, %:", "", header, rule]
     lines += [f"| {T} | " + " | ".join(cell(spec, rows, T, c, "per_element") for c in COLUMNS) + " |" for T in lengths]
     lines += ["", f"Runs per cell ({planned_seeds(spec)} seeds planned each):", "", *coverage_lines(spec, rows)]
+    lines += ranking_by_T(rows, read_history(results_dir, spec["artifact"]), lambda r: r["variant"])
     out = results_dir / f"{spec['artifact']}.md"
     out.write_text("\n".join(lines) + "\n")
     return [out]

@@ -600,6 +600,15 @@ def ranking_lines(history: list[dict], metric: str, group_of: Callable[[dict], s
     return lines
 
 
+def ranking_by_T(rows: list[dict], history: list[dict], label: Callable[[dict], str],
+                 metric: str = "test/all_or_none") -> list[str]:
+    """The sorting tables' ranking by step: one block per sequence length T, the groups by
+    ``label(run)`` (a model, an estimator); [] when the history holds no ``metric``."""
+    if not any(h.get(metric) is not None for h in history):
+        return []
+    return ["", *ranking_lines(history, metric, by_run(rows, label), by_run(rows, lambda r: f"T={r['T']}"))]
+
+
 @dataclass(frozen=True)
 class ClaimOutcome:
     """The paper's ranking claim in one block, over one set of groups: ``held`` the evaluation steps

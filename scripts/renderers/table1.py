@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from renderers.common import (METRIC_NAMES, ReportRow, cell_summary, coverage_lines, failed_seeds, finished,
-                              fmt_paper, planned_seeds, provenance_lines, report_row, span)
+                              fmt_paper, planned_seeds, provenance_lines, ranking_by_T, read_history, report_row, span)
 
 
 def model_label(row: dict) -> str:
@@ -80,6 +80,7 @@ def render(spec: dict, rows: list[dict], results_dir: Path) -> list[Path]:
         steps = [span([r["steps"] for r in rows if r["T"] == T and r["model"] == m]) for m in ours]
         lines.append(f"| T={T} | " + " | ".join("not run" if s == "?" else s for s in steps) + " |")
     lines += ["", f"Runs per cell ({planned} seeds planned each):", "", *coverage_lines(spec, all_rows)]
+    lines += ranking_by_T(all_rows, read_history(results_dir, spec["artifact"]), lambda r: r["model"])
     out = results_dir / f"{spec['artifact']}.md"
     out.write_text("\n".join(lines) + "\n")
     return [out]
