@@ -57,6 +57,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,6 +197,44 @@ def jobs_at(spec: dict, runs: list[Run], steps: int | None) -> list[Job]:
     return jobs
 
 
+VOLATILE = ("runs_root=", "trainer.progress=", "trainer.resume=", "hydra.")  # change nothing a run computes
+COPIED = "copied_from.txt"  # in a run directory copied from an identical run of another spec
+
+
+def identity(overrides: list[str]) -> frozenset[str]:
+    """What a run computes: its train.py overrides less those that change nothing in its numbers."""
+    return frozenset(o for o in overrides if not o.startswith(VOLATILE))
+
+
+def copy_identical(jobs: list[Job], runs_root: Path, threads: int, say) -> int:
+    """Copy, rather than train again, each job not started whose identical run (the same overrides,
+    budget and thread count: the same numbers on this machine) finished under another spec of this
+    run root (Table 1's Signum-Dense rows are the estimator ablation's DAB rows); the copy names its
+    source in ``copied_from.txt``. Returns how many it copied."""
+    todo = [j for j in jobs if not j.run_dir.exists()]
+    if not todo:
+        return 0
+    donors: dict[frozenset[str], Path] = {}
+    for path in sorted(runs_root.glob("*/**/.hydra/overrides.yaml")):
+        run_dir = path.parent.parent
+        if not (run_dir / COPIED).exists():
+            donors.setdefault(identity(yaml.safe_load(path.read_text()) or []), run_dir)
+    copied = 0
+    for job in todo:
+        source = donors.get(identity([*job.overrides, f"trainer.threads={threads}"]))
+        metrics = source / "metrics.json" if source else None
+        if metrics is None or not metrics.is_file():
+            continue
+        m = json.loads(metrics.read_text())
+        if m.get("status") != "finished" or m.get("train/steps") != job.max_steps:
+            continue
+        shutil.copytree(source, job.run_dir)
+        (job.run_dir / COPIED).write_text(f"{source}\n")
+        say(f"  copied {job.label} from {source} (an identical finished run)")
+        copied += 1
+    return copied
+
+
 def metrics_of(spec: dict) -> list[str]:
     metric = spec["cpu"]["metric"]
     return [metric] if isinstance(metric, str) else list(metric)
@@ -332,6 +371,7 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
             fill = [(later, job) for later in blocks[i + 1:]
                     for job in next_round(spec, runs, later, ladders[later], dependent, rates)
                     if job.run_dir not in failed_fill]
+            copy_identical([*jobs, *(job for _, job in fill)], runs_root, threads, say)
             counts = run_jobs(jobs, workers, threads, say=say, fill=[job for _, job in fill]) or {}
             worked |= {later for later, job in fill if job.done()}
             failed_fill |= {job.run_dir for _, job in fill if job.failed}
@@ -396,8 +436,9 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
     path = results / "campaign.md"
     sections = status_sections(path)
     dirs = [d for r in runs for d in (r.run_dir, *r.run_dir.parent.glob(f"{r.run_dir.name}-steps*"))]
-    seconds = sum(json.loads((d / "metrics.json").read_text())["wall_seconds"]
-                  for d in dirs if (d / "metrics.json").is_file())  # fresh reruns at larger budgets included
+    seconds = sum(json.loads((d / "metrics.json").read_text())["wall_seconds"]  # fresh reruns at larger budgets
+                  for d in dirs if (d / "metrics.json").is_file() and not (d / COPIED).exists())  # included
+    copied = sum((d / COPIED).exists() for d in dirs)
     cpu = spec["cpu"]
     plan = (f"budget {cpu['budget']} steps, extended by x{cpu.get('factor', 2)} up to {cpu['cap']} while a block is unsettled"
             if cpu["budget"] != "spec" else "the spec's own step budgets, not extended" if not cpu.get("extend") else
@@ -405,7 +446,8 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
             "block is unsettled")
     lines = [f"## {name}", "", f"{plan[0].upper()}{plan[1:]}; metric {cpu['metric']}; overrides: "
              + (", ".join(f"{k}={hydra_value(v)}" for k, v in (cpu.get("set") or {}).items()) or "none")
-             + f"; {len(runs)} runs, {seconds / 3600:.2f} CPU-hours of training (wall_seconds summed).", "",
+             + f"; {len(runs)} runs, {seconds / 3600:.2f} CPU-hours of training (wall_seconds summed"
+             + (f"; {copied} runs copied from identical runs of another spec, not counted" if copied else "") + ").", "",
              "| block | verdict | order at the last evaluation (best first, ~ tied) |", "|---|---|---|"]
     for block, s in sorted(status.items()):
         order = " > ".join(" ~ ".join(t) for t in s["order"])

@@ -629,3 +629,34 @@ def test_every_shipped_cpu_tier_plans_its_runs_in_blocks(tmp_path):
     assert {r.block: sorted({q.group for q in table1 if q.block == r.block}) for r in table1} == {
         "dataset.length=5": ["sort_elu_t5", "sort_t5"], "dataset.length=10": ["sort_elu_t10", "sort_t10"],
         "dataset.length=15": ["sort_elu_t15", "sort_t15"]}
+
+
+def test_a_run_identical_to_another_specs_finished_run_is_copied_not_trained_again(tmp_path):
+    """Table 1's Signum-Dense rows are the estimator ablation's DAB rows: a job whose overrides,
+    budget and thread count match a finished run of another spec is copied (naming its source) and
+    then counts as done; a different seed, thread count or budget, or an unfinished source, is not.
+    campaign.md does not count a copy's training time twice."""
+    a = dict(tiny_spec(lengths=(5,)), artifact="a")
+    b = dict(tiny_spec(lengths=(5,)), artifact="b")
+    jobs_a = campaign.jobs_at(a, campaign.spec_runs(a, tmp_path), 4)
+    jobs_b = campaign.jobs_at(b, campaign.spec_runs(b, tmp_path), 4)
+
+    def finished_run(job, steps=4, status="finished", threads=1):
+        (job.run_dir / ".hydra").mkdir(parents=True)
+        (job.run_dir / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([*job.overrides, f"trainer.threads={threads}", "trainer.progress=false", "trainer.resume=auto"]))
+        (job.run_dir / "metrics.json").write_text(json.dumps({"status": status, "train/steps": steps, "wall_seconds": 3600}))
+
+    finished_run(jobs_a[0])                       # dab seed0: identical to b's
+    finished_run(jobs_a[1], status="interrupted")  # dab seed1: not finished
+    finished_run(jobs_a[2], threads=2)             # ste seed0: another thread count
+    said = []
+    assert campaign.copy_identical(jobs_b, tmp_path, 1, said.append) == 1
+    assert jobs_b[0].done() and (jobs_b[0].run_dir / campaign.COPIED).read_text().strip() == str(jobs_a[0].run_dir)
+    assert not any(j.run_dir.exists() for j in jobs_b[1:]) and "copied" in said[0]
+    assert jobs_b[0].label.split(" | ")[0] == jobs_a[0].label.split(" | ")[0] and jobs_b[0].run_dir != jobs_a[0].run_dir
+    longer = campaign.jobs_at(b, campaign.spec_runs(b, tmp_path / "other"), 8)
+    assert campaign.copy_identical(longer, tmp_path, 1, said.append) == 0  # another budget, another root
+    status = {"all": {"verdict": "settled at step 2 of 4", "order": [["dab"]]}}
+    text = campaign.write_status(tmp_path, "b", b, status, campaign.spec_runs(b, tmp_path)).read_text()
+    assert "0.00 CPU-hours of training (wall_seconds summed; 1 runs copied from identical runs of another spec" in text
