@@ -202,8 +202,16 @@ COPIED = "copied_from.txt"  # in a run directory copied from an identical run of
 
 
 def identity(overrides: list[str]) -> frozenset[str]:
-    """What a run computes: its train.py overrides less those that change nothing in its numbers."""
-    return frozenset(o for o in overrides if not o.startswith(VOLATILE))
+    """What a run computes: its train.py overrides less those that change nothing in its numbers,
+    and less the precision and compile flag (a resumed run names them, a fresh one may take them
+    from the config: they are compared as the run's config has them, ``effective_settings``)."""
+    return frozenset(o for o in overrides if not o.startswith((*VOLATILE, "trainer.precision=", "trainer.compile=")))
+
+
+def effective_settings(job: Job) -> list[str]:
+    """The precision and compile flag ``job`` runs with, as ``started_settings`` reads a started run's."""
+    t = compose_config([o for o in job.overrides if not o.startswith(("runs_root=", "hydra."))]).trainer
+    return [f"trainer.precision={t.precision}", f"trainer.compile={str(bool(t.compile)).lower()}"]
 
 
 def copy_identical(jobs: list[Job], runs_root: Path, threads: int, say) -> int:
@@ -226,7 +234,8 @@ def copy_identical(jobs: list[Job], runs_root: Path, threads: int, say) -> int:
         if metrics is None or not metrics.is_file():
             continue
         m = json.loads(metrics.read_text())
-        if m.get("status") != "finished" or m.get("train/steps") != job.max_steps:
+        if (m.get("status") != "finished" or m.get("train/steps") != job.max_steps
+                or started_settings(source) != effective_settings(job)):
             continue
         shutil.copytree(source, job.run_dir)
         (job.run_dir / COPIED).write_text(f"{source}\n")

@@ -641,15 +641,18 @@ def test_a_run_identical_to_another_specs_finished_run_is_copied_not_trained_aga
     jobs_a = campaign.jobs_at(a, campaign.spec_runs(a, tmp_path), 4)
     jobs_b = campaign.jobs_at(b, campaign.spec_runs(b, tmp_path), 4)
 
-    def finished_run(job, steps=4, status="finished", threads=1):
+    def finished_run(job, steps=4, status="finished", threads=1, precision="fp32"):
         (job.run_dir / ".hydra").mkdir(parents=True)
-        (job.run_dir / ".hydra" / "overrides.yaml").write_text(
-            yaml.safe_dump([*job.overrides, f"trainer.threads={threads}", "trainer.progress=false", "trainer.resume=auto"]))
+        (job.run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+            [*job.overrides, f"trainer.precision={precision}", "trainer.compile=false",  # named on a resume
+             f"trainer.threads={threads}", "trainer.progress=false", "trainer.resume=auto"]))
+        (job.run_dir / "config.yaml").write_text(yaml.safe_dump({"trainer": {"precision": precision, "compile": False}}))
         (job.run_dir / "metrics.json").write_text(json.dumps({"status": status, "train/steps": steps, "wall_seconds": 3600}))
 
-    finished_run(jobs_a[0])                       # dab seed0: identical to b's
+    finished_run(jobs_a[0])                       # dab seed0: identical to b's (fp32 named, b's from the config)
     finished_run(jobs_a[1], status="interrupted")  # dab seed1: not finished
     finished_run(jobs_a[2], threads=2)             # ste seed0: another thread count
+    finished_run(jobs_a[3], precision="bf16")      # ste seed1: another precision
     said = []
     assert campaign.copy_identical(jobs_b, tmp_path, 1, said.append) == 1
     assert jobs_b[0].done() and (jobs_b[0].run_dir / campaign.COPIED).read_text().strip() == str(jobs_a[0].run_dir)
