@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import itertools
 import json
 import shutil
@@ -80,6 +79,7 @@ from renderers.common import hydra_value  # noqa: E402
 from renderers.settle import Verdict, orders_by_step, settle  # noqa: E402
 
 from dab.estimators import missing_requirement  # noqa: E402
+from dab.suite.checkpoint import comparable  # noqa: E402
 from dab.suite.compose import compose_config  # noqa: E402
 from dab.suite.families import budget_dependence, parse  # noqa: E402
 
@@ -103,6 +103,7 @@ def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
                      fast=False, set=[f"{k}={hydra_value(v)}" for k, v in (cpu.get("set") or {}).items()])
     seeds, multiruns = run_artifact.plan(spec, args)
     block_keys = list(cpu.get("blocks") or [])
+    composed: dict = {}  # the configs block keys are read from, composed once per call
     runs = []
     for m in multiruns:
         keys = list(m.swept)
@@ -115,7 +116,7 @@ def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
                          *(f"{k}={v}" for k, v in swept.items()), *(f"{k}={v}" for k, v in budget.items()),
                          f"seed={seed}", f"runs_root={runs_root}"]
             block = " ".join(f"column={(m.variant or preset).split('/')[0]}" if k == "column" else
-                             f"{k}={swept[k]}" if k in swept else f"{k}={config_value(tuple(overrides[:-2]), k)}"
+                             f"{k}={swept[k]}" if k in swept else f"{k}={config_value(overrides[:-2], k, composed)}"
                              for k in block_keys) or "all"
             name = [preset, *([m.variant] if m.variant else []), *(f"{k}={v}" for k, v in swept.items())]
             own = {k: v for k, v in m.budget.items() if k.startswith("trainer.")}
@@ -126,10 +127,13 @@ def spec_runs(spec: dict, runs_root: Path) -> list[Run]:
 _MISSING = object()
 
 
-@functools.lru_cache(maxsize=None)
-def config_value(overrides: tuple[str, ...], key: str) -> object:
-    """``key`` in the config these overrides compose (a block key that a preset sets, not swept)."""
-    value = OmegaConf.select(compose_config(list(overrides)), key, default=_MISSING)
+def config_value(overrides: list[str], key: str, composed: dict) -> object:
+    """``key`` in the config these overrides compose (a block key that a preset sets, not swept);
+    ``composed`` caches the configs by overrides."""
+    cfg = composed.get(tuple(overrides))
+    if cfg is None:
+        cfg = composed[tuple(overrides)] = compose_config(list(overrides))
+    value = OmegaConf.select(cfg, key, default=_MISSING)
     if value is _MISSING:
         raise SystemExit(f"campaign: cpu.blocks: {key!r} is neither a swept key nor in the config of "
                          f"{' '.join(overrides)}")
@@ -202,46 +206,75 @@ COPIED = "copied_from.txt"  # in a run directory copied from an identical run of
 
 
 def identity(overrides: list[str]) -> frozenset[str]:
-    """What a run computes: its train.py overrides less those that change nothing in its numbers,
-    and less the precision and compile flag (a resumed run names them, a fresh one may take them
-    from the config: they are compared as the run's config has them, ``effective_settings``)."""
+    """A run's train.py overrides less those that change nothing in its numbers and less the
+    precision and compile flag (a resumed run names them, a fresh one takes them from the config):
+    an index of candidates, which ``same_run`` then compares config by config."""
     return frozenset(o for o in overrides if not o.startswith((*VOLATILE, "trainer.precision=", "trainer.compile=")))
 
 
-def effective_settings(job: Job) -> list[str]:
-    """The precision and compile flag ``job`` runs with, as ``started_settings`` reads a started run's."""
-    t = compose_config([o for o in job.overrides if not o.startswith(("runs_root=", "hydra."))]).trainer
-    return [f"trainer.precision={t.precision}", f"trainer.compile={str(bool(t.compile)).lower()}"]
+NUMBER_KEYS = ("max_steps", "eval_every", "precision", "compile", "threads", "nan_policy")  # trainer keys that matter
+
+
+def same_run(source: Path, job: Job, threads: int, cpu: str) -> bool:
+    """Whether the finished run in ``source`` is the run ``job`` would train: the same config (the
+    resume check's comparison, ``comparable``), the same trainer keys that change its numbers
+    (budget, evaluations, precision, compile flag, threads), finished at the job's budget on this
+    CPU (``cpu``: its model name)."""
+    try:
+        m = json.loads((source / "metrics.json").read_text())
+        saved = yaml.safe_load((source / "config.yaml").read_text()) or {}
+    except (OSError, ValueError):
+        return False
+    if (m.get("status") != "finished" or m.get("train/steps") != job.max_steps
+            or m.get("device") != f"{cpu} ({threads} threads)"):
+        return False
+    mine = parse(compose_config([*(o for o in job.overrides if not o.startswith(("runs_root=", "hydra."))),
+                                 f"trainer.threads={threads}"])).config
+    return (comparable(saved) == comparable(mine)
+            and all(saved.get("trainer", {}).get(k) == mine["trainer"].get(k) for k in NUMBER_KEYS))
 
 
 def copy_identical(jobs: list[Job], runs_root: Path, threads: int, say) -> int:
-    """Copy, rather than train again, each job not started whose identical run (the same overrides,
-    budget and thread count: the same numbers on this machine) finished under another spec of this
-    run root (Table 1's Signum-Dense rows are the estimator ablation's DAB rows); the copy names its
-    source in ``copied_from.txt``. Returns how many it copied."""
+    """Copy, rather than train again, each job not started whose identical run (``same_run``: the
+    same numbers on this machine) finished under another spec of this run root (Table 1's
+    Signum-Dense rows are the estimator ablation's DAB rows). The copy is made under
+    ``<runs_root>/.copying`` and renamed into place, so a stop mid-copy leaves no half run; it names
+    its source in ``copied_from.txt``. Returns how many it copied."""
     todo = [j for j in jobs if not j.run_dir.exists()]
+    staging = runs_root / ".copying"
+    shutil.rmtree(staging, ignore_errors=True)  # what a stop mid-copy left
     if not todo:
         return 0
-    donors: dict[frozenset[str], Path] = {}
+    from dab.suite.experiment import hardware_name  # noqa: PLC0415 (imports torch)
+
+    cpu = hardware_name(torch_cpu()).rsplit(" (", 1)[0]
+    donors: dict[frozenset[str], list[Path]] = {}
     for path in sorted(runs_root.glob("*/**/.hydra/overrides.yaml")):
         run_dir = path.parent.parent
-        if not (run_dir / COPIED).exists():
-            donors.setdefault(identity(yaml.safe_load(path.read_text()) or []), run_dir)
+        if not (run_dir / COPIED).exists():  # the original, not a copy of it
+            donors.setdefault(identity(yaml.safe_load(path.read_text()) or []), []).append(run_dir)
     copied = 0
     for job in todo:
-        source = donors.get(identity([*job.overrides, f"trainer.threads={threads}"]))
-        metrics = source / "metrics.json" if source else None
-        if metrics is None or not metrics.is_file():
+        candidates = donors.get(identity([*job.overrides, f"trainer.threads={threads}"]), [])
+        source = next((d for d in candidates if same_run(d, job, threads, cpu)), None)
+        if source is None:
             continue
-        m = json.loads(metrics.read_text())
-        if (m.get("status") != "finished" or m.get("train/steps") != job.max_steps
-                or started_settings(source) != effective_settings(job)):
-            continue
-        shutil.copytree(source, job.run_dir)
-        (job.run_dir / COPIED).write_text(f"{source}\n")
+        staging.mkdir(parents=True, exist_ok=True)
+        part = staging / job.run_dir.relative_to(runs_root).as_posix().replace("/", "__")
+        shutil.copytree(source, part)
+        (part / COPIED).write_text(f"{source}\n")
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        part.rename(job.run_dir)
         say(f"  copied {job.label} from {source} (an identical finished run)")
         copied += 1
+    shutil.rmtree(staging, ignore_errors=True)
     return copied
+
+
+def torch_cpu():
+    import torch  # noqa: PLC0415 (the campaign itself needs torch only here)
+
+    return torch.device("cpu")
 
 
 def metrics_of(spec: dict) -> list[str]:
@@ -423,16 +456,27 @@ def status_sections(path: Path) -> dict[str, str]:
     return {part.split("\n", 1)[0].strip(): "## " + part.rstrip() for part in path.read_text().split("\n## ")[1:]}
 
 
-def published(results: Path, name: str) -> list[str] | None:
-    """The verdicts ``<results>/campaign.md`` records for the spec's blocks when every one is final
-    (settled, capped, or run at the spec's budgets; not "stopped with unfinished runs"): the spec's
-    tier ran to its end, on this machine or another. None otherwise."""
+def published(results: Path, name: str, spec: dict, runs: list[Run]) -> list[str] | None:
+    """The verdicts ``<results>/campaign.md`` records for the spec's blocks when its tier ran to its
+    end under the present plan, on this machine or another: the section names the plan's number of
+    runs, has a row for every block of it (a block is published as it ends: a section may hold
+    the first blocks alone), and every verdict is final (settled, capped, or run at the spec's
+    budgets; not "stopped with unfinished runs"). None otherwise."""
     section = status_sections(results / "campaign.md").get(name)
-    if section is None:
+    if section is None or f"; {len(runs)} runs, " not in section:
         return None
-    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # past the header row
-    found = [[c.strip() for c in row.strip().strip("|").split("|")][1] for row in rows]
-    return found if found and not any(v.startswith("stopped with") for v in found) else None
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")]
+             for line in section.splitlines() if line.startswith("| ")][1:]  # past the header row
+    if any(len(c) < 2 for c in cells):
+        return None
+    suffixes = tuple(f", {m}" for m in metrics_of(spec))
+    recorded = {c[0][:-len(next(x for x in suffixes if c[0].endswith(x)))] if c[0].endswith(suffixes) else c[0]
+                for c in cells}
+    found = [c[1] for c in cells]
+    planned = {r.block.replace(" | ", ", ") for r in runs}
+    if recorded != planned or any(v.startswith("stopped with") for v in found):
+        return None
+    return found
 
 
 def started(runs: list[Run]) -> bool:
@@ -712,10 +756,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"{', '.join(n for n, _ in todo)}")
     kept = []
     for name, spec in todo:
-        done = published(results, name)
-        if done and name not in redo and not started(spec_runs(spec, runs_root)):
-            print(f"{name}: finished already: {results / 'campaign.md'} records every one of its {len(done)} block(s) as "
-                  f"settled or capped, and none of its runs is under {runs_root}; not run again (--redo {name} runs "
+        runs = spec_runs(spec, runs_root)
+        done = published(results, name, spec, runs)
+        if done and name not in redo and not started(runs):
+            print(f"{name}: finished already: {results / 'campaign.md'} records every one of its {len(done)} block "
+                  f"verdict(s) as settled or capped, and none of its runs is under {runs_root}; not run again (--redo {name} runs "
                   "it again from the start)")
         else:
             kept.append((name, spec))

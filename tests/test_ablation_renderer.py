@@ -63,10 +63,11 @@ def test_the_ranking_by_step_is_per_T_with_its_settle_verdict(tmp_path):
     assert "T=10: settled at step 2 of 8" in settle
     assert "| T=10 | 8 | DAB (reference) > straight-through | yes |" in text
     assert "| T=5 | 8 | straight-through > DAB (reference) | yes |" in text
+    assert text.index("| T=5 | 2 |") < text.index("| T=10 | 2 |")  # T in numeric order
     write_history(tmp_path / "table1_history.csv", [h for h in history if "/ste/" not in h["run_dir"]])
     text = table1.render(yaml.safe_load((REPO / "experiments" / "table1.yaml").read_text()),
                          [r for r in rows if r["estimator"] == "dab"], tmp_path)[0].read_text()
-    assert "| T=10 | 8 | Signum-Dense | yes |" in text and "T=5: settled at step 2 of 8" in text
+    assert "| T=10 | 8 | Signum-Dense | yes |" in text and "T=5: one group, nothing ranked" in text
     (tmp_path / "table1_history.csv").unlink()  # no history (the GPU tier's runs): no ranking
     text = table1.render(yaml.safe_load((REPO / "experiments" / "table1.yaml").read_text()),
                          [r for r in rows if r["estimator"] == "dab"], tmp_path)[0].read_text()

@@ -584,18 +584,23 @@ def test_a_tier_recorded_finished_whose_runs_are_gone_is_skipped_unless_redone(t
         return capsys.readouterr().out
 
     assert "tiny: 8 runs in 2 block(s)" in plan()  # nothing recorded yet
+    first = {f"{blocks[0]}": {"verdict": "settled at step 4 of 8", "order": [["dab"], ["ste"]]}}
+    campaign.write_status(results, "tiny", tiny_spec(), first, runs)  # published as the first block ended
+    assert campaign.published(results, "tiny", tiny_spec(), runs) is None and "tiny: 8 runs in 2 block(s)" in plan()
     record("capped unsettled at 8 steps: not settled: the order changed at the last evaluation (step 8)")
-    assert campaign.published(results, "tiny") == [
+    wider = dict(tiny_spec(), sweep={**tiny_spec()["sweep"], "seeds": [0, 1, 2]})  # the plan changed since
+    assert campaign.published(results, "tiny", wider, campaign.spec_runs(wider, runs_root)) is None
+    assert campaign.published(results, "tiny", tiny_spec(), runs) == [
         "capped unsettled at 8 steps: not settled: the order changed at the last evaluation (step 8)",
         "settled at step 4 of 8"]
     out = plan()
-    assert "tiny: finished already" in out and "every one of its 2 block(s)" in out and "runs in" not in out
+    assert "tiny: finished already" in out and "every one of its 2 block verdict(s)" in out and "runs in" not in out
     assert "tiny: 8 runs in 2 block(s)" in plan("--redo", "tiny")
     runs[0].run_dir.mkdir(parents=True)  # a run here: the campaign continues it (and republishes)
     assert "tiny: 8 runs in 2 block(s)" in plan()
     shutil.rmtree(runs_root)
     record("stopped with 1 unfinished run(s) at 8: not settled")
-    assert campaign.published(results, "tiny") is None and "tiny: 8 runs in 2 block(s)" in plan()
+    assert campaign.published(results, "tiny", tiny_spec(), runs) is None and "tiny: 8 runs in 2 block(s)" in plan()
     with pytest.raises(SystemExit, match="--redo: unknown spec.*nope; valid choices: tiny"):
         campaign.main(args + ["--redo", "nope"])
     assert not runs_root.exists()
@@ -632,34 +637,54 @@ def test_every_shipped_cpu_tier_plans_its_runs_in_blocks(tmp_path):
 
 
 def test_a_run_identical_to_another_specs_finished_run_is_copied_not_trained_again(tmp_path):
-    """Table 1's Signum-Dense rows are the estimator ablation's DAB rows: a job whose overrides,
-    budget and thread count match a finished run of another spec is copied (naming its source) and
-    then counts as done; a different seed, thread count or budget, or an unfinished source, is not.
-    campaign.md does not count a copy's training time twice."""
-    a = dict(tiny_spec(lengths=(5,)), artifact="a")
-    b = dict(tiny_spec(lengths=(5,)), artifact="b")
+    """Table 1's Signum-Dense rows are the estimator ablation's DAB rows: a job whose config, budget,
+    precision and thread count match a run of another spec finished on this CPU is copied (naming
+    its source, no staging left behind) and then counts as done; an unfinished source, another
+    thread count, precision, step count, CPU or config is not, and an unfinished candidate does
+    not hide a finished one. campaign.md does not count a copy's training time twice."""
+    from dab.suite.experiment import hardware_name
+
+    cpu = hardware_name(campaign.torch_cpu()).rsplit(" (", 1)[0]
+    a = dict(tiny_spec(lengths=(5, 6)), artifact="a")
+    b = dict(tiny_spec(lengths=(5, 6)), artifact="b")
     jobs_a = campaign.jobs_at(a, campaign.spec_runs(a, tmp_path), 4)
     jobs_b = campaign.jobs_at(b, campaign.spec_runs(b, tmp_path), 4)
+    assert [j.label for j in jobs_a] == [j.label for j in jobs_b] and len(jobs_a) == 8
 
-    def finished_run(job, steps=4, status="finished", threads=1, precision="fp32"):
-        (job.run_dir / ".hydra").mkdir(parents=True)
-        (job.run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+    def finished_run(job, run_dir=None, steps=4, status="finished", threads=1, precision="fp32", device=None,
+                     hidden=None):
+        run_dir = run_dir or job.run_dir
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
             [*job.overrides, f"trainer.precision={precision}", "trainer.compile=false",  # named on a resume
              f"trainer.threads={threads}", "trainer.progress=false", "trainer.resume=auto"]))
-        (job.run_dir / "config.yaml").write_text(yaml.safe_dump({"trainer": {"precision": precision, "compile": False}}))
-        (job.run_dir / "metrics.json").write_text(json.dumps({"status": status, "train/steps": steps, "wall_seconds": 3600}))
+        config = campaign.parse(campaign.compose_config(
+            [*(o for o in job.overrides if not o.startswith("runs_root=")), f"trainer.threads={threads}"])).config
+        config["trainer"]["precision"] = precision
+        if hidden is not None:  # as if trained under an older preset
+            config["dab"]["hidden"] = hidden
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        (run_dir / "metrics.json").write_text(json.dumps({"status": status, "train/steps": steps, "wall_seconds": 3600,
+                                                          "device": device or f"{cpu} ({threads} threads)"}))
 
-    finished_run(jobs_a[0])                       # dab seed0: identical to b's (fp32 named, b's from the config)
-    finished_run(jobs_a[1], status="interrupted")  # dab seed1: not finished
-    finished_run(jobs_a[2], threads=2)             # ste seed0: another thread count
-    finished_run(jobs_a[3], precision="bf16")      # ste seed1: another precision
+    finished_run(jobs_a[0])                        # dab T=5 seed0: identical to b's (fp32 named, b's from the config)
+    finished_run(jobs_a[1], status="interrupted")  # dab T=5 seed1: not finished
+    finished_run(jobs_a[2], threads=2)             # dab T=6 seed0: another thread count
+    finished_run(jobs_a[3], precision="bf16")      # dab T=6 seed1: another precision
+    finished_run(jobs_a[4], steps=8)               # ste T=5 seed0: finished at another step count
+    finished_run(jobs_a[5], device="Some Other CPU (1 threads)")  # ste T=5 seed1: another machine
+    finished_run(jobs_a[6], hidden=16)             # ste T=6 seed0: another config
+    finished_run(jobs_a[7])                        # ste T=6 seed1: identical, behind an unfinished candidate
+    finished_run(jobs_a[7], run_dir=tmp_path / "_early" / "x" / "seed1", status="interrupted")
     said = []
-    assert campaign.copy_identical(jobs_b, tmp_path, 1, said.append) == 1
-    assert jobs_b[0].done() and (jobs_b[0].run_dir / campaign.COPIED).read_text().strip() == str(jobs_a[0].run_dir)
-    assert not any(j.run_dir.exists() for j in jobs_b[1:]) and "copied" in said[0]
-    assert jobs_b[0].label.split(" | ")[0] == jobs_a[0].label.split(" | ")[0] and jobs_b[0].run_dir != jobs_a[0].run_dir
+    assert campaign.copy_identical(jobs_b, tmp_path, 1, said.append) == 2
+    assert [j.done() for j in jobs_b] == [True, False, False, False, False, False, False, True]
+    assert (jobs_b[0].run_dir / campaign.COPIED).read_text().strip() == str(jobs_a[0].run_dir)
+    assert (jobs_b[7].run_dir / campaign.COPIED).read_text().strip() == str(jobs_a[7].run_dir)
+    assert not any(j.run_dir.exists() for j in jobs_b[1:7]) and "copied" in said[0]
+    assert not (tmp_path / ".copying").exists()
     longer = campaign.jobs_at(b, campaign.spec_runs(b, tmp_path / "other"), 8)
     assert campaign.copy_identical(longer, tmp_path, 1, said.append) == 0  # another budget, another root
     status = {"all": {"verdict": "settled at step 2 of 4", "order": [["dab"]]}}
     text = campaign.write_status(tmp_path, "b", b, status, campaign.spec_runs(b, tmp_path)).read_text()
-    assert "0.00 CPU-hours of training (wall_seconds summed; 1 runs copied from identical runs of another spec" in text
+    assert "0.00 CPU-hours of training (wall_seconds summed; 2 runs copied from identical runs of another spec" in text

@@ -105,7 +105,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return state
 
 
-def _comparable(config: dict) -> dict:
+def comparable(config: dict) -> dict:
+    """A run config less what may change between runs of the same maths (trainer settings, where
+    runs go, the paper's cell): equal for a resume, and for the campaign's copy of an identical run."""
     return {k: v for k, v in config.items() if k not in _RESUME_FREE_KEYS}
 
 
@@ -120,7 +122,7 @@ def find_resumable(runs_root: Path, config: dict, exclude: Path | None = None) -
         if not cfg_file.exists():
             continue
         other = yaml.safe_load(cfg_file.read_text())
-        if _comparable(other) != _comparable(config):
+        if comparable(other) != comparable(config):
             continue
         mtime = ckpt.stat().st_mtime
         if best is None or mtime > best[0]:
@@ -137,7 +139,7 @@ def own_checkpoint(config: dict, out_dir: Path) -> Path | None:
         return None
     cfg_file = out_dir / CONFIG
     other = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else None
-    if not isinstance(other, dict) or _comparable(other) != _comparable(config):
+    if not isinstance(other, dict) or comparable(other) != comparable(config):
         diff = "no config.yaml beside it" if not isinstance(other, dict) else "keys differ: " + ", ".join(
             sorted(k for k in set(other) | set(config) if k not in _RESUME_FREE_KEYS and other.get(k) != config.get(k)))
         raise ConfigError(f"trainer.resume=auto: {ckpt} belongs to a different run ({diff}); "

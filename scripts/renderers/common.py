@@ -578,6 +578,15 @@ def by_run(rows: list[dict], key: Callable[[dict], object]) -> Callable[[dict], 
     return lambda h: table.get(h.get("run_dir"))
 
 
+def block_order(block: object) -> tuple:
+    """Blocks in reading order: "T=5" before "T=10" (a number after the last '=' sorts as a number)."""
+    head, _, tail = str(block).rpartition("=")
+    try:
+        return (head, 0, float(tail), "")
+    except ValueError:
+        return (head, 1, 0.0, tail)
+
+
 def ranking_lines(history: list[dict], metric: str, group_of: Callable[[dict], str | None],
                   block_of: Callable[[dict], str]) -> list[str]:
     """Markdown: per block (e.g. one bpp level), the weak order of the groups (best mean ``metric``
@@ -587,14 +596,15 @@ def ranking_lines(history: list[dict], metric: str, group_of: Callable[[dict], s
     lines = [f"Ranking by evaluation step ({metric}, mean over seeds, best first; '~': within the pooled seed "
              "spread):", "", "| block | step | order | same as final |", "|---|---|---|---|"]
     verdicts = []
-    for block in sorted(table, key=str):
+    for block in sorted(table, key=block_order):
         orders = table[block]
         if not orders:
             continue
         final = orders[max(orders)]
         lines += [f"| {block} | {step} | {order_text(order)} | {'yes' if order == final else 'no'} |"
                   for step, order in orders.items()]
-        verdicts.append(f"{block}: {settle(orders).text()}")
+        one = sum(len(tied) for tied in final) == 1
+        verdicts.append(f"{block}: {'one group, nothing ranked' if one else settle(orders).text()}")
     lines += ["", "Settle rule (the order unchanged from that step to the end, over at least the last 30% of the "
               "run): " + "; ".join(verdicts) + "."]
     return lines
