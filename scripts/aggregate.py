@@ -187,29 +187,54 @@ def history_rows(rows: list[dict]) -> tuple[list[dict], list[str]]:
     return out, keys
 
 
+def read_csv(path: Path, run_dirs: set[str] | None = None) -> tuple[list[dict], list[str]]:
+    """The rows of a CSV this script wrote (those whose ``run_dir`` is one of ``run_dirs``), and its
+    columns (none where there is no such file)."""
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return [r for r in reader if run_dirs is None or r["run_dir"] in run_dirs], list(reader.fieldnames or [])
+
+
+def row_order(row: dict) -> tuple:
+    """A row's place in the CSV: by cell, seed, run directory (a seed read back from a CSV is text)."""
+    seed = row["seed"]
+    seed = int(seed) if isinstance(seed, int) or (isinstance(seed, str) and seed.lstrip("-").isdigit()) else -1
+    return row["cell"], seed, row["run_dir"]
+
+
 def aggregate(spec: dict, runs_root: Path, results: Path, keep_duplicates: bool = False,
-              only: set[Path] | None = None) -> list[dict]:
+              only: set[Path] | None = None, carry: set[str] = frozenset()) -> list[dict]:
     """Write results/<artifact>_runs.csv (and _history.csv) from the runs found (with ``only``: from
-    those run directories alone); print coverage."""
+    those run directories alone); print coverage. ``carry``: run directories (relative to the run
+    root, as the CSV names them) whose rows the CSVs already written keep where the run is not
+    found here (a campaign's blocks finished on another machine, whose run directories are gone)."""
     artifact = spec["artifact"]
     rows, skipped = collect(runs_root, spec, keep_duplicates, {Path(d).resolve() for d in only} if only else only)
     notes = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
     out = results / f"{artifact}_runs.csv"
-    if not rows:
+    here = {r["run_dir"] for r in rows}
+    carried = read_csv(out, set(carry) - here)[0]
+    if not rows and not carried:
         kept = f"; {out} not touched (it holds earlier runs)" if out.exists() else ""
         print(f"{artifact}: found no finished or failed runs under {runs_root / artifact}/"
               + (f" (skipped: {notes})" if notes else "") + kept)
         return rows
-    write_csv(out, rows, STANDARD + list(spec.get("columns") or {}))
+    write_csv(out, sorted(rows + carried, key=row_order), STANDARD + list(spec.get("columns") or {}))
     n_failed = sum(r["status"] == "failed" for r in rows)
     print(f"{artifact}: found {len(rows) - n_failed} finished and {n_failed} failed run(s) under "
-          f"{runs_root / artifact}/ -> {out}" + (f"  (skipped: {notes})" if notes else ""))
+          f"{runs_root / artifact}/" + (f", kept {len(carried)} earlier row(s) of runs not here" if carried else "")
+          + f" -> {out}" + (f"  (skipped: {notes})" if notes else ""))
     if spec.get("history"):
         hist, keys = history_rows([r for r in rows if r["status"] == "finished"])
         hist_path = results / f"{artifact}_history.csv"
+        old, columns = read_csv(hist_path, {r["run_dir"] for r in carried})
+        keys += [k for k in columns[4:] if k not in keys]
+        hist = sorted(hist + old, key=lambda h: (*row_order(h), float(h["step"])))
         write_csv(hist_path, hist, ["run_dir", "experiment", "cell", "seed", *keys])
         print(f"{artifact}: {len(hist)} evaluation(s) -> {hist_path}")
-    print_coverage(spec, rows)
+    print_coverage(spec, rows + [{**r, "seed": row_order(r)[1]} for r in carried])
     return rows
 
 

@@ -46,6 +46,9 @@ at a step boundary with a checkpoint; the same command continues where it stoppe
 what remains. A spec whose tier ``campaign.md`` records as finished (every block settled, capped, or
 run at the spec's budgets) and none of whose runs is under ``--runs-root`` (the campaign continued on
 a new machine) is skipped with a line saying so; ``--redo <spec>`` runs it again from the start.
+Within a spec that goes on, a block recorded as finished whose runs are all gone from the run root
+but present as finished rows in the committed ``<artifact>_runs.csv`` is kept as recorded
+(``carried_blocks``: verdict, order, CPU time, CSV rows) and not run again.
 
     python scripts/campaign.py --dry-run          # the plan and its projected time
     python scripts/campaign.py --commit           # make campaign
@@ -56,6 +59,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -379,12 +383,19 @@ def resumed_to(runs: list[Run], dependent: dict[str, str], ladder: list[int]) ->
 
 
 def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, settings: list[str] = (),
-                  on_block=None) -> dict:
+                  on_block=None, carried: dict | None = None) -> dict:
     """Run one spec's CPU tier block by block, each to settled or capped (runs not started yet with
     ``settings``), calling ``on_block(status)`` after each block (publish and commit: a stop loses at
-    most the block in progress); returns the status per block (and metric)."""
+    most the block in progress); returns the status per block (and metric). ``carried``: status
+    entries of blocks finished on another machine (``carried_blocks``), kept as recorded, not run."""
     cpu = spec["cpu"]
     runs = with_settings(spec_runs(spec, runs_root), list(settings))
+    status: dict[str, dict] = dict(carried or {})
+    done_elsewhere = {key.split(" | ")[0] for key in status}
+    for block in sorted(done_elsewhere):
+        say(f"{spec['artifact']} {block}: finished on an earlier machine (results/cpu/campaign.md); its runs' rows "
+            "are kept from the committed CSVs, not run again")
+    runs = [r for r in runs if r.block not in done_elsewhere]
     blocks = list(dict.fromkeys(r.block for r in runs))
     ladders = {block: ladder_of(spec, [r for r in runs if r.block == block]) for block in blocks}
     dependent: dict[str, str] = {}
@@ -395,7 +406,6 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
     factor = float(cpu.get("factor", 2))
     for group, reason in dependent.items():
         say(f"{spec['artifact']}: {group} is run afresh at each larger budget, not resumed: {reason}")
-    status: dict[str, dict] = {}
     worked: set[str] = set()  # blocks some of whose runs ran in this campaign while filling in
     failed_fill: set[Path] = set()  # filled-in runs that failed: left to their own block's turn
     for i, block in enumerate(blocks):
@@ -446,6 +456,8 @@ def campaign_spec(spec: dict, runs_root: Path, workers: int, threads: int, say, 
         # would commit the tier without the blocks after it, until those are read in turn
         if on_block is not None and (ran or block == blocks[-1]):
             on_block(status)
+    if on_block is not None and not blocks and status:  # every block carried: publish them here
+        on_block(status)
     return status
 
 
@@ -479,6 +491,61 @@ def published(results: Path, name: str, spec: dict, runs: list[Run]) -> list[str
     return found
 
 
+HOURS = re.compile(r"^(?:([0-9.]+)(?: \(\+(\d+) copied\))?|counted with (.+))$")  # campaign.md's CPU-hours cell
+
+
+def carried_blocks(results: Path, name: str, spec: dict, runs: list[Run], runs_root: Path) -> dict[str, dict]:
+    """The blocks of the spec that ``<results>/campaign.md`` records as finished under the present
+    plan (settled, capped, or run at the spec's budgets), none of whose runs is under this run root,
+    and every run of which is a finished row of the committed ``<artifact>_runs.csv``: the campaign
+    went on on a new machine after those blocks were published. Their status entries as recorded
+    (verdict, order), with ``carried`` (the rows' run directories, relative to the run root) and
+    ``hours``/``copied`` (the recorded CPU time; where the record predates per-block times, the
+    section's total, when every block it records is carried). {} when nothing can be carried."""
+    section = status_sections(results / "campaign.md").get(name)
+    if section is None or f"; {len(runs)} runs, " not in section:
+        return {}
+    header = section.split("\n| ", 1)[0]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")]
+             for line in section.splitlines() if line.startswith("| ")][1:]
+    metrics = metrics_of(spec)
+    rows_csv, _ = aggregate.read_csv(results / f"{spec['artifact']}_runs.csv")
+    finished = {r["run_dir"] for r in rows_csv if r.get("status") == "finished"}
+    out: dict[str, dict] = {}
+    for c in cells:
+        if len(c) < 3 or c[1].startswith("stopped with"):
+            continue
+        block, metric = c[0], None
+        for m in metrics:
+            if len(metrics) > 1 and c[0].endswith(f", {m}"):
+                block, metric = c[0][:-len(f", {m}")], m
+        block = next((b for b in dict.fromkeys(r.block for r in runs) if b.replace(" | ", ", ") == block), None)
+        mine = [r for r in runs if r.block == block]
+        if block is None or started(mine):
+            continue
+        dirs = [next((d for d in sorted(finished) if d == rel or d.startswith(f"{rel}-steps")), None)
+                for rel in (r.run_dir.relative_to(runs_root).as_posix() for r in mine)]
+        if None in dirs:
+            continue
+        hours = HOURS.match(c[3]) if len(c) > 3 else None
+        order = [tuple(t.split(" ~ ")) for t in c[2].split(" > ")] if c[2] else []
+        out[block if metric is None else f"{block} | {metric}"] = {
+            "verdict": c[1], "settled": c[1].startswith("settled"), "order": order, "runs": [], "carried": dirs,
+            "hours": None if not hours else 0.0 if hours.group(3) else float(hours.group(1)),
+            "copied": int(hours.group(2) or 0) if hours else 0, "with": hours.group(3) if hours else None}
+    total = re.search(r" runs, ([0-9.]+) CPU-hours of training", header)
+    if out and len(out) == len(cells) and total and all(len(c) == 3 for c in cells):
+        # a record from before per-block times, every block of which is carried: the section's total
+        # (which counted these blocks' runs) goes with the first block, the others say so
+        copied = re.search(r"; (\d+) runs copied", header)
+        first = next(iter(out)).split(" | ")[0]
+        for key, e in out.items():
+            own = key.split(" | ")[0] == first
+            e["hours"], e["with"] = (float(total.group(1)), None) if own else (0.0, first)
+            e["copied"] = int(copied.group(1)) if copied and own else 0
+    return out
+
+
 def started(runs: list[Run]) -> bool:
     """Whether any run of the spec has a run directory under this run root (fresh reruns included)."""
     return any(r.run_dir.exists() or any(r.run_dir.parent.glob(f"{r.run_dir.name}-steps*")) for r in runs)
@@ -488,10 +555,29 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
     """``<results>/campaign.md``: one section per spec, its blocks' verdicts, budgets and CPU time."""
     path = results / "campaign.md"
     sections = status_sections(path)
-    dirs = [d for r in runs for d in (r.run_dir, *r.run_dir.parent.glob(f"{r.run_dir.name}-steps*"))]
-    seconds = sum(json.loads((d / "metrics.json").read_text())["wall_seconds"]  # fresh reruns at larger budgets
-                  for d in dirs if (d / "metrics.json").is_file() and not (d / COPIED).exists())  # included
-    copied = sum((d / COPIED).exists() for d in dirs)
+
+    def spent(mine: list[Run]) -> tuple[float, int]:
+        """Training seconds of these runs here (fresh reruns at larger budgets included; a copy of
+        another spec's run not counted) and how many were copies."""
+        dirs = [d for r in mine for d in (r.run_dir, *r.run_dir.parent.glob(f"{r.run_dir.name}-steps*"))]
+        return (sum(json.loads((d / "metrics.json").read_text())["wall_seconds"]
+                    for d in dirs if (d / "metrics.json").is_file() and not (d / COPIED).exists()),
+                sum((d / COPIED).exists() for d in dirs))
+
+    elsewhere = {key.split(" | ")[0]: s for key, s in status.items() if "carried" in s}  # one entry per block
+    seconds, copied = spent([r for r in runs if r.block not in elsewhere])
+    before = [s["hours"] for s in elsewhere.values()]
+    seconds += 3600 * sum(h for h in before if h is not None)
+    copied += sum(s["copied"] for s in elsewhere.values())
+    carried_runs = sum(len(s["carried"]) for s in elsewhere.values())
+
+    def hours_cell(key: str, s: dict) -> str:
+        if "carried" in s:
+            h, n = s["hours"], s["copied"]
+            return (f"counted with {s['with']}" if s.get("with") else "n/a" if h is None else
+                    f"{h:.2f}" + (f" (+{n} copied)" if n else ""))
+        t, n = spent([r for r in runs if r.block == key.split(" | ")[0]])
+        return f"{t / 3600:.2f}" + (f" (+{n} copied)" if n else "")
     cpu = spec["cpu"]
     plan = (f"budget {cpu['budget']} steps, extended by x{cpu.get('factor', 2)} up to {cpu['cap']} while a block is unsettled"
             if cpu["budget"] != "spec" else "the spec's own step budgets, not extended" if not cpu.get("extend") else
@@ -500,11 +586,14 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
     lines = [f"## {name}", "", f"{plan[0].upper()}{plan[1:]}; metric {cpu['metric']}; overrides: "
              + (", ".join(f"{k}={hydra_value(v)}" for k, v in (cpu.get("set") or {}).items()) or "none")
              + f"; {len(runs)} runs, {seconds / 3600:.2f} CPU-hours of training (wall_seconds summed"
-             + (f"; {copied} runs copied from identical runs of another spec, not counted" if copied else "") + ").", "",
-             "| block | verdict | order at the last evaluation (best first, ~ tied) |", "|---|---|---|"]
+             + (f"; {copied} runs copied from identical runs of another spec, not counted" if copied else "")
+             + (f"; {carried_runs} runs of {len(elsewhere)} block(s) finished on an earlier machine, their rows kept from "
+                f"{spec['artifact']}_runs.csv" + (", their CPU time as recorded then" if None not in before else
+                                                  ", part of their CPU time not recorded") if elsewhere else "") + ").", "",
+             "| block | verdict | order at the last evaluation (best first, ~ tied) | CPU-hours |", "|---|---|---|---|"]
     for block, s in sorted(status.items()):
         order = " > ".join(" ~ ".join(t) for t in s["order"])
-        lines.append(f"| {block.replace(' | ', ', ')} | {s['verdict']} | {order} |")
+        lines.append(f"| {block.replace(' | ', ', ')} | {s['verdict']} | {order} | {hours_cell(block, s)} |")
     sections[name] = "\n".join(lines)
     path.write_text("# CPU campaign: where each comparison block settled\n\nWritten by scripts/campaign.py; the "
                     "settle rule is scripts/renderers/settle.py.\n\n" + "\n\n".join(sections.values()) + "\n")
@@ -516,10 +605,11 @@ def publish(spec: dict, runs_root: Path, results: Path, commit: bool, say, statu
     its finished blocks alone, each at the budget it finished at (a block still running, or runs
     being extended to a larger budget, stay out of the committed tables until their block ends)."""
     only = None if status is None else {d for s in status.values() for d in s.get("runs", ())}
+    carry = {d for s in (status or {}).values() for d in s.get("carried", ())}
     if spec.get("fidelity"):  # e.g. the estimator table: each run's gradient fidelity first
         subprocess.run([sys.executable, str(REPO / "scripts" / "gradient_fidelity.py"), str(runs_root / spec["artifact"]),
                         "--spec", str(REPO / "experiments" / f"{spec['artifact']}.yaml")], cwd=REPO, check=True)
-    aggregate.aggregate(spec, runs_root, results, only=only)
+    aggregate.aggregate(spec, runs_root, results, only=only, carry=carry)
     for script in ("make_figures.py", "make_report.py"):
         subprocess.run([sys.executable, str(REPO / "scripts" / script), "--results", str(results.parent)],
                        cwd=REPO, check=True, capture_output=True)
@@ -741,8 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-publish", action="store_true", help="write campaign.md only: no aggregate, render or commit")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--redo", default=None,
-                   help="comma-separated spec names to run again although campaign.md records their tier as "
-                        "finished and none of their runs is under --runs-root (a new machine, say)")
+                   help="comma-separated spec names to run again although campaign.md records their tier (or some "
+                        "of its blocks) as finished and none of their runs is under --runs-root (a new machine, say)")
     a = p.parse_args(argv)
     # Ctrl-C and a kill stop the campaign (even where it was started with SIGINT ignored, as a
     # background job of a non-interactive shell is)
@@ -765,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             kept.append((name, spec))
     todo = kept
+    carried: dict[str, dict] = {}  # spec name -> the status entries of blocks finished on an earlier machine
     for name, spec in todo:
         runs = spec_runs(spec, runs_root)
         blocks = list(dict.fromkeys(r.block for r in runs))
@@ -772,7 +863,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"campaign: experiments/{name}.yaml: cpu.check: no block {spec['cpu']['check']!r}; valid "
                              f"choices: {', '.join(blocks)}")
         checks = pending_checks(name, spec, results)
-        print(f"{name}: {len(runs)} runs in {len(blocks)} block(s); " + remaining(spec, runs, a.workers)
+        carried[name] = {} if name in redo else carried_blocks(results, name, spec, runs, runs_root)
+        gone = {key.split(" | ")[0] for key in carried[name]}
+        print(f"{name}: {len(runs)} runs in {len(blocks)} block(s); "
+              + (f"{len(gone)} block(s) finished on an earlier machine, kept from {results / 'campaign.md'}, not run "
+                 f"again ({', '.join(sorted(gone))}); " if gone else "")
+              + remaining(spec, [r for r in runs if r.block not in gone], a.workers)
               + "".join(f"; first checks {s} on block {spec['cpu']['check']} ("
                         f"{sum(r.block == spec['cpu']['check'] for r in runs)} runs more at the first budget)"
                         for s in checks))
@@ -799,7 +895,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not a.no_publish:
                     publish(spec, runs_root, results, a.commit, print, status)
 
-            campaign_spec(spec, runs_root, a.workers, a.threads, print, settings, on_block=after_block)
+            campaign_spec(spec, runs_root, a.workers, a.threads, print, settings, on_block=after_block,
+                          carried=carried[name])
     except KeyboardInterrupt:
         print("campaign stopped: every run saved a checkpoint; run the same command to continue", file=sys.stderr)
         return 130

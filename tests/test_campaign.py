@@ -688,3 +688,101 @@ def test_a_run_identical_to_another_specs_finished_run_is_copied_not_trained_aga
     status = {"all": {"verdict": "settled at step 2 of 4", "order": [["dab"]]}}
     text = campaign.write_status(tmp_path, "b", b, status, campaign.spec_runs(b, tmp_path)).read_text()
     assert "0.00 CPU-hours of training (wall_seconds summed; 2 runs copied from identical runs of another spec" in text
+
+
+def test_blocks_finished_on_an_earlier_machine_are_kept_and_only_the_rest_is_run(tmp_path, monkeypatch, capsys):
+    """A machine lost mid-spec: the blocks campaign.md records as finished, whose runs are all
+    finished rows of the committed runs CSV and none of whose runs is under the new run root, are
+    kept as recorded (verdict, order, CPU time, CSV rows and history) and not run again; the rest
+    runs. A block with a run here, a run missing from the CSV, or a changed plan is not carried."""
+    spec = dict(tiny_spec(budget=4, cap=8), history=True)
+    old_root, new_root, results = tmp_path / "old", tmp_path / "new", tmp_path / "results"
+    results.mkdir()
+    run, calls = fake_runs(settles={"dataset.length=5"})
+    monkeypatch.setattr(campaign, "run_jobs", run)
+    status = campaign.campaign_spec(spec, old_root, 1, 1, say=lambda *_: None)
+    old_runs = campaign.spec_runs(spec, old_root)
+    for r in old_runs:  # each run took 900 s on the old machine
+        m = json.loads((r.run_dir / "metrics.json").read_text())
+        (r.run_dir / "metrics.json").write_text(json.dumps({**m, "wall_seconds": 900.0}))
+    status["dataset.length=6"]["verdict"] = "stopped with 1 unfinished run(s) at 8: not settled"  # the machine went
+    campaign.write_status(results, "tiny", spec, status, old_runs)
+    assert "| dataset.length=5 | settled at step 2 of 4 | dab > ste | 1.00 |" in (results / "campaign.md").read_text()
+    rows = [{"artifact": "tiny", "experiment": "sort_t5", "cell": f"sort_t5 {r.group}", "seed": r.overrides[-2][5:],
+             "status": "finished", "steps": 4, "wall_seconds": 900.0, "run_dir": r.run_dir.relative_to(old_root).as_posix()}
+            for r in old_runs]
+    campaign.aggregate.write_csv(results / "tiny_runs.csv", rows, campaign.aggregate.STANDARD)
+    history = [{"run_dir": r["run_dir"], "experiment": "sort_t5", "cell": r["cell"], "seed": r["seed"], "step": s,
+                "test/per_element": 0.5} for r in rows for s in (2, 4)]
+    campaign.aggregate.write_csv(results / "tiny_history.csv", history,
+                                 ["run_dir", "experiment", "cell", "seed", "step", "test/per_element"])
+
+    runs = campaign.spec_runs(spec, new_root)
+    carried = campaign.carried_blocks(results, "tiny", spec, runs, new_root)
+    five = sorted(r.run_dir.relative_to(new_root).as_posix() for r in runs if r.block == "dataset.length=5")
+    assert list(carried) == ["dataset.length=5"] and sorted(carried["dataset.length=5"]["carried"]) == five
+    assert carried["dataset.length=5"]["verdict"] == "settled at step 2 of 4"
+    assert carried["dataset.length=5"]["order"] == [("dab",), ("ste",)] and carried["dataset.length=5"]["hours"] == 1.0
+
+    calls.clear()
+    status = campaign.campaign_spec(spec, new_root, 1, 1, say=lambda *_: None, carried=carried)
+    assert calls == [[4], [8]]  # the T=6 block alone, from its first budget
+    assert not any(r.run_dir.exists() for r in runs if r.block == "dataset.length=5")
+    assert status["dataset.length=5"] == carried["dataset.length=5"]
+    assert status["dataset.length=6"]["verdict"].startswith("capped unsettled at 8 steps")
+    text = campaign.write_status(results, "tiny", spec, status, runs).read_text()
+    assert "| dataset.length=5 | settled at step 2 of 4 | dab > ste | 1.00 |" in text
+    assert "1.00 CPU-hours of training (wall_seconds summed; 4 runs of 1 block(s) finished on an earlier machine" in text
+    again = campaign.carried_blocks(results, "tiny", spec, runs, new_root)  # T=6's runs are here: it is not carried
+    assert list(again) == ["dataset.length=5"] and again["dataset.length=5"]["hours"] == 1.0
+
+    campaign.aggregate.aggregate(spec, new_root, results, only=set(), carry=set(five))
+    kept, _ = campaign.aggregate.read_csv(results / "tiny_runs.csv")
+    assert sorted(r["run_dir"] for r in kept) == five and all(r["wall_seconds"] == "900.0" for r in kept)
+    kept_history, _ = campaign.aggregate.read_csv(results / "tiny_history.csv")
+    assert len(kept_history) == 2 * len(five) and {h["run_dir"] for h in kept_history} == set(five)
+
+    # not carried: a run of the block under the new root; a run missing from the CSV; another plan
+    campaign.write_status(results, "tiny", spec, {**carried, "dataset.length=6": {
+        "verdict": "stopped with 1 unfinished run(s) at 8: not settled", "order": [["dab", "ste"]]}}, runs)
+    campaign.aggregate.write_csv(results / "tiny_runs.csv", rows, campaign.aggregate.STANDARD)
+    shutil.rmtree(new_root)
+    assert list(campaign.carried_blocks(results, "tiny", spec, runs, new_root)) == ["dataset.length=5"]
+    next(r for r in runs if r.block == "dataset.length=5").run_dir.mkdir(parents=True)
+    assert campaign.carried_blocks(results, "tiny", spec, runs, new_root) == {}
+    shutil.rmtree(new_root)
+    campaign.aggregate.write_csv(results / "tiny_runs.csv", rows[1:], campaign.aggregate.STANDARD)
+    assert campaign.carried_blocks(results, "tiny", spec, runs, new_root) == {}
+    campaign.aggregate.write_csv(results / "tiny_runs.csv", rows, campaign.aggregate.STANDARD)
+    wider = dict(spec, sweep={**spec["sweep"], "seeds": [0, 1, 2]})
+    assert campaign.carried_blocks(results, "tiny", wider, campaign.spec_runs(wider, new_root), new_root) == {}
+
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    args = ["--experiments", str(experiments), "--runs-root", str(new_root), "--results", str(results), "--dry-run"]
+    assert campaign.main(args) == 0
+    assert "1 block(s) finished on an earlier machine" in capsys.readouterr().out
+    assert campaign.main(args + ["--redo", "tiny"]) == 0
+    assert "earlier machine" not in capsys.readouterr().out
+
+
+def test_a_record_from_before_per_block_times_carries_its_total_once(tmp_path):
+    """campaign.md sections written before the CPU-hours column: when every recorded block is
+    carried, the section's total (and its copies) goes with the first block, the others say so."""
+    spec = tiny_spec()
+    runs = campaign.spec_runs(spec, tmp_path / "runs")
+    (tmp_path / "campaign.md").write_text(
+        "# CPU campaign\n\n## tiny\n\nBudget 4 steps; metric test/per_element; overrides: none; 8 runs, 0.84 CPU-hours "
+        "of training (wall_seconds summed; 2 runs copied from identical runs of another spec, not counted).\n\n"
+        "| block | verdict | order at the last evaluation (best first, ~ tied) |\n|---|---|---|\n"
+        "| dataset.length=5 | settled at step 2 of 4 | dab > ste |\n| dataset.length=6 | settled at step 4 of 8 | ste ~ dab |\n")
+    rows = [{"run_dir": r.run_dir.relative_to(tmp_path / "runs").as_posix(), "status": "finished"} for r in runs]
+    campaign.aggregate.write_csv(tmp_path / "tiny_runs.csv", rows, ["run_dir", "status"])
+    carried = campaign.carried_blocks(tmp_path, "tiny", spec, runs, tmp_path / "runs")
+    assert carried["dataset.length=6"]["order"] == [("ste", "dab")]
+    text = campaign.write_status(tmp_path, "tiny", spec, carried, runs).read_text()
+    assert "8 runs, 0.84 CPU-hours of training (wall_seconds summed; 2 runs copied" in text
+    assert "| dataset.length=5 | settled at step 2 of 4 | dab > ste | 0.84 (+2 copied) |" in text
+    assert "| dataset.length=6 | settled at step 4 of 8 | ste ~ dab | counted with dataset.length=5 |" in text
+    assert campaign.carried_blocks(tmp_path, "tiny", spec, runs, tmp_path / "runs") == carried  # read back the same
