@@ -67,7 +67,7 @@ import sys
 from argparse import Namespace
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 from omegaconf import OmegaConf
@@ -495,15 +495,18 @@ HOURS = re.compile(r"^(?:([0-9.]+)(?: \(\+(\d+) copied\))?|counted with (.+))$")
 
 
 def carried_blocks(results: Path, name: str, spec: dict, runs: list[Run], runs_root: Path) -> dict[str, dict]:
-    """The blocks of the spec that ``<results>/campaign.md`` records as finished under the present
-    plan (settled, capped, or run at the spec's budgets), none of whose runs is under this run root,
-    and every run of which is a finished row of the committed ``<artifact>_runs.csv``: the campaign
-    went on on a new machine after those blocks were published. Their status entries as recorded
-    (verdict, order), with ``carried`` (the rows' run directories, relative to the run root) and
-    ``hours``/``copied`` (the recorded CPU time; where the record predates per-block times, the
-    section's total, when every block it records is carried). {} when nothing can be carried."""
+    """The blocks of the spec that ``<results>/campaign.md`` records as finished (settled, capped,
+    or run at the spec's budgets) under the block's present plan, none of whose runs is under this
+    run root: the campaign went on on a new machine after those blocks were published. The block's
+    plan is the same when the groups of its recorded order are its planned groups and the finished
+    rows of the committed ``<artifact>_runs.csv`` in its runs' folders are its planned runs, one
+    each (a seed added or dropped, a variant added or dropped: not carried). Other blocks may have
+    been added to the spec since. Their status entries as recorded (verdict, order), with
+    ``carried`` (the rows' run directories, relative to the run root) and ``hours``/``copied`` (the
+    recorded CPU time; where the record predates per-block times, the section's total, when every
+    block it records is carried). {} when nothing can be carried."""
     section = status_sections(results / "campaign.md").get(name)
-    if section is None or f"; {len(runs)} runs, " not in section:
+    if section is None:
         return {}
     header = section.split("\n| ", 1)[0]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")]
@@ -521,14 +524,17 @@ def carried_blocks(results: Path, name: str, spec: dict, runs: list[Run], runs_r
                 block, metric = c[0][:-len(f", {m}")], m
         block = next((b for b in dict.fromkeys(r.block for r in runs) if b.replace(" | ", ", ") == block), None)
         mine = [r for r in runs if r.block == block]
-        if block is None or started(mine):
-            continue
-        dirs = [next((d for d in sorted(finished) if d == rel or d.startswith(f"{rel}-steps")), None)
-                for rel in (r.run_dir.relative_to(runs_root).as_posix() for r in mine)]
-        if None in dirs:
-            continue
-        hours = HOURS.match(c[3]) if len(c) > 3 else None
         order = [tuple(t.split(" ~ ")) for t in c[2].split(" > ")] if c[2] else []
+        if block is None or started(mine) or {g for t in order for g in t} != {r.group for r in mine}:
+            continue
+        planned = [r.run_dir.relative_to(runs_root).as_posix() for r in mine]
+        folders = {str(PurePosixPath(rel).parent) for rel in planned}
+        there = [d for d in finished if str(PurePosixPath(d).parent) in folders]  # these runs' rows and any others
+        dirs = [[d for d in there if d == rel or d.startswith(f"{rel}-steps")] for rel in planned]
+        if any(len(d) != 1 for d in dirs) or len(there) != len(planned):
+            continue
+        dirs = [d[0] for d in dirs]
+        hours = HOURS.match(c[3]) if len(c) > 3 else None
         out[block if metric is None else f"{block} | {metric}"] = {
             "verdict": c[1], "settled": c[1].startswith("settled"), "order": order, "runs": [], "carried": dirs,
             "hours": None if not hours else 0.0 if hours.group(3) else float(hours.group(1)),

@@ -93,7 +93,7 @@ if [[ $parts == *,sweeps,* ]]; then
       > "$out/sweep_table1_dense.txt" 2>&1 &
     art table1 "${lstm[@]}" --jobs 2 --only sort_lstm_t5,sort_lstm_t10,sort_lstm_t15 > "$out/sweep_table1_lstm.txt" 2>&1 &
     art ablation_estimators "${dense[@]}" --jobs 2 \
-      --only sort_t5_loss_to_input,sort_t5_ste,sort_t10_loss_to_input,sort_t10_ste > "$out/sweep_ablation.txt" 2>&1 &
+      --only sort_t5_loss_to_input,sort_t5_ste,sort_t10_loss_to_input,sort_t10_ste,sort_t15_ste > "$out/sweep_ablation.txt" 2>&1 &
     wait
   fi
   # 2. Table 2 on the Fashion-MNIST-32 stand-in and Figure 4 on Fashion-MNIST (seed 0)
@@ -116,14 +116,14 @@ if [[ $parts == *,sweeps,* ]]; then
       > "$out/sweep_estimators.txt" 2>&1
   fi
   # Figure 5 needs ImageNet, which the device does not have: not scheduled.
-  log "sweeps: done; copying Table 1's DAB and ELU runs at T=5, 10 into the ablation"
+  log "sweeps: done; copying Table 1's DAB runs at T=5, 10, 15 and ELU runs at T=5, 10 into the ablation"
   $py - "$runs" <<'PY'
 import shutil, sys, yaml
 from pathlib import Path
 runs = Path(sys.argv[1])
 for cfg_file in (runs / "table1").rglob("config.yaml"):
     cfg = yaml.safe_load(cfg_file.read_text())
-    if cfg["run_name"] in ("sort_t5", "sort_t10", "sort_elu_t5", "sort_elu_t10") and (cfg_file.parent / "metrics.json").exists():
+    if cfg["run_name"] in ("sort_t5", "sort_t10", "sort_t15", "sort_elu_t5", "sort_elu_t10") and (cfg_file.parent / "metrics.json").exists():
         dest = runs / "ablation_estimators" / "from_table1" / cfg_file.parent.relative_to(runs / "table1")
         shutil.copytree(cfg_file.parent, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint.pt"))
 PY

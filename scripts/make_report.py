@@ -321,6 +321,18 @@ def tier_name(folder: Path, results: Path) -> str:
     return f"{name} (your runs, not committed)" if folder.name == LOCAL_TIER else name
 
 
+def tier_plan(spec: dict, folder: Path) -> dict:
+    """The spec as far as this tier plans it: the CPU tier (``results/cpu``) runs only the presets
+    of its ``cpu.only`` (Table 1's dense cells, say), so its runs are counted against those."""
+    only = (spec.get("cpu") or {}).get("only")
+    if folder.name != "cpu" or not only:
+        return spec
+    sweep = spec["sweep"]
+    narrow = lambda g: {**g, "presets": [p for p in g["presets"] if p in only]}  # noqa: E731
+    return {**spec, "sweep": {**sweep, "groups": [narrow(g) for g in sweep["groups"]]} if sweep.get("groups")
+            else narrow(sweep)}
+
+
 class Tier:
     """One artifact's runs in one hardware tier (a folder of results/), and what the report says
     about them."""
@@ -336,8 +348,9 @@ class Tier:
         self.budget = budget_text(spec, shown)
         self.steps = steps_text(spec, shown)
         self.seeds = ", ".join(map(str, sorted({r["seed"] for r in shown})))
-        self.counts = counts(spec, self.rows)
-        totals = count_totals(spec, self.rows)
+        planned = tier_plan(spec, folder)
+        self.counts = counts(planned, self.rows)
+        totals = count_totals(planned, self.rows)
         self.runs = f"{totals['finished']} of {totals['planned']} runs"
         self.lines = side_by_side(spec, self.rows)
         self.comparable = not setting_mismatch(spec, done)

@@ -754,8 +754,14 @@ def test_blocks_finished_on_an_earlier_machine_are_kept_and_only_the_rest_is_run
     campaign.aggregate.write_csv(results / "tiny_runs.csv", rows[1:], campaign.aggregate.STANDARD)
     assert campaign.carried_blocks(results, "tiny", spec, runs, new_root) == {}
     campaign.aggregate.write_csv(results / "tiny_runs.csv", rows, campaign.aggregate.STANDARD)
-    wider = dict(spec, sweep={**spec["sweep"], "seeds": [0, 1, 2]})
-    assert campaign.carried_blocks(results, "tiny", wider, campaign.spec_runs(wider, new_root), new_root) == {}
+    for seeds in ([0, 1, 2], [0]):  # a seed added, a seed dropped: not the plan the verdict was about
+        other = dict(spec, sweep={**spec["sweep"], "seeds": seeds})
+        assert campaign.carried_blocks(results, "tiny", other, campaign.spec_runs(other, new_root), new_root) == {}
+    fewer = dict(spec, sweep={**spec["sweep"], "variants": {"dab": {}}})  # a variant dropped
+    assert campaign.carried_blocks(results, "tiny", fewer, campaign.spec_runs(fewer, new_root), new_root) == {}
+    longer = dict(spec, sweep={**spec["sweep"], "overrides": {"dataset.length": [5, 6, 7]}})  # a block added
+    assert list(campaign.carried_blocks(results, "tiny", longer, campaign.spec_runs(longer, new_root), new_root)) == [
+        "dataset.length=5"]
 
     experiments = tmp_path / "experiments"
     experiments.mkdir()

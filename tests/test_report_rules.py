@@ -268,3 +268,16 @@ def test_figure6_middle_without_its_hand_written_verdict_gets_the_computed_trend
     bullet = tier_bullet(report, "figure6_middle", "results/cpu")
     assert "Verdict (computed): computed from these runs, not hand-written: differs: neither series" in bullet
     assert "loss_to_input=false (reference): no clear trend" in bullet
+
+
+def test_the_cpu_tier_counts_its_runs_against_its_own_plan():
+    """results/cpu runs only the presets of a spec's `cpu.only` (Table 1's dense cells): its runs are
+    counted against those, not against the whole sweep; other tiers against the whole sweep."""
+    spec = yaml.safe_load((REPO / "experiments" / "table1.yaml").read_text())
+    cpu = report_module.tier_plan(spec, REPO / "results" / "cpu")
+    assert common.spec_presets(cpu) == ["sort_t5", "sort_t10", "sort_t15", "sort_elu_t5", "sort_elu_t10", "sort_elu_t15"]
+    assert report_module.count_totals(cpu, [])["planned"] == 18
+    assert report_module.tier_plan(spec, REPO / "results" / "gpu") is spec
+    assert report_module.count_totals(spec, [])["planned"] == 27
+    grouped = {"sweep": {"groups": [{"presets": ["a", "b"]}, {"presets": ["c"]}]}, "cpu": {"only": ["b", "c"]}}
+    assert common.spec_presets(report_module.tier_plan(grouped, Path("results/cpu"))) == ["b", "c"]
