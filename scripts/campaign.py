@@ -79,7 +79,7 @@ sys.path.insert(0, str(REPO))
 import aggregate  # noqa: E402
 import run_artifact  # noqa: E402
 from jobs import Job, run_jobs  # noqa: E402
-from renderers.common import hydra_value  # noqa: E402
+from renderers.common import block_order, hydra_value  # noqa: E402
 from renderers.settle import Verdict, orders_by_step, settle  # noqa: E402
 
 from dab.estimators import missing_requirement  # noqa: E402
@@ -597,7 +597,7 @@ def write_status(results: Path, name: str, spec: dict, status: dict, runs: list[
                 f"{spec['artifact']}_runs.csv" + (", their CPU time as recorded then" if None not in before else
                                                   ", part of their CPU time not recorded") if elsewhere else "") + ").", "",
              "| block | verdict | order at the last evaluation (best first, ~ tied) | CPU-hours |", "|---|---|---|---|"]
-    for block, s in sorted(status.items()):
+    for block, s in sorted(status.items(), key=lambda kv: (block_order(kv[0].split(" | ")[0]), kv[0])):  # T=5 first
         order = " > ".join(" ~ ".join(t) for t in s["order"])
         lines.append(f"| {block.replace(' | ', ', ')} | {s['verdict']} | {order} | {hours_cell(block, s)} |")
     sections[name] = "\n".join(lines)

@@ -77,6 +77,9 @@ def test_an_unsettled_block_is_extended_and_a_settled_one_stops(tmp_path, monkey
     path = campaign.write_status(tmp_path, "tiny", tiny_spec(), status, campaign.spec_runs(tiny_spec(), tmp_path))
     text = path.read_text()
     assert "| dataset.length=5 | settled at step 2 of 4 | dab > ste |" in text
+    longer = {**status, "dataset.length=10": status["dataset.length=6"]}  # blocks in reading order, not string order
+    text = campaign.write_status(tmp_path, "tiny", tiny_spec(), longer, campaign.spec_runs(tiny_spec(), tmp_path)).read_text()
+    assert text.index("| dataset.length=5 |") < text.index("| dataset.length=6 |") < text.index("| dataset.length=10 |")
 
 
 def test_a_budget_dependent_group_is_run_afresh_at_each_budget_never_resumed(tmp_path, monkeypatch):
