@@ -143,8 +143,8 @@ def test_report_never_shows_a_verdict_about_other_runs(pipeline):
     assert "1 have one run (no spread to judge by)" in details
     for text in verdict_texts("table1") + verdict_texts("figure3"):
         assert text not in report
-    assert "describe other runs (hardware H100, max_steps 10000, 30000, 17 finished runs, overrides none); " \
-           "these runs: hardware " in report
+    assert "describe other runs (hardware H100, max_steps 10000, 30000, 17 finished runs, overrides none; " \
+           "hardware AMD EPYC, max_steps 30000, 18 finished runs, overrides none); these runs: hardware " in report
     assert report_line(report, "figure3").endswith("| not run in any tier (no figure3_runs.csv in results) | — | — |")
     row = next(ln for ln in report.splitlines() if ln.startswith("| T=5 Signum-Dense |"))
     _, paper, ours, gap = row.strip("| ").split(" | ")

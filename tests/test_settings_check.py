@@ -155,7 +155,7 @@ def test_the_campaign_runs_a_pending_check_first_on_the_block_it_names(tmp_path,
 
     ran = []
     monkeypatch.setattr(check_settings, "main", fake_check)
-    monkeypatch.setattr(campaign, "campaign_spec", lambda spec, root, w, t, say, settings, on_block: ran.append(settings))
+    monkeypatch.setattr(campaign, "campaign_spec", lambda spec, root, w, t, say, settings, on_block, carried=None: ran.append(settings))
     (tmp_path / "r").mkdir()
     args = ["--experiments", str(experiments), "--runs-root", str(tmp_path / "runs"), "--results", str(tmp_path / "r"),
             "--no-publish"]
