@@ -848,6 +848,9 @@ def main(argv: list[str] | None = None) -> int:
     todo = specs(a.experiments, a.only.split(",") if a.only else None)
     redo = a.redo.split(",") if a.redo else []
     if unknown := sorted(set(redo) - {n for n, _ in todo}):
+        if a.only and (left_out := [n for n, _ in specs(a.experiments, None) if n in unknown]):
+            raise SystemExit(f"campaign: --redo {', '.join(left_out)}: left out by --only {a.only}; name it in --only "
+                             f"too, or redo one of: {', '.join(n for n, _ in todo)}")
         raise SystemExit(f"campaign: --redo: unknown spec(s) {', '.join(unknown)}; valid choices: "
                          f"{', '.join(n for n, _ in todo)}")
     kept = []

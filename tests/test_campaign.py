@@ -606,6 +606,10 @@ def test_a_tier_recorded_finished_whose_runs_are_gone_is_skipped_unless_redone(t
     assert campaign.published(results, "tiny", tiny_spec(), runs) is None and "tiny: 8 runs in 2 block(s)" in plan()
     with pytest.raises(SystemExit, match="--redo: unknown spec.*nope; valid choices: tiny"):
         campaign.main(args + ["--redo", "nope"])
+    (experiments / "other.yaml").write_text(yaml.safe_dump({**tiny_spec(), "artifact": "other"}))
+    with pytest.raises(SystemExit, match="--redo other: left out by --only tiny; name it in --only too"):
+        campaign.main(args + ["--only", "tiny", "--redo", "other"])
+    (experiments / "other.yaml").unlink()
     assert not runs_root.exists()
 
 
