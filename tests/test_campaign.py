@@ -799,3 +799,12 @@ def test_a_record_from_before_per_block_times_carries_its_total_once(tmp_path):
     assert "| dataset.length=5 | settled at step 2 of 4 | dab > ste | 0.84 (+2 copied) |" in text
     assert "| dataset.length=6 | settled at step 4 of 8 | ste ~ dab | counted with dataset.length=5 |" in text
     assert campaign.carried_blocks(tmp_path, "tiny", spec, runs, tmp_path / "runs") == carried  # read back the same
+
+
+def test_every_spec_with_a_cpu_tier_keeps_its_history():
+    """A CPU tier is judged by the settle rule on the order at every evaluation: its published
+    results must carry that history (<artifact>_history.csv), or the rendered ranking by step, and
+    Figure 6 left's curves and largest falls, are silently left out."""
+    tiers = campaign.specs(REPO / "experiments", None)
+    assert {name for name, _ in tiers} >= {"figure4", "table2", "figure6_left", "figure6_right"}
+    assert [name for name, spec in tiers if spec.get("history") is not True] == []

@@ -52,6 +52,24 @@ def test_figure6_left_reports_each_placement(tmp_path):
     assert "| 1 | 50.00 ± 0.00 (n=2 of 3) |" in text and "| 4 | 80.00 ± 0.00 (n=2 of 3) |" in text
 
 
+def test_figure6_left_shows_accuracy_over_training_and_each_placements_largest_fall(tmp_path):
+    """The paper's Figure 6 left claim is about stability during training: a run whose accuracy
+    drops between evaluations shows in the stability table, which the final bars would hide."""
+    curves = {0: (1, [0.5, 0.8, 0.6, 0.85]), 1: (1, [0.5, 0.7, 0.8, 0.85]),  # stage 1: one run falls 20 points
+              2: (4, [0.6, 0.7, 0.8, 0.86]), 3: (4, [0.6, 0.7, 0.75, 0.84])}  # stage 4: never falls
+    rows = [run_row(i, hard_fn="signum", hard_fn_after=stage, accuracy=accs[-1]) for i, (stage, accs) in curves.items()]
+    write_history(tmp_path / "figure6_left_history.csv",
+                  [{"run_dir": f"runs/x/{i}", "seed": i % 3, "experiment": "classify_signum", "step": 250 * (k + 1),
+                    "test/accuracy": a} for i, (_, accs) in curves.items() for k, a in enumerate(accs)])
+    png, md = renderer.render(load_spec("figure6_left"), rows, tmp_path)
+    text = md.read_text()
+    assert "| 1 | 10.0 ± 14.1 (n=2) | 20.0 |" in text  # falls of 20 and 0 points
+    assert "| 4 | 0.0 ± 0.0 (n=2) | 0.0 |" in text and "| 2 | not run | — |" in text
+    assert "| stage 1 | 750 | 70.00 ± 14.14 (n=2) |" in text and "| stage 4 | 1000 | 85.00 ± 1.41 (n=2) |" in text
+    assert "| 1 | 85.00 ± 0.00 (n=2 of 3) |" in text  # the final accuracy, as before
+    assert png.stat().st_size > 0
+
+
 def emd_history(series: dict[bool, list[tuple[float, float]]]) -> tuple[list[dict], list[dict]]:
     """Runs and history for Figure 6 middle: per loss_to_input, one run per (EMD at step 390, at 780)."""
     rows, history, i = [], [], 0

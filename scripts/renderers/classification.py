@@ -5,7 +5,9 @@
 parsed) and the curves come from results/<artifact>_history.csv. Writes, by ``spec['artifact']``:
 
     table2           results/table2.md                          ours vs paper, in %
-    figure6_left     results/figure6_left.{png,md}              accuracy per signum placement
+    figure6_left     results/figure6_left.{png,md}              accuracy per signum placement, at the end
+                                                                and over training, with each placement's
+                                                                largest fall between evaluations
     figure6_middle   results/figure6_middle.{png,md}            test EMD over training (sort), one curve
                                                                 per dab.loss_to_input, and which falls
     figure6_right    results/figure6_right.{png,md}             test accuracy over training, DAB vs STE
@@ -177,14 +179,37 @@ def render_curves(spec: dict, all_rows: list[dict], rows: list[dict], results_di
     return [png, write_md(results_dir / f"{artifact}.md", spec, all_rows, rows, body)]
 
 
+def largest_falls(history: list[dict], stage_of, metric: str) -> dict[int, list[float]]:
+    """{stage: [each run's largest fall of ``metric`` from one evaluation to the next]} (0 for a run
+    that never fell; runs with one evaluation are left out): the paper's claim for Figure 6 left is
+    about stability during training, which the final accuracy alone does not show."""
+    series: dict = defaultdict(dict)
+    for h in history:
+        stage = stage_of(h)
+        if stage is not None and h.get(metric) is not None:
+            series[(stage, h.get("run_dir"))][int(h["step"])] = float(h[metric])
+    out: dict[int, list[float]] = defaultdict(list)
+    for (stage, _), by_step in sorted(series.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        values = [by_step[k] for k in sorted(by_step)]
+        if len(values) > 1:
+            out[stage].append(max(0.0, *(a - b for a, b in zip(values, values[1:]))))
+    return out
+
+
 def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], results_dir: Path) -> list[Path]:
+    """Final test accuracy per signum placement (bars), and, where the runs kept a history, the
+    accuracy over training per placement and each placement's largest fall between evaluations."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metric = spec.get("metric", "accuracy")
     by_stage = {s: [r[metric] for r in rows if r.get("hard_fn_after") == s] for s in (1, 2, 3, 4)}
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    history = read_history(results_dir, "figure6_left")
+    stage_of = by_run(rows, lambda r: r.get("hard_fn_after"))
+    groups = curves(history, lambda h: None if stage_of(h) is None else f"stage {stage_of(h)}", "test/accuracy")
+    fig, axes = plt.subplots(1, 2 if groups else 1, figsize=(9.5 if groups else 5, 3.6), squeeze=False)
+    ax = axes[0][-1]
     stages = [s for s, v in by_stage.items() if v]
     stats = [summary(by_stage[s]) for s in stages]
     ax.bar(stages, [m for m, _, _ in stats], yerr=[sd or 0.0 for _, sd, _ in stats], capsize=4)
@@ -192,8 +217,20 @@ def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], resu
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([1, 2, 3, 4])
     ax.set_xlabel("signum after residual stage")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(textwrap.fill(f"{spec['title']} ({subtitle(rows)})", 70), fontsize=8)
+    ax.set_ylabel("test accuracy at the end (%)")
+    if groups:
+        curve_ax = axes[0][0]
+        for name, by_step in sorted(groups.items()):
+            steps = sorted(by_step)
+            mean_std = [summary(by_step[k]) for k in steps]
+            mean, std = [m for m, _, _ in mean_std], [sd or 0.0 for _, sd, _ in mean_std]
+            curve_ax.plot(steps, mean, label=name)
+            curve_ax.fill_between(steps, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                                  alpha=0.2)
+        curve_ax.set_xlabel("training step")
+        curve_ax.set_ylabel("test accuracy (%)")
+        curve_ax.legend(fontsize=8, title="signum after", title_fontsize=8)
+    fig.suptitle(textwrap.fill(f"{spec['title']} ({subtitle(rows)})", 130 if groups else 70), fontsize=8)
     counts = {f"stage {s}": len(by_stage[s]) for s in stages}
     fig.tight_layout(rect=(0, add_caption(fig, caption(spec, all_rows, counts, "bar")), 1, 1))
     png = results_dir / "figure6_left.png"
@@ -202,7 +239,16 @@ def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], resu
     body = [f"Paper: {spec['paper'].get('claim', '')} (no published numbers).", "", f"![figure6_left]({png.name})", "",
             "| signum after stage | test accuracy % (mean ± std) |", "|---|---|"]
     body += [f"| {s} | {cell_summary(spec, all_rows, metric, hard_fn_after=s)} |" for s in by_stage]
-    body += ranking_body(spec, all_rows, read_history(results_dir, "figure6_left"))
+    falls = largest_falls(history, stage_of, "test/accuracy")
+    if falls:
+        body += ["", "Stability during training (the paper's claim): each run's largest fall of test accuracy from "
+                 "one evaluation to the next, in points (0 when it never fell), mean ± sample std over runs, and the "
+                 "worst run:", "", "| signum after stage | largest fall, points | worst run |", "|---|---|---|"]
+        body += [f"| {s} | {fmt_ours(falls[s], scale=100.0, digits=1)} | {100 * max(falls[s]):.1f} |"
+                 if falls.get(s) else f"| {s} | not run | — |" for s in by_stage]
+        body += ["", "test accuracy (%), mean ± sample std over seeds, at each evaluation:", "",
+                 *curve_table(groups, 100.0, 2)]
+    body += ranking_body(spec, all_rows, history)
     return [png, write_md(results_dir / "figure6_left.md", spec, all_rows, rows, body)]
 
 
