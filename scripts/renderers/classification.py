@@ -124,19 +124,24 @@ def curves(history: list[dict], group_of, metric: str) -> dict[str, dict[int, li
     return out
 
 
-def plot_curves(path: Path, title: str, groups: dict, ylabel: str, scale: float, note: str) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+def draw_curves(ax, groups: dict, scale: float, alpha: float = 0.25) -> None:
+    """One line per group (mean over runs at each step) with a band of ± the sample std."""
     for name, by_step in sorted(groups.items()):
         steps = sorted(by_step)
         stats = [summary(by_step[s], scale) for s in steps]
         mean = [m for m, _, _ in stats]
         std = [sd or 0.0 for _, sd, _ in stats]
         ax.plot(steps, mean, label=name)
-        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.25)
+        ax.fill_between(steps, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)], alpha=alpha)
+
+
+def plot_curves(path: Path, title: str, groups: dict, ylabel: str, scale: float, note: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    draw_curves(ax, groups, scale)
     if not groups:
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("training step")
@@ -220,13 +225,7 @@ def render_figure6_left(spec: dict, all_rows: list[dict], rows: list[dict], resu
     ax.set_ylabel("test accuracy at the end (%)")
     if groups:
         curve_ax = axes[0][0]
-        for name, by_step in sorted(groups.items()):
-            steps = sorted(by_step)
-            mean_std = [summary(by_step[k]) for k in steps]
-            mean, std = [m for m, _, _ in mean_std], [sd or 0.0 for _, sd, _ in mean_std]
-            curve_ax.plot(steps, mean, label=name)
-            curve_ax.fill_between(steps, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
-                                  alpha=0.2)
+        draw_curves(curve_ax, groups, 100.0, alpha=0.2)
         curve_ax.set_xlabel("training step")
         curve_ax.set_ylabel("test accuracy (%)")
         curve_ax.legend(fontsize=8, title="signum after", title_fontsize=8)
