@@ -48,8 +48,11 @@ run: $(VENV_STAMP)  ## the main job: Table 1's Signum-Dense T=10 cell with the f
 	@echo "sort_t10 +recipe=fast, 30,000 steps; measured times: docs/timings.md (on a GPU add RUN_ARGS=trainer.compile=true; the bar shows the live ETA; Ctrl-C checkpoints)"
 	$(PY) train.py +experiment=sort_t10 +recipe=fast trainer.max_steps=30000 trainer.eval_every=2000 $(RUN_ARGS)
 
+# The suite on every core (pytest-xdist); a test file stays on one worker, so module-scoped fixtures are
+# built once. TEST_WORKERS=0 runs it in this process alone.
+TEST_WORKERS ?= auto
 test: $(VENV_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Every preset at its real sizes for two steps, sorting learning, the benchmark scripts on a tiny
 # budget (tests/test_slow.py, tests/test_bench_scripts.py; how long: docs/timings.md)
